@@ -1,0 +1,193 @@
+"""Checkpoint I/O. Our format: one safetensors file whose header metadata holds JSON.
+
+Weights: ``SumSam.state_dict()`` (``sam.*`` stock keys + ``task_prompts.task_embeddings``).
+Metadata (``__metadata__["sumseg"]``): format, model name, architecture, task ids, step,
+sumseg version and an optional config. Writes are atomic; loading never unpickles code:
+safetensors for ours, ``torch.load(weights_only=True)`` for official ``.pth`` state dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from sumseg.atomic import atomic_path
+from sumseg.errors import CheckpointError
+from sumseg.models.registry import ARCHS, build_sam
+from sumseg.models.sum_sam import SumSam
+from sumseg.models.task_prompts import DEFAULT_TASKS
+
+FORMAT = "sumseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CheckpointMeta:
+    """What a sumseg checkpoint says about itself."""
+
+    model: str
+    task_ids: list[int]
+    step: int = 0
+    config: dict = field(default_factory=dict)
+    sumseg_version: str = ""
+    arch: dict = field(default_factory=dict)
+
+
+def _version() -> str:
+    from sumseg import __version__
+
+    return __version__
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: SumSam, step: int = 0, config: Mapping | None = None
+) -> Path:
+    """Write ``model`` atomically as a sumseg checkpoint (safetensors + JSON metadata)."""
+    meta = CheckpointMeta(
+        model=model.name,
+        task_ids=list(model.task_prompts.task_ids),
+        step=int(step),
+        config=dict(config or {}),
+        sumseg_version=_version(),
+        arch=ARCHS[model.name].to_dict(),
+    )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "sumseg": json.dumps(meta.__dict__)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=header)
+    return path
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with a little-endian u64 header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n <= path.stat().st_size - 8
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointMeta | None]:
+    """Read weights to CPU without running pickled code.
+
+    Returns (state_dict, meta): meta is None for a plain state_dict (official SAM ``.pth``,
+    or our export), whose keys are stock SAM keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if _is_safetensors(path):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: damaged safetensors checkpoint (truncated or corrupt): {e}") from e
+        if header.get("format") != FORMAT:
+            return state, None
+        try:
+            meta = CheckpointMeta(**json.loads(header["sumseg"]))
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: sumseg checkpoint with unreadable metadata: {e}") from e
+        return state, meta
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (neither safetensors nor a torch state_dict; "
+            f"truncated or not a checkpoint at all): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
+    return dict(obj), None
+
+
+def _fingerprint_arch(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the registry model whose architecture matches a stock SAM state_dict, if any."""
+    pos = state.get("image_encoder.pos_embed")
+    if pos is None or pos.ndim != 4:
+        return None
+    depth = 1 + max((int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")), default=-1)
+    hq = "mask_decoder.hf_token.weight" in state
+    for name, arch in ARCHS.items():
+        grid = arch.image_size // arch.patch_size
+        if (arch.hq, arch.encoder_depth, arch.encoder_embed_dim, grid) == (hq, depth, pos.shape[3], pos.shape[1]):
+            return name
+    return None
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], name: str, path: Path
+) -> None:
+    """Raise CheckpointError naming the model and the first mismatching keys/shapes."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"{path}: checkpoint does not fit model {name!r}"]
+    guess = _fingerprint_arch(got)
+    if guess and guess != name:
+        parts.append(f"it looks like a {guess!r} checkpoint")
+    for label, items in (("shape mismatches", shapes), ("missing keys", missing), ("unexpected keys", unexpected)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    raise CheckpointError("; ".join(parts))
+
+
+def build_model(
+    name: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    tasks: Sequence[int] = DEFAULT_TASKS,
+) -> SumSam:
+    """Build a task-conditioned SAM by registry name, optionally loading weights (eval mode).
+
+    ``checkpoint`` may be an official SAM/HQ-SAM ``.pth`` (a state_dict of ``name``), an
+    exported stock file, or a sumseg checkpoint (see :func:`load_checkpoint`).
+    """
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, name, tasks)[0]
+    if name is None:
+        raise CheckpointError("build_model needs a model name or a checkpoint")
+    return SumSam(build_sam(name), tasks, name).eval()
+
+
+def load_checkpoint(
+    path: str | os.PathLike, name: str | None = None, tasks: Sequence[int] = DEFAULT_TASKS
+) -> tuple[SumSam, CheckpointMeta | None]:
+    """Load a checkpoint into a new model; also return its metadata (None for a plain state_dict).
+
+    For a sumseg checkpoint ``name`` may be omitted (when given it must match) and the
+    checkpoint's task ids replace ``tasks``. A plain state_dict needs ``name``.
+    """
+    path = Path(path)
+    state, meta = read_checkpoint(path)
+    if meta is not None:
+        if name is not None and name != meta.model:
+            raise CheckpointError(f"{path}: checkpoint holds a {meta.model!r} model, not {name!r}")
+        name, tasks = meta.model, meta.task_ids
+    if name is None:
+        guess = _fingerprint_arch(state)
+        hint = f" (it looks like {guess!r})" if guess else ""
+        raise CheckpointError(f"{path}: a plain state_dict does not say its model: pass a model name{hint}")
+    model = SumSam(build_sam(name), tasks, name)
+    target = model if meta is not None else model.sam
+    check_state_dict(target.state_dict(), state, name, path)
+    target.load_state_dict(state, strict=True)
+    return model.eval(), meta

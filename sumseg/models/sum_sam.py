@@ -1,0 +1,113 @@
+"""``SumSam``: a stock SAM (or HQ-SAM) plus task prompts, with a forward that keeps gradients.
+
+Conventions, defined once here for the whole package:
+- images enter ``encode`` already preprocessed: (B, 3, S, S) float, normalised and padded by
+  ``preprocess`` (S = ``image_size``; 1024 for official models, 256 for tiny);
+- point coordinates are (x, y) pixels in the S×S input frame, labels 1 = positive,
+  0 = negative, -1 = padding (SAM's convention); boxes are (x0, y0, x1, y1) in the same frame;
+- masks are logits unless a name says otherwise; low-resolution logits are (N, M, 4h, 4w)
+  (256×256 for official models, 64×64 for tiny), M = 3 with ``multimask`` else 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+from torch import nn
+
+from sumseg.models.task_prompts import TaskArg, TaskPrompts
+
+
+@dataclass
+class ImageFeatures:
+    """Image-encoder output for B images.
+
+    embeddings: (B, C, h, w) image embeddings (C = 256).
+    interm: HQ-SAM only: the early ViT features (B, h, w, D) its decoder fuses in; None for SAM.
+    """
+
+    embeddings: torch.Tensor
+    interm: torch.Tensor | None = None
+
+    def select(self, i: int) -> ImageFeatures:
+        """Features of image ``i`` alone (batch of 1), as the mask decoder expects."""
+        interm = None if self.interm is None else self.interm[i : i + 1]
+        return ImageFeatures(self.embeddings[i : i + 1], interm)
+
+
+class SumSam(nn.Module):
+    """SAM with one zero-initialised task prompt per task id.
+
+    ``name`` is the registry name the model was built as (it travels in checkpoints).
+    """
+
+    def __init__(self, sam: Sam, task_ids: Sequence[int], name: str) -> None:
+        super().__init__()
+        self.sam = sam
+        self.task_prompts = TaskPrompts(task_ids, sam.prompt_encoder.embed_dim)
+        self.name = name
+        self.is_hq = hasattr(sam.mask_decoder, "hf_token")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sam.image_encoder.img_size)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in 0..255, longest side resized to ``image_size`` → normalised, padded."""
+        return self.sam.preprocess(images)
+
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
+        """Run the image encoder on preprocessed images (B, 3, S, S)."""
+        out = self.sam.image_encoder(images)
+        if self.is_hq:
+            embeddings, interm = out
+            return ImageFeatures(embeddings, interm[0])
+        return ImageFeatures(out)
+
+    def prompt_embeddings(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        mask_inputs: torch.Tensor | None,
+        task: TaskArg,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse (N, n_tokens, C) and dense (N, C, h, w) prompt embeddings, task prompt added.
+
+        points: ((N, P, 2) xy coordinates, (N, P) labels); boxes: (N, 4) xyxy;
+        mask_inputs: (N, 1, 4h, 4w) logits of an earlier prediction.
+        """
+        sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+        return sparse, self.task_prompts(dense, task)
+
+    def decode(
+        self,
+        features: ImageFeatures,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        task: TaskArg = None,
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode N prompts on ONE image (``features`` of batch 1, as SAM's decoder requires).
+
+        Returns low-resolution mask logits (N, M, 4h, 4w) and predicted IoUs (N, M).
+        """
+        sparse, dense = self.prompt_embeddings(points, boxes, mask_inputs, task)
+        kwargs = {}
+        if self.is_hq:
+            kwargs = {"hq_token_only": False, "interm_embeddings": [features.interm]}
+        return self.sam.mask_decoder(
+            image_embeddings=features.embeddings,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            **kwargs,
+        )
+
+    def upscale(self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]):
+        """Low-res logits (N, M, 4h, 4w) → logits at the original image size (N, M, H, W)."""
+        return self.sam.postprocess_masks(low_res, input_size, original_size)

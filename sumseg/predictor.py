@@ -1,0 +1,80 @@
+"""``SumPredictor``: the ``SamPredictor`` API with a task prompt.
+
+``predict`` / ``predict_torch`` take ``task`` (a task id, or None for stock SAM behaviour,
+which is also what every round after the first uses in sumseg's interactive protocol).
+Works for SAM and HQ-SAM models built by :func:`sumseg.build_model`.
+"""
+
+from __future__ import annotations
+
+import torch
+from segment_anything import SamPredictor
+
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+
+
+class SumPredictor(SamPredictor):
+    """Embeds an image once, then predicts masks from prompts (+ an optional task id).
+
+    ``task`` given to the constructor is the default for every call; a ``task=`` argument to
+    ``predict``/``predict_torch`` overrides it for that call.
+    """
+
+    def __init__(self, model: SumSam, task: int | None = None) -> None:
+        self.sum_model = model
+        self.task = task
+        self._call_task: int | None = None
+        self.image_features: ImageFeatures | None = None
+        super().__init__(model.sam)
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Embed a (1, 3, H, W) image already resized with ``ResizeLongestSide`` (long side = S)."""
+        size = self.sum_model.image_size
+        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3 or max(transformed_image.shape[2:]) != size:
+            raise ValueError(f"set_torch_image input must be 1x3xHxW with long side {size}")
+        self.reset_image()
+        self.original_size = original_image_size
+        self.input_size = tuple(transformed_image.shape[-2:])
+        self.image_features = self.sum_model.encode(self.sum_model.preprocess(transformed_image))
+        self.features = self.image_features.embeddings
+        self.is_image_set = True
+
+    def reset_image(self) -> None:
+        super().reset_image()
+        self.image_features = None
+
+    def predict(self, *args, task: int | None = None, **kwargs):  # noqa: ANN201 - SamPredictor's return
+        """``SamPredictor.predict`` (numpy prompts in original-image pixels) with a task prompt."""
+        self._call_task = task
+        try:
+            return super().predict(*args, **kwargs)
+        finally:
+            self._call_task = None
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        task: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``SamPredictor.predict_torch`` with a task prompt: masks (B, C, H, W), IoUs (B, C), low-res (B, C, h, w)."""
+        if not self.is_image_set or self.image_features is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        for t in (task, self._call_task, self.task):
+            if t is not None:
+                task = t
+                break
+        points = (point_coords, point_labels) if point_coords is not None else None
+        low_res, iou = self.sum_model.decode(
+            self.image_features, points, boxes, mask_input, task=task, multimask=multimask_output
+        )
+        masks = self.sum_model.upscale(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
