@@ -82,7 +82,3 @@ def export(
     except SumsegError as e:
         _fail(e)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with the stock SAM builder for {name}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

@@ -103,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
         return state, meta
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (neither safetensors nor a torch state_dict; "
             f"truncated or not a checkpoint at all): {str(e).splitlines()[0] if str(e) else type(e).__name__}"

@@ -8,6 +8,7 @@ Weights are loaded by :mod:`sumseg.models.checkpoint`, never here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -73,7 +74,9 @@ def _official_builder(name: str) -> Callable[[], Sam]:
 
 def _import_hq():  # noqa: ANN202 - returns a module
     try:
-        import segment_anything_hq
+        with warnings.catch_warnings():  # its timm imports and registrations warn on every import
+            warnings.simplefilter("ignore")
+            import segment_anything_hq
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConfigError(
             "HQ-SAM models need the optional extra: pip install 'sumseg[hq]' "

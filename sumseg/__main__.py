@@ -1,0 +1,5 @@
+"""`python -m sumseg` = the `sumseg` command."""
+
+from sumseg.cli import app
+
+app(prog_name="sumseg")

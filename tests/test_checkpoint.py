@@ -1,0 +1,138 @@
+"""Checkpoint format, atomic writes, safe loading and clear errors for the wrong file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from sumseg import build_model, load_checkpoint, save_checkpoint
+from sumseg.errors import CheckpointError, ConfigError
+from sumseg.models import MODEL_NAMES, build_sam, read_checkpoint
+from tests.conftest import randomise_task_prompts
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_registry_names_and_unknown_name() -> None:
+    assert {"vit_h", "vit_l", "vit_b", "tiny", "hq_vit_h", "hq_vit_l", "hq_vit_b"} <= set(MODEL_NAMES)
+    with pytest.raises(ConfigError, match="unknown model 'vit_x'.*vit_b"):
+        build_sam("vit_x")
+
+
+def test_tiny_configuration() -> None:
+    sam = build_sam("tiny")
+    assert sam.image_encoder.img_size == 256
+    assert sam.prompt_encoder.image_embedding_size == (16, 16)
+    assert len(sam.image_encoder.blocks) == 4
+    assert type(sam).__module__.startswith("segment_anything.")  # the official classes
+
+
+def test_official_builder_parameter_layout() -> None:
+    from segment_anything import sam_model_registry
+
+    ours, stock = build_sam("vit_b").state_dict(), sam_model_registry["vit_b"]().state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in stock.items()}
+
+
+def test_round_trip_keeps_weights_tasks_and_metadata(tmp_path: Path) -> None:
+    model = randomise_task_prompts(build_model("tiny", tasks=(0, 1, 4)))
+    path = save_checkpoint(tmp_path / "m.ckpt", model, step=17, config={"lr": 1e-5})
+    loaded, meta = load_checkpoint(path)
+    assert _same_weights(model, loaded)
+    assert meta.model == "tiny" and meta.task_ids == [0, 1, 4] and meta.step == 17
+    assert meta.config == {"lr": 1e-5} and meta.sumseg_version and meta.arch["image_size"] == 256
+    assert loaded.task_prompts.task_ids == (0, 1, 4) and not loaded.training
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ckpt"]  # no temp files left
+
+
+def test_official_state_dict_loads_with_weights_only(tmp_path: Path) -> None:
+    sam = build_sam("tiny", seed=5)
+    torch.save(sam.state_dict(), tmp_path / "sam_tiny.pth")
+    model = build_model("tiny", checkpoint=tmp_path / "sam_tiny.pth")
+    assert _same_weights(model.sam, sam)
+    assert not model.task_prompts.task_embeddings.any()
+
+
+def test_failed_write_leaves_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    model = build_model("tiny")
+    path = save_checkpoint(tmp_path / "m.ckpt", model, step=1)
+    before = path.read_bytes()
+
+    def broken_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("sumseg.models.checkpoint.save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, step=2)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.ckpt"]
+
+
+def test_truncated_checkpoint(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.ckpt", build_model("tiny"))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{path}.*damaged safetensors.*truncated"):
+        load_checkpoint(path)
+    pth = tmp_path / "sam.pth"
+    torch.save(build_sam("tiny").state_dict(), pth)
+    pth.write_bytes(pth.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{pth}: not a readable checkpoint"):
+        build_model("tiny", pth)
+
+
+def test_random_file_and_missing_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match=rf"{junk}: not a readable checkpoint"):
+        build_model("tiny", junk)
+    with pytest.raises(CheckpointError, match="not found"):
+        build_model("tiny", tmp_path / "nope.pth")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["SUMSEG_TEST_MARKER"]),))
+
+
+def test_pickled_code_is_never_run(tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("SUMSEG_TEST_MARKER", str(marker))
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"x": _Payload()}, f)
+    with pytest.raises(CheckpointError, match=str(evil)):
+        build_model("tiny", evil)
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_model_names_model_and_keys(tmp_path: Path) -> None:
+    pth = tmp_path / "tiny.pth"
+    torch.save(build_sam("tiny").state_dict(), pth)
+    with pytest.raises(CheckpointError) as e:
+        build_model("vit_b", pth)
+    msg = str(e.value)
+    assert f"{pth}: checkpoint does not fit model 'vit_b'" in msg
+    assert "it looks like a 'tiny' checkpoint" in msg
+    assert "image_encoder.pos_embed: checkpoint (1, 16, 16, 96) vs model (1, 64, 64, 768)" in msg
+    assert "missing keys: image_encoder.blocks.4." in msg
+    # HQ weights given as plain SAM: unexpected HQ keys are named
+    hq = tmp_path / "hq_tiny.pth"
+    torch.save(build_sam("hq_tiny").state_dict(), hq)
+    with pytest.raises(CheckpointError, match=r"looks like a 'hq_tiny'.*unexpected keys: mask_decoder\.hf_token"):
+        build_model("tiny", hq)
+
+
+def test_sumseg_checkpoint_given_as_another_model(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.ckpt", build_model("tiny"))
+    with pytest.raises(CheckpointError, match=r"holds a 'tiny' model, not 'vit_b'"):
+        build_model("vit_b", path)
+    state, meta = read_checkpoint(path)
+    assert meta is not None and "task_prompts.task_embeddings" in state
