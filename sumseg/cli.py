@@ -73,12 +73,15 @@ def export(
     checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export")],
     task: Annotated[int, typer.Option(help="task id whose prompt is folded into the weights")],
     out: Annotated[Path, typer.Option(help="output .pth (a plain state_dict for the stock loader)")],
+    verify: Annotated[bool, typer.Option(help="reload with the stock loader and compare predictions")] = True,
 ) -> None:
     """Write a stock SAM state_dict with task prompt TASK folded in."""
     from sumseg.models.export import export_checkpoint
 
     try:
-        name = export_checkpoint(checkpoint, task, out)
+        name, diff = export_checkpoint(checkpoint, task, out, verify=verify)
     except SumsegError as e:
         _fail(e)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with the stock SAM builder for {name}")
+    if diff is not None:
+        typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions (max |logit diff| {diff:.2e})")

@@ -34,7 +34,7 @@ def test_export_command(tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "c.ckpt", randomise_task_prompts(build_model("tiny")))
     res = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--task", "1", "--out", str(tmp_path / "s.pth")])
     assert res.exit_code == 0, res.output
-    assert "model tiny, task 1" in res.output
+    assert "model tiny, task 1" in res.output and "verified" in res.output
     build_sam("tiny").load_state_dict(torch.load(tmp_path / "s.pth", weights_only=True), strict=True)
 
 

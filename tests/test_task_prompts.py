@@ -15,7 +15,9 @@ from tests.conftest import randomise_task_prompts
 PROMPTS = {
     "points": dict(point_coords=np.array([[120, 90], [30, 40]]), point_labels=np.array([1, 0])),
     "box": dict(box=np.array([20, 30, 200, 150])),
-    "box+point": dict(point_coords=np.array([[100, 100]]), point_labels=np.array([1]), box=np.array([20, 30, 200, 150])),
+    "box+point": dict(
+        point_coords=np.array([[100, 100]]), point_labels=np.array([1]), box=np.array([20, 30, 200, 150])
+    ),
 }
 
 

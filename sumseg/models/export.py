@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from segment_anything.modeling import Sam
 
 from sumseg.atomic import atomic_path
 from sumseg.models.checkpoint import load_checkpoint
+from sumseg.models.registry import ARCHS, build_sam, import_hq
 from sumseg.models.sum_sam import SumSam
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
@@ -38,10 +41,73 @@ def export_state_dict(model: SumSam, task: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, task: int, out: str | os.PathLike) -> str:
-    """Write task ``task`` of ``checkpoint`` as a plain ``.pth`` state_dict; return the model name."""
+def export_checkpoint(
+    checkpoint: str | os.PathLike, task: int, out: str | os.PathLike, verify: bool = False
+) -> tuple[str, float | None]:
+    """Write task ``task`` of ``checkpoint`` as a plain ``.pth`` state_dict.
+
+    Returns the model name and, with ``verify``, the largest logit difference between the
+    file loaded by the stock loader and sumseg's task-``task`` predictions (see ``verify_export``).
+    """
     model, _ = load_checkpoint(checkpoint)
     state = export_state_dict(model, task)
     with atomic_path(Path(out)) as tmp:
         torch.save(state, tmp)
-    return model.name
+    if not verify:
+        return model.name, None
+    image = (np.random.default_rng(0).random((model.image_size * 3 // 4, model.image_size, 3)) * 255).astype(np.uint8)
+    return model.name, verify_export(model, load_stock(out, model.name), image, task)
+
+
+def load_stock(path: str | os.PathLike, name: str) -> Sam:
+    """Load an exported file the way a user of the stock packages would.
+
+    Official sizes: ``segment_anything.sam_model_registry[name](checkpoint=path)`` (or the HQ
+    package's registry for ``hq_*``); tiny configurations: the same classes built by
+    :func:`build_sam`, then ``load_state_dict(strict=True)``.
+    """
+    if "tiny" in name:
+        sam = build_sam(name, seed=None)
+        sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        return sam.eval()
+    if ARCHS[name].hq:
+        registry = import_hq().sam_model_registry
+    else:
+        from segment_anything import sam_model_registry as registry
+    return registry[name.removeprefix("hq_")](checkpoint=str(path)).eval()
+
+
+def _prompt_set(h: int, w: int) -> list[dict]:
+    """Point, box and box+point prompts (numpy, original-image pixels) spread over an H×W image."""
+    return [
+        dict(point_coords=np.array([[w // 2, h // 2], [w // 5, h // 4]]), point_labels=np.array([1, 0])),
+        dict(box=np.array([w // 8, h // 6, 3 * w // 4, 5 * h // 6])),
+        dict(point_coords=np.array([[w // 3, h // 2]]), point_labels=np.array([1]), box=np.array([5, 5, w - 9, h - 7])),
+    ]
+
+
+@torch.no_grad()
+def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -> float:
+    """Largest |logit| difference between ``model`` with ``task`` and a stock-loaded export.
+
+    Compares ``SumPredictor(model).predict(task=task)`` with ``SamPredictor(stock_sam).predict``
+    on ``image`` (H, W, 3) uint8 for point, box and box+point prompts, multimask on and off,
+    each followed by a second call that feeds the model's own low-res logits back as the mask
+    prompt. Every output is compared: masks at image size, IoU predictions, low-res logits.
+    """
+    from segment_anything import SamPredictor
+
+    from sumseg.predictor import SumPredictor
+
+    ours, stock = SumPredictor(model, task=task), SamPredictor(stock_sam.eval())
+    ours.set_image(image)
+    stock.set_image(image)
+    worst = 0.0
+    for kw in _prompt_set(*image.shape[:2]):
+        for multimask in (True, False):
+            a = ours.predict(**kw, multimask_output=multimask, return_logits=True)
+            b = stock.predict(**kw, multimask_output=multimask, return_logits=True)
+            a2 = ours.predict(**kw, mask_input=a[2][:1], multimask_output=multimask, return_logits=True)
+            b2 = stock.predict(**kw, mask_input=b[2][:1], multimask_output=multimask, return_logits=True)
+            worst = max([worst] + [float(np.abs(x - y).max()) for x, y in zip(a + a2, b + b2, strict=True)])
+    return worst

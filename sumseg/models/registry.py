@@ -65,14 +65,14 @@ MODEL_NAMES: tuple[str, ...] = tuple(ARCHS)
 def _official_builder(name: str) -> Callable[[], Sam]:
     """The official package's own builder for an official size (random weights)."""
     if ARCHS[name].hq:
-        hq = _import_hq()
+        hq = import_hq()
         return partial(hq.sam_model_registry[name.removeprefix("hq_")], checkpoint=None)
     from segment_anything import sam_model_registry
 
     return partial(sam_model_registry[name], checkpoint=None)
 
 
-def _import_hq():  # noqa: ANN202 - returns a module
+def import_hq():  # noqa: ANN202 - returns a module
     try:
         with warnings.catch_warnings():  # its timm imports and registrations warn on every import
             warnings.simplefilter("ignore")
@@ -87,7 +87,7 @@ def _import_hq():  # noqa: ANN202 - returns a module
 
 def _build_from_arch(arch: SamArch) -> Sam:
     """Build SAM (or HQ-SAM) classes from explicit architecture arguments."""
-    m = _import_hq().modeling if arch.hq else segment_anything.modeling
+    m = import_hq().modeling if arch.hq else segment_anything.modeling
     decoder = partial(m.MaskDecoderHQ, vit_dim=arch.encoder_embed_dim) if arch.hq else m.MaskDecoder
     emb = arch.image_size // arch.patch_size
     return m.Sam(
