@@ -1,0 +1,127 @@
+"""Interactive evaluation of one model on instances: the ``clicks`` and ``box`` protocols.
+
+Per instance (one image, one ground-truth mask, an optional ignore map):
+
+- ``clicks``: round 1 = the clicker's first click (the GT pixel farthest from the boundary);
+  every next round adds the clicker's next click (RITM semantics, :mod:`sumseg.prompts.clicker`).
+- ``box``: round 1 = the GT's tight box; every next round keeps the box and adds a click.
+
+All clicks so far are given every round, with the previous round's low-res logits as the mask
+prompt. Round 1 asks for three masks and keeps one by ``first_round`` ("oracle": the best IoU
+with GT; "score": the best predicted IoU; "single": multimask off); later rounds ask for one.
+The task prompt, when a task is given, applies in round 1 only. When the clicker finds no error
+left, clicking stops and the last IoU counts for every remaining round.
+Each image is encoded once (instances sharing an image share the embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from sumseg.evaluate.metrics import boundary_iou, iou
+from sumseg.predictor import SumPredictor
+from sumseg.prompts.clicker import Click, Clicker
+
+Protocol = Literal["clicks", "box"]
+FirstRound = Literal["oracle", "score", "single"]
+PROTOCOLS: tuple[str, ...] = ("clicks", "box")
+
+
+@dataclass
+class Instance:
+    """One object to segment. image (H, W, 3) uint8 RGB; gt, ignore (H, W) bool."""
+
+    name: str
+    image_key: str
+    image: np.ndarray
+    gt: np.ndarray
+    ignore: np.ndarray | None = None
+    task: int | None = None
+
+
+@dataclass
+class InstanceResult:
+    """Per-round IoU and boundary IoU (NaN when both boundaries are empty), the clicks and the last mask."""
+
+    name: str
+    task: int | None
+    ious: list[float] = field(default_factory=list)
+    bious: list[float] = field(default_factory=list)
+    clicks: list[Click] = field(default_factory=list)
+    box: tuple[int, int, int, int] | None = None
+    final_pred: np.ndarray | None = None
+
+
+def gt_box(gt: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight box (x0, y0, x1, y1) of a non-empty (H, W) mask, inclusive pixel coordinates."""
+    ys, xs = np.nonzero(gt)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def _choose(masks: np.ndarray, scores: np.ndarray, inst: Instance, first_round: FirstRound) -> int:
+    """Index of the kept output among (M, H, W) logits."""
+    if first_round == "oracle":
+        return int(np.argmax([iou(inst.gt, m > 0, inst.ignore) for m in masks]))
+    return int(np.argmax(scores))
+
+
+def run_instance(
+    predictor: SumPredictor,
+    inst: Instance,
+    protocol: Protocol = "clicks",
+    rounds: int = 20,
+    first_round: FirstRound = "oracle",
+) -> InstanceResult:
+    """Run one instance for ``rounds`` rounds; ``predictor`` must hold ``inst.image`` already."""
+    clicker = Clicker(inst.gt, inst.ignore)
+    res = InstanceResult(inst.name, inst.task)
+    box = np.array(gt_box(inst.gt)) if protocol == "box" else None
+    res.box = None if box is None else tuple(int(v) for v in box)
+    pred = np.zeros_like(inst.gt)
+    low_res = None
+    if not inst.gt.any():
+        raise ValueError(f"{inst.name}: empty ground-truth mask, nothing to segment")
+    for r in range(rounds):
+        click = clicker.next(pred) if (r > 0 or protocol == "clicks") else None
+        if r > 0 and click is None:  # no error left: the last IoU stands
+            res.ious.append(res.ious[-1])
+            res.bious.append(res.bious[-1])
+            continue
+        points = np.array([[c.x, c.y] for c in clicker.clicks]) if clicker.clicks else None
+        labels = np.array([int(c.is_positive) for c in clicker.clicks]) if clicker.clicks else None
+        multimask = r == 0 and first_round != "single"
+        logits, scores, low = predictor.predict(
+            point_coords=points, point_labels=labels, box=box, mask_input=low_res,
+            multimask_output=multimask, return_logits=True, task=inst.task if r == 0 else None,
+        )
+        k = _choose(logits, scores, inst, first_round) if multimask else 0
+        pred, low_res = logits[k] > predictor.model.mask_threshold, low[k : k + 1]
+        res.ious.append(iou(inst.gt, pred, inst.ignore))
+        res.bious.append(boundary_iou(inst.gt, pred))
+    res.clicks = list(clicker.clicks)
+    res.final_pred = pred
+    return res
+
+
+def evaluate_instances(
+    predictor: SumPredictor,
+    instances: list[Instance],
+    protocol: Protocol = "clicks",
+    rounds: int = 20,
+    first_round: FirstRound = "oracle",
+    progress: bool = True,
+    desc: str = "",
+) -> list[InstanceResult]:
+    """Run every instance; consecutive instances with the same ``image_key`` share one encoder pass."""
+    from tqdm import tqdm
+
+    results, current = [], None
+    for inst in tqdm(instances, desc=desc or protocol, disable=not progress, unit="inst"):
+        if inst.image_key != current:
+            predictor.set_image(inst.image)
+            current = inst.image_key
+        results.append(run_instance(predictor, inst, protocol, rounds, first_round))
+    return results

@@ -1,0 +1,152 @@
+"""Evaluation reports: ``results.json``, ``results.md`` tables, an IoU-vs-clicks plot, overlays.
+
+``results.json`` = ``{dataset: {protocol: {"miou": [per round], "biou": [per round],
+"noc85": x, "noc90": x, "n": count}}}`` (boundary-IoU NaNs are left out of the means; the
+counts left out are in ``results.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sumseg.atomic import atomic_path
+from sumseg.evaluate.interactive import Instance, InstanceResult
+from sumseg.evaluate.metrics import InteractiveSummary, summarize
+
+Results = dict[str, dict[str, list[InstanceResult]]]
+"""dataset → protocol → per-instance results."""
+
+
+def summaries(results: Results, max_clicks: int = 20) -> dict[str, dict[str, InteractiveSummary]]:
+    return {
+        ds: {proto: summarize([r.ious for r in rs], [r.bious for r in rs], (0.85, 0.90), max_clicks)
+             for proto, rs in by_proto.items()}
+        for ds, by_proto in results.items()
+    }
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else round(float(v), 6)
+
+
+def results_json(summ: dict[str, dict[str, InteractiveSummary]]) -> dict:
+    return {
+        ds: {
+            proto: {
+                "miou": [_num(v) for v in s.miou],
+                "biou": [_num(v) for v in s.biou],
+                "noc85": _num(s.noc[0.85]),
+                "noc90": _num(s.noc[0.90]),
+                "n": s.n,
+            }
+            for proto, s in by_proto.items()
+        }
+        for ds, by_proto in summ.items()
+    }
+
+
+def _fmt(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:.3f}"
+
+
+def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...] = (1, 3, 5, 10, 20)) -> str:
+    """Tables: one row per dataset × protocol (and per task where a dataset mixes tasks)."""
+    lines = [f"# {title}", ""]
+    summ = summaries(results)
+    ks = [k for k in rounds_shown if any(len(s.miou) >= k for d in summ.values() for s in d.values())]
+    head = "| dataset | protocol | task | n | NoC@85 | NoC@90 | fail@90 | " + " | ".join(
+        f"mIoU@{k}" for k in ks) + " | " + " | ".join(f"bIoU@{k}" for k in ks) + " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for ds, by_proto in results.items():
+        for proto, rs in by_proto.items():
+            tasks = sorted({r.task for r in rs if r.task is not None})
+            groups = [("all", rs)]
+            if len(tasks) > 1:
+                groups += [(str(t), [r for r in rs if r.task == t]) for t in tasks]
+            for task, group in groups:
+                s = summarize([r.ious for r in group], [r.bious for r in group])
+                miou = [_fmt(s.miou[k - 1]) if k <= len(s.miou) else "" for k in ks]
+                biou = [_fmt(s.biou[k - 1]) if k <= len(s.biou) else "" for k in ks]
+                lines.append(f"| {ds} | {proto} | {task} | {s.n} | {_fmt(s.noc[0.85])} | {_fmt(s.noc[0.90])} | "
+                             f"{s.failures[0.90]} | " + " | ".join(miou) + " | " + " | ".join(biou) + " |")
+    nan_notes = [f"{ds}/{proto}: {max(s.biou_nan, default=0)}" for ds, d in summ.items() for proto, s in d.items()
+                 if max(s.biou_nan, default=0)]
+    lines += ["", "NoC: clicks to reach the IoU (20 when never reached within 20); fail@90: instances that never "
+              "reach 0.90. bIoU: boundary IoU (width 2% of the image diagonal)."]
+    if nan_notes:
+        lines.append("Instances left out of bIoU means (both boundaries empty), most in one round: "
+                     + ", ".join(nan_notes))
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(summ: dict[str, dict[str, InteractiveSummary]], path: Path) -> None:
+    """mIoU (solid) and boundary IoU (dashed) against the number of clicks, one line per dataset/protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for ds, by_proto in summ.items():
+        for proto, s in by_proto.items():
+            x = np.arange(1, len(s.miou) + 1)
+            (line,) = ax.plot(x, s.miou, marker="o", ms=3, label=f"{ds} / {proto} mIoU")
+            if s.biou:
+                ax.plot(x, s.biou, ls="--", color=line.get_color(), label=f"{ds} / {proto} bIoU")
+    ax.set_xlabel("clicks (round)")
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def overlay(inst: Instance, res: InstanceResult) -> np.ndarray:
+    """(H, W, 3) uint8 BGR: the image, GT outline (green), final prediction (red tint), clicks numbered."""
+    img = cv2.cvtColor(inst.image, cv2.COLOR_RGB2BGR).astype(np.float32)
+    if res.final_pred is not None:
+        img[res.final_pred] = 0.55 * img[res.final_pred] + 0.45 * np.array([40, 40, 230], np.float32)
+    out = img.astype(np.uint8)
+    contours, _ = cv2.findContours(inst.gt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (60, 220, 60), 1)
+    if res.box is not None:
+        cv2.rectangle(out, res.box[:2], res.box[2:], (255, 200, 0), 1)
+    r = max(3, round(0.012 * max(out.shape[:2])))
+    for i, c in enumerate(res.clicks):
+        color = (0, 200, 0) if c.is_positive else (0, 0, 230)
+        cv2.circle(out, (c.x, c.y), r, color, -1)
+        cv2.circle(out, (c.x, c.y), r, (255, 255, 255), 1)
+        cv2.putText(out, str(i + 1), (c.x + r, c.y - r), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
+    iou_txt = f"IoU {res.ious[-1]:.3f} after {len(res.ious)} rounds"
+    cv2.putText(out, iou_txt, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    return out
+
+
+def write_report(out_dir: Path, results: Results, instances: dict[str, list[Instance]], title: str,
+                 n_overlays: int = 4) -> dict:
+    """Write results.json, results.md, iou_vs_clicks.png and overlays/; return the JSON dict."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summ = summaries(results)
+    data = results_json(summ)
+    with atomic_path(out_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    with atomic_path(out_dir / "results.md") as tmp:
+        tmp.write_text(results_markdown(results, title))
+    plot_curves(summ, out_dir / "iou_vs_clicks.png")
+    for ds, by_proto in results.items():
+        by_name = {i.name: i for i in instances[ds]}
+        for proto, rs in by_proto.items():
+            picks = np.linspace(0, len(rs) - 1, num=min(n_overlays, len(rs))).round().astype(int)
+            for k in sorted(set(picks.tolist())):
+                path = out_dir / "overlays" / f"{ds}_{proto}_{rs[k].name}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), overlay(by_name[rs[k].name], rs[k]))
+    return data
