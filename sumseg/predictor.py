@@ -70,7 +70,11 @@ class SumPredictor(SamPredictor):
             if t is not None:
                 task = t
                 break
-        points = (point_coords, point_labels) if point_coords is not None else None
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            points = (point_coords, point_labels)
         low_res, iou = self.sum_model.decode(
             self.image_features, points, boxes, mask_input, task=task, multimask=multimask_output
         )

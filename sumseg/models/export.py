@@ -70,11 +70,10 @@ def load_stock(path: str | os.PathLike, name: str) -> Sam:
         sam = build_sam(name, seed=None)
         sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         return sam.eval()
-    if ARCHS[name].hq:
-        registry = import_hq().sam_model_registry
-    else:
-        from segment_anything import sam_model_registry as registry
-    return registry[name.removeprefix("hq_")](checkpoint=str(path)).eval()
+    import segment_anything
+
+    package = import_hq() if ARCHS[name].hq else segment_anything
+    return package.sam_model_registry[name.removeprefix("hq_")](checkpoint=str(path)).eval()
 
 
 def _prompt_set(h: int, w: int) -> list[dict]:

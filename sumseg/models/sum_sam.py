@@ -108,6 +108,8 @@ class SumSam(nn.Module):
             **kwargs,
         )
 
-    def upscale(self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]):
+    def upscale(
+        self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
+    ) -> torch.Tensor:
         """Low-res logits (N, M, 4h, 4w) → logits at the original image size (N, M, H, W)."""
         return self.sam.postprocess_masks(low_res, input_size, original_size)

@@ -25,6 +25,8 @@ TaskArg = int | torch.Tensor | None
 class TaskPrompts(nn.Module):
     """Holds ``task_embeddings`` (T, C): row k is the prompt of task id ``task_ids[k]``."""
 
+    _row_of_task: torch.Tensor  # (max id + 1,) row of each task id, -1 for ids not declared
+
     def __init__(self, task_ids: Sequence[int], dim: int) -> None:
         super().__init__()
         ids = tuple(int(t) for t in task_ids)
