@@ -138,10 +138,11 @@ def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarr
     return gt, pred, ignore
 
 
-@pytest.mark.parametrize("pair_budget", [clicker_mod._PAIR_BUDGET, 0])
-def test_identical_to_plain_on_random_masks(monkeypatch, pair_budget):
-    # pair_budget 0 forces the exact-transform fallback of the windowed path.
-    monkeypatch.setattr(clicker_mod, "_PAIR_BUDGET", pair_budget)
+@pytest.mark.parametrize("method", [None, "edges", "offsets", "transform"])
+def test_identical_to_plain_on_random_masks(monkeypatch, method):
+    # None: the automatic choice; otherwise every candidate distance is computed one way.
+    if method is not None:
+        monkeypatch.setattr(clicker_mod, "_exact_method", lambda *_: method)
     rng = np.random.default_rng(0)
     clicks = 0
     for i in range(600):

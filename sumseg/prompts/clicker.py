@@ -31,6 +31,7 @@ full-image computation it is tested and benchmarked against (identical clicks).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-# Above this many (candidate, edge pixel) pairs the exact transform of the window is cheaper.
+# Above this many (candidate, pixel) pairs the exact transform of the whole window is cheaper.
 _PAIR_BUDGET = 1 << 24
 _PAIR_CHUNK = 1 << 21
 
@@ -133,6 +134,40 @@ def _sq_dist_to(ys: np.ndarray, xs: np.ndarray, zy: np.ndarray, zx: np.ndarray) 
     return out
 
 
+def _offsets(max_d2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All offsets ``(dy, dx)`` with ``dy² + dx² <= max_d2``, sorted by that squared length."""
+    r = math.isqrt(max_d2)
+    dy, dx = (a.ravel() for a in np.mgrid[-r:r + 1, -r:r + 1])
+    d2 = dy * dy + dx * dx
+    order = np.argsort(d2, kind="stable")
+    order = order[d2[order] <= max_d2]
+    return dy[order], dx[order], d2[order]
+
+
+def _sq_dist_by_offsets(win: np.ndarray, ys: np.ndarray, xs: np.ndarray, max_d2: int) -> np.ndarray:
+    """Exact squared distance of pixels ``(ys, xs)`` of ``win`` to its nearest zero pixel, looking at
+    offsets in order of length; every pixel must have a zero within ``sqrt(max_d2)``. Outside the
+    window counts as zero (true for a region's bounding-box window)."""
+    dy, dx, d2 = _offsets(max_d2)
+    r = math.isqrt(max_d2)
+    padded = np.pad(win, r)
+    out = np.empty(len(ys), dtype=np.int64)
+    step = max(1, _PAIR_CHUNK // len(d2))
+    for i in range(0, len(ys), step):
+        hit = ~padded[ys[i:i + step, None] + r + dy, xs[i:i + step, None] + r + dx]
+        out[i:i + step] = d2[np.argmax(hit, axis=1)]
+    return out
+
+
+def _exact_method(n_candidates: int, n_edges: int, max_upper: int) -> str:
+    """Cheapest exact way to get the candidates' distances: "edges", "offsets" or "transform"."""
+    by_edges = n_candidates * n_edges  # pairs (candidate, edge zero pixel)
+    by_offsets = n_candidates * 4 * (max_upper + 1)  # pairs (candidate, offset within the bound)
+    if min(by_edges, by_offsets) > _PAIR_BUDGET:
+        return "transform"
+    return "edges" if by_edges <= by_offsets else "offsets"
+
+
 def _fast_best(region: np.ndarray, clicked: Sequence[tuple[int, int]]) -> _Best:
     rows = np.flatnonzero(region.any(axis=1))
     if rows.size == 0:
@@ -156,10 +191,14 @@ def _fast_best(region: np.ndarray, clicked: Sequence[tuple[int, int]]) -> _Best:
     gy, gx = np.divmod(guesses, win.shape[1])
     lower = int(_sq_dist_to(gy, gx, zy, zx).max())  # exact distance of a clickable pixel
     cy, cx = np.nonzero(upper >= lower)  # every pixel that can reach the maximum, raster order
-    if cy.size * zy.size <= _PAIR_BUDGET:
+    max_upper = int(upper[cy, cx].max())
+    method = _exact_method(cy.size, zy.size, max_upper)
+    if method == "transform":
+        d2 = exact_sq_edt(win)[cy, cx]
+    elif method == "edges":
         d2 = _sq_dist_to(cy, cx, zy, zx)
     else:
-        d2 = exact_sq_edt(win)[cy, cx]
+        d2 = _sq_dist_by_offsets(win, cy, cx, max_upper)
     k = int(np.argmax(d2))
     return _Best(int(d2[k]), top - 1 + int(cy[k]), left - 1 + int(cx[k]))
 

@@ -1,0 +1,103 @@
+"""The interactive harness: rounds, clicks, the first-round choice, early stop, task in round 1 only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sumseg import SumPredictor, build_model
+from sumseg.evaluate.interactive import Instance, evaluate_instances, gt_box, run_instance
+from sumseg.evaluate.metrics import iou
+from sumseg.prompts.clicker import next_click
+from tests.conftest import randomise_task_prompts
+
+
+def _disc_instance(rgb_image: np.ndarray, name: str = "disc", task: int | None = None) -> Instance:
+    h, w = rgb_image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    gt = (yy - 90) ** 2 + (xx - 110) ** 2 < 40**2
+    return Instance(name=name, image_key="img0", image=rgb_image, gt=gt, task=task)
+
+
+def _constant_positive_model():
+    """A real tiny SAM whose decoder outputs a positive constant logit everywhere."""
+    model = build_model("tiny")
+    dec = model.sam.mask_decoder
+    with torch.no_grad():
+        dec.output_upscaling[-2].weight.zero_()
+        dec.output_upscaling[-2].bias.fill_(1.0)
+        for mlp in dec.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.zero_()
+            mlp.layers[-1].bias.fill_(1.0)
+    return model
+
+
+def test_clicks_protocol_rounds_and_first_click(tiny_model, rgb_image) -> None:
+    inst = _disc_instance(rgb_image)
+    pred = SumPredictor(tiny_model)
+    pred.set_image(rgb_image)
+    res = run_instance(pred, inst, "clicks", rounds=5)
+    assert len(res.ious) == len(res.bious) == 5 and all(0.0 <= v <= 1.0 for v in res.ious)
+    assert res.clicks[0] == next_click(np.zeros_like(inst.gt), inst.gt)
+    assert (res.clicks[0].y, res.clicks[0].x) == (90, 110) and res.clicks[0].is_positive
+    assert len(res.clicks) == 5 and len({(c.y, c.x) for c in res.clicks}) == 5
+    assert res.box is None and res.final_pred.shape == inst.gt.shape
+    assert res.ious[-1] == pytest.approx(iou(inst.gt, res.final_pred))
+
+
+def test_box_protocol_starts_with_the_gt_box(tiny_model, rgb_image) -> None:
+    inst = _disc_instance(rgb_image)
+    pred = SumPredictor(tiny_model)
+    pred.set_image(rgb_image)
+    res = run_instance(pred, inst, "box", rounds=3)
+    assert res.box == gt_box(inst.gt) == (71, 51, 149, 129)
+    assert len(res.ious) == 3 and len(res.clicks) == 2  # the box, then two correction clicks
+
+
+def test_oracle_first_round_is_best_of_three(tiny_model, rgb_image) -> None:
+    inst = _disc_instance(rgb_image)
+    pred = SumPredictor(tiny_model)
+    pred.set_image(rgb_image)
+    first = {fr: run_instance(pred, inst, "clicks", 1, fr).ious[0] for fr in ("oracle", "score", "single")}
+    masks, _, _ = pred.predict(point_coords=np.array([[110, 90]]), point_labels=np.array([1]), multimask_output=True)
+    assert first["oracle"] == pytest.approx(max(iou(inst.gt, m) for m in masks))
+    assert first["oracle"] >= first["score"]
+
+
+def test_no_error_left_stops_clicking(rgb_image) -> None:
+    model = _constant_positive_model()
+    pred = SumPredictor(model)
+    pred.set_image(rgb_image)
+    full = Instance("full", "img0", rgb_image, np.ones(rgb_image.shape[:2], bool))
+    res = run_instance(pred, full, "clicks", rounds=4)
+    assert res.ious == [1.0] * 4 and len(res.clicks) == 1  # the first click, then nothing to correct
+
+
+def test_task_prompt_in_first_round_only(rgb_image) -> None:
+    model = randomise_task_prompts(build_model("tiny"))
+    pred = SumPredictor(model)
+    pred.set_image(rgb_image)
+    with_task = run_instance(pred, _disc_instance(rgb_image, task=1), "clicks", rounds=1)
+    without = run_instance(pred, _disc_instance(rgb_image, task=None), "clicks", rounds=1)
+    assert with_task.ious[0] != without.ious[0]
+    # rounds after the first call the model with task=None: same as a stock call with the same prompts
+    two = run_instance(pred, _disc_instance(rgb_image, task=1), "clicks", rounds=2)
+    pts = np.array([[c.x, c.y] for c in two.clicks])
+    labels = np.array([int(c.is_positive) for c in two.clicks])
+    masks, _, low = pred.predict(point_coords=pts[:1], point_labels=labels[:1], multimask_output=True,
+                                 return_logits=True, task=1)
+    best = int(np.argmax([iou(_disc_instance(rgb_image).gt, m > 0) for m in masks]))
+    m2, _, _ = pred.predict(point_coords=pts, point_labels=labels, mask_input=low[best : best + 1],
+                            multimask_output=False, task=None)
+    assert np.array_equal(m2[0], two.final_pred)
+
+
+def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> None:
+    pred = SumPredictor(tiny_model)
+    calls = []
+    original = pred.set_image
+    monkeypatch.setattr(pred, "set_image", lambda img: (calls.append(1), original(img)))
+    insts = [_disc_instance(rgb_image, name=f"d{i}") for i in range(3)]
+    results = evaluate_instances(pred, insts, "clicks", rounds=2, progress=False)
+    assert len(calls) == 1 and [r.name for r in results] == ["d0", "d1", "d2"]
