@@ -97,6 +97,12 @@ def test_no_error_left_returns_none():
     assert next_click(empty_like(one), empty_like(one)) is None
 
 
+def test_click_outside_the_mask_is_an_error():
+    gt = square(4, 4, 1, 1, 2)
+    with pytest.raises(ValueError, match="outside"):
+        next_click(empty_like(gt), gt, clicked=[(4, 0)])
+
+
 def test_clicker_records_clicks_until_done():
     gt = np.zeros((4, 4), dtype=bool)
     gt[1, 1] = gt[2, 2] = True

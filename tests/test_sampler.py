@@ -132,7 +132,8 @@ def test_same_generator_state_same_prompts_and_input_checks():
     c = torch.rand(8, 16, 16, generator=gen(8))
     a = UncertaintySampler(gen(9)).first(gt, c)
     b = UncertaintySampler(gen(9)).first(gt, c)
-    assert torch.equal(a.points, b.points) and torch.equal(a.boxes, b.boxes) and torch.equal(a.has_box, b.has_box)
+    assert torch.equal(a.points, b.points) and torch.equal(a.boxes, b.boxes)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.has_box, b.has_box)
     with pytest.raises(ValueError):
         UncertaintySampler(gen()).first(gt, c * 2)
     with pytest.raises(ValueError):

@@ -18,29 +18,41 @@ from torch import Tensor
 from sumseg.evaluate.metrics import boundary_width
 
 
-def _check(gt: Tensor, pred: Tensor, ignore: Tensor | None) -> Tensor:
+def _check(gt: Tensor, pred: Tensor, ignore: Tensor | None) -> Tensor | None:
+    """Validate shapes and dtypes; return the valid-pixel mask, or None when nothing is ignored."""
     if gt.shape != pred.shape or gt.dim() != 3:
-        raise ValueError(f"gt {tuple(gt.shape)} and pred {tuple(pred.shape)} must be the same (B, H, W) shape")
+        raise ValueError(f"gt {tuple(gt.shape)} and pred {tuple(pred.shape)} must share one (B, H, W) shape")
     if gt.dtype != torch.bool or pred.dtype != torch.bool:
         raise ValueError(f"masks must be bool tensors, got {gt.dtype} and {pred.dtype}")
     if ignore is None:
-        return torch.ones_like(gt)
+        return None
     if ignore.shape != gt.shape:
         raise ValueError(f"ignore {tuple(ignore.shape)} must have the shape of gt {tuple(gt.shape)}")
     return ~ignore.bool()
 
 
-def _ratio(inter: Tensor, union: Tensor, empty: float) -> Tensor:
+def _count(m: Tensor) -> Tensor:
+    """``(B,)`` number of True pixels of ``(B, H, W)`` bool (exact below 2³¹ pixels per mask).
+
+    Summing a uint8 view into int32 is ~20x faster on CPU than the int64 sum of a bool tensor.
+    """
+    return m.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32)
+
+
+def _ratio(a: Tensor, b: Tensor, valid: Tensor | None, empty: float) -> Tensor:
+    """``|a ∩ b| / |a ∪ b|`` per mask over the valid pixels, ``empty`` where the union is empty."""
+    inter, union = a & b, a | b
+    if valid is not None:
+        inter &= valid
+        union &= valid
+    inter, union = _count(inter), _count(union)
     out = inter.double() / union.clamp_min(1).double()
     return torch.where(union == 0, torch.full_like(out, empty), out)
 
 
 def iou_torch(gt: Tensor, pred: Tensor, ignore: Tensor | None = None) -> Tensor:
     """IoU ``(B,)`` float64 of ``(B, H, W)`` bool masks, ignore pixels left out; 1.0 if the union is empty."""
-    valid = _check(gt, pred, ignore)
-    inter = (gt & pred & valid).sum(dim=(1, 2))
-    union = ((gt | pred) & valid).sum(dim=(1, 2))
-    return _ratio(inter, union, 1.0)
+    return _ratio(gt, pred, _check(gt, pred, ignore), 1.0)
 
 
 def _window_all(m: Tensor, radius: int, dim: int) -> Tensor:
@@ -74,6 +86,4 @@ def boundary_iou_torch(gt: Tensor, pred: Tensor, dilation_ratio: float = 0.02,
     """Boundary IoU ``(B,)`` float64 of ``(B, H, W)`` bool masks; NaN where both boundaries are empty."""
     valid = _check(gt, pred, ignore)
     bg, bp = mask_boundary_torch(gt, dilation_ratio), mask_boundary_torch(pred, dilation_ratio)
-    inter = (bg & bp & valid).sum(dim=(1, 2))
-    union = ((bg | bp) & valid).sum(dim=(1, 2))
-    return _ratio(inter, union, float("nan"))
+    return _ratio(bg, bp, valid, float("nan"))

@@ -23,16 +23,18 @@ IoU for the remaining rounds (RITM would click the pixel (0, 0) as a negative cl
 Speed: :func:`next_click` never transforms the whole image. It works in the window of each error
 region's bounding box plus one pixel (outside the region distances are 0, and the nearest zero pixel
 of a region pixel always lies in that window). There it bounds every squared distance from above by
-the exact city-block and chessboard transforms (``d ≤ d_L1`` and ``d ≤ √2·d_C``), computes the exact
-distance of the best-looking pixel by brute force against the region's edge pixels, and only
-computes exact distances for pixels whose bound reaches it. :func:`next_click_plain` is the plain
-full-image computation it is tested and benchmarked against (identical clicks).
+OpenCV's exact city-block and chessboard transforms (``d ≤ d_L1`` and ``d ≤ √2·d_C``), takes the
+exact distance of the best-looking pixel as a lower bound on the maximum, and computes exact
+distances only for the pixels whose upper bound reaches it, by the cheapest exact way: against the
+zero pixels on the region's edge (every nearest zero pixel is one), by scanning offsets in order of
+length, or by the exact transform of the window. :func:`next_click_plain` is the plain full-image
+computation it is tested and benchmarked against (identical clicks).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import cv2
@@ -89,9 +91,13 @@ def exact_sq_edt(mask: np.ndarray) -> np.ndarray:
 
 
 def _pick(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None, clicked: Iterable[tuple[int, int]],
-          region_best) -> Click | None:
+          region_best: Callable[[np.ndarray, Sequence[tuple[int, int]]], _Best]) -> Click | None:
     fn, fp = error_regions(pred, gt, ignore)
     clicked = [(int(y), int(x)) for y, x in clicked]
+    h, w = gt.shape
+    for y, x in clicked:
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"clicked pixel (y={y}, x={x}) lies outside the {h}x{w} mask")
     best_fn, best_fp = region_best(fn, clicked), region_best(fp, clicked)
     if best_fn.d2 == 0 and best_fp.d2 == 0:
         return None

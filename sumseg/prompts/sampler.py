@@ -68,7 +68,9 @@ def _check_confidence(confidence: Tensor | None, shape: torch.Size) -> None:
         raise ValueError("confidence values must lie in [0, 1] (NaN is not allowed)")
 
 
-def draw_pixels(region: Tensor, confidence: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def draw_pixels(
+    region: Tensor, confidence: Tensor | None, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Draw one pixel per mask from ``region`` ``(B, H, W)`` bool, probability ∝ ``confidence``.
 
     Returns ``(flat, valid)``: ``flat`` ``(B,)`` int64 index ``y * W + x`` of the drawn pixel and
@@ -144,7 +146,8 @@ class UncertaintySampler:
         self.jitter_ratio = jitter_ratio
         self.max_jitter = max_jitter
 
-    def first(self, gt: Tensor, confidence: Tensor | None = None, ignore: Tensor | None = None) -> RoundPrompts:
+    def first(self, gt: Tensor, confidence: Tensor | None = None,
+              ignore: Tensor | None = None) -> RoundPrompts:
         """Round 1 for GT masks ``(B, H, W)`` bool: a jittered box (``has_box``) or a positive point.
 
         An empty GT mask gets neither (label -1, ``has_box`` False).
