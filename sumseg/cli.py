@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sumseg.errors import SumsegError
+from sumseg.errors import ConfigError, SumsegError
 
 app = typer.Typer(help="Uncertainty-aware fine-tuning of Segment Anything (SUM).", no_args_is_help=True)
 refiner_app = typer.Typer(help="Mask-refinement module (refiner).", no_args_is_help=True)
@@ -57,9 +57,46 @@ def pretrain() -> None:
 
 
 @app.command("eval")
-def eval_() -> None:
-    """Interactive evaluation (clicks / box protocols) on readable datasets (not built yet)."""
-    _not_built("eval", "evaluation issue")
+def eval_(
+    datasets: Annotated[str, typer.Option(help="comma-separated dataset paths or names in --benchmarks-dir")],
+    out: Annotated[Path, typer.Option(help="output folder (results.json, results.md, plot, overlays)")],
+    model: Annotated[str | None, typer.Option(help="registry name; optional for a sumseg checkpoint")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="sumseg checkpoint, official SAM .pth or export")] = None,
+    task: Annotated[str | None, typer.Option(help="round-1 task prompt: an id, or 'auto' = each mask's task")] = None,
+    protocol: Annotated[str, typer.Option(help="comma-separated: clicks, box")] = "clicks",
+    rounds: Annotated[int, typer.Option(min=1, help="interaction rounds (clicks) per instance")] = 20,
+    first_round: Annotated[str, typer.Option(help="round-1 output: oracle (best IoU of 3), score, single")] = "oracle",
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N instances per dataset")] = None,
+    benchmarks_dir: Annotated[Path | None, typer.Option(help="where dataset names are looked up")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
+    from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_dataset
+    from sumseg.models.checkpoint import build_model
+
+    try:
+        if first_round not in ("oracle", "score", "single"):
+            raise ConfigError(f"--first-round must be oracle, score or single, not {first_round!r}")
+        task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
+        root = benchmarks_dir or default_benchmarks_dir()
+        paths = {Path(d).name: resolve_dataset(d, root) for d in datasets.split(",") if d}
+        settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg, limit)  # type: ignore[arg-type]
+        net = build_model(model, checkpoint)
+        data = evaluate(net, paths, settings, out, progress=progress)
+    except SumsegError as e:
+        _fail(e)
+    for ds, by_proto in data.items():
+        for proto, r in by_proto.items():
+            typer.echo(f"{ds} / {proto}: n={r['n']} NoC@85={r['noc85']} NoC@90={r['noc90']} "
+                       f"mIoU@1={r['miou'][0]} mIoU@{len(r['miou'])}={r['miou'][-1]}")
+    typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
+
+
+def _task_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--task must be a task id (integer) or 'auto', not {text!r}") from None
 
 
 @app.command()

@@ -99,5 +99,5 @@ def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> N
     original = pred.set_image
     monkeypatch.setattr(pred, "set_image", lambda img: (calls.append(1), original(img)))
     insts = [_disc_instance(rgb_image, name=f"d{i}") for i in range(3)]
-    results = evaluate_instances(pred, insts, "clicks", rounds=2, progress=False)
+    results = [res for _, res in evaluate_instances(pred, insts, "clicks", rounds=2)]
     assert len(calls) == 1 and [r.name for r in results] == ["d0", "d1", "d2"]

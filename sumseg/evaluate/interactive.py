@@ -16,6 +16,7 @@ Each image is encoded once (instances sharing an image share the embedding).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -108,20 +109,16 @@ def run_instance(
 
 def evaluate_instances(
     predictor: SumPredictor,
-    instances: list[Instance],
+    instances: Iterable[Instance],
     protocol: Protocol = "clicks",
     rounds: int = 20,
     first_round: FirstRound = "oracle",
-    progress: bool = True,
-    desc: str = "",
-) -> list[InstanceResult]:
-    """Run every instance; consecutive instances with the same ``image_key`` share one encoder pass."""
-    from tqdm import tqdm
-
-    results, current = [], None
-    for inst in tqdm(instances, desc=desc or protocol, disable=not progress, unit="inst"):
+) -> Iterator[tuple[Instance, InstanceResult]]:
+    """Run instances one by one (lazily); consecutive ones with the same ``image_key`` share one
+    encoder pass. Yields each instance with its result, so callers keep only what they need."""
+    current = None
+    for inst in instances:
         if inst.image_key != current:
             predictor.set_image(inst.image)
             current = inst.image_key
-        results.append(run_instance(predictor, inst, protocol, rounds, first_round))
-    return results
+        yield inst, run_instance(predictor, inst, protocol, rounds, first_round)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -72,12 +73,14 @@ def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...]
                 s = summarize([r.ious for r in group], [r.bious for r in group])
                 miou = [_fmt(s.miou[k - 1]) if k <= len(s.miou) else "" for k in ks]
                 biou = [_fmt(s.biou[k - 1]) if k <= len(s.biou) else "" for k in ks]
-                lines.append(f"| {ds} | {proto} | {task} | {s.n} | {_fmt(s.noc[0.85])} | {_fmt(s.noc[0.90])} | "
+                lines.append(f"| {ds} | {proto} | {task} | {s.n} | {s.noc[0.85]:.2f} | {s.noc[0.90]:.2f} | "
                              f"{s.failures[0.90]} | " + " | ".join(miou) + " | " + " | ".join(biou) + " |")
     nan_notes = [f"{ds}/{proto}: {max(s.biou_nan, default=0)}" for ds, d in summ.items() for proto, s in d.items()
                  if max(s.biou_nan, default=0)]
-    lines += ["", "NoC: clicks to reach the IoU (20 when never reached within 20); fail@90: instances that never "
-              "reach 0.90. bIoU: boundary IoU (width 2% of the image diagonal)."]
+    rounds = max((len(s.miou) for d in summ.values() for s in d.values()), default=0)
+    lines += ["", f"{rounds} rounds per instance. NoC: clicks to reach the IoU (20 when not reached within the "
+              "rounds run, at most 20); fail@90: instances that never reach 0.90. bIoU: boundary IoU "
+              "(width 2% of the image diagonal)."]
     if nan_notes:
         lines.append("Instances left out of bIoU means (both boundaries empty), most in one round: "
                      + ", ".join(nan_notes))
@@ -90,6 +93,7 @@ def plot_curves(summ: dict[str, dict[str, InteractiveSummary]], path: Path) -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for ds, by_proto in summ.items():
@@ -98,6 +102,7 @@ def plot_curves(summ: dict[str, dict[str, InteractiveSummary]], path: Path) -> N
             (line,) = ax.plot(x, s.miou, marker="o", ms=3, label=f"{ds} / {proto} mIoU")
             if s.biou:
                 ax.plot(x, s.biou, ls="--", color=line.get_color(), label=f"{ds} / {proto} bIoU")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("clicks (round)")
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
@@ -125,14 +130,19 @@ def overlay(inst: Instance, res: InstanceResult) -> np.ndarray:
         cv2.circle(out, (c.x, c.y), r, color, -1)
         cv2.circle(out, (c.x, c.y), r, (255, 255, 255), 1)
         cv2.putText(out, str(i + 1), (c.x + r, c.y - r), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
-    iou_txt = f"IoU {res.ious[-1]:.3f} after {len(res.ious)} rounds"
-    cv2.putText(out, iou_txt, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    iou_txt = f"{res.name}: IoU {res.ious[-1]:.3f} after {len(res.ious)} rounds"
+    cv2.rectangle(out, (0, 0), (min(out.shape[1], 9 * len(iou_txt)), 20), (0, 0, 0), -1)
+    cv2.putText(out, iou_txt, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
     return out
 
 
-def write_report(out_dir: Path, results: Results, instances: dict[str, list[Instance]], title: str,
-                 n_overlays: int = 4) -> dict:
-    """Write results.json, results.md, iou_vs_clicks.png and overlays/; return the JSON dict."""
+def overlay_name(dataset: str, protocol: str, instance: str) -> str:
+    """File stem of an overlay image: ``<dataset>_<protocol>_<instance>`` with unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}_{protocol}_{instance}")
+
+
+def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray], title: str) -> dict:
+    """Write results.json, results.md, iou_vs_clicks.png and ``overlays/<name>.png``; return the JSON dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summ = summaries(results)
     data = results_json(summ)
@@ -141,12 +151,7 @@ def write_report(out_dir: Path, results: Results, instances: dict[str, list[Inst
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(results_markdown(results, title))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")
-    for ds, by_proto in results.items():
-        by_name = {i.name: i for i in instances[ds]}
-        for proto, rs in by_proto.items():
-            picks = np.linspace(0, len(rs) - 1, num=min(n_overlays, len(rs))).round().astype(int)
-            for k in sorted(set(picks.tolist())):
-                path = out_dir / "overlays" / f"{ds}_{proto}_{rs[k].name}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), overlay(by_name[rs[k].name], rs[k]))
+    (out_dir / "overlays").mkdir(exist_ok=True)
+    for name, image in overlays.items():
+        cv2.imwrite(str(out_dir / "overlays" / f"{name}.png"), image)
     return data

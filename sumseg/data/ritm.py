@@ -1,0 +1,119 @@
+"""Interactive-segmentation benchmarks in the RITM layout: one object per image.
+
+============  ===========  ===========  ==================================================
+benchmark     images       masks        mask values
+============  ===========  ===========  ==================================================
+GrabCut       ``data_GT``  ``boundary_GT``  exactly 0 background, 255 object, 128 ignore band
+Berkeley      ``images``   ``masks``    0/255; object = value > 128 (RGB: channel maximum)
+DAVIS         ``img``      ``gt``       any value > 0 is the object (palette PNG)
+COCO_MVal     ``img``      ``gt``       0/255; object = value > 128
+============  ===========  ===========  ==================================================
+
+Berkeley and COCO_MVal threshold at 128 as RITM does, because the distributed Berkeley masks
+carry a few stray pixels (values 197 and 243, magenta (255, 0, 255)); GrabCut's values are
+checked exactly, since its 128 band is meaningful.
+
+Images and masks pair by file stem. The benchmark is named by ``name`` or, when omitted, by the
+folder's name (case-insensitive, ``_``/``-`` ignored); an unknown name falls back to the
+layout: ``data_GT``+``boundary_GT`` → GrabCut rules, ``img``+``gt`` → DAVIS rules,
+``images``+``masks`` → Berkeley rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sumseg.data import rle as rle_utils
+from sumseg.data.checks import DEFAULT_TASKS, check_not_empty, check_same_size, check_task, check_values
+from sumseg.data.folder import files_by_stem
+from sumseg.data.images import image_size, load_label
+from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
+from sumseg.errors import DataError
+
+
+@dataclass(frozen=True)
+class BenchmarkLayout:
+    """Where a benchmark keeps its files and what its mask values mean."""
+
+    name: str
+    images: str
+    masks: str
+    threshold: int  # object = value > threshold
+    values: frozenset[int] | None = None  # allowed values; None = any value
+    ignore_value: int | None = None
+
+
+BENCHMARKS: dict[str, BenchmarkLayout] = {
+    "grabcut": BenchmarkLayout("GrabCut", "data_GT", "boundary_GT", 128, frozenset({0, 128, 255}), 128),
+    "berkeley": BenchmarkLayout("Berkeley", "images", "masks", 128),
+    "davis": BenchmarkLayout("DAVIS", "img", "gt", 0),
+    "cocomval": BenchmarkLayout("COCO_MVal", "img", "gt", 128),
+}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def benchmark_layout(root: Path, name: str | None = None) -> BenchmarkLayout | None:
+    """The layout named ``name`` (or ``root``'s folder name), else the one ``root``'s subfolders fit."""
+    if name is not None:
+        if _key(name) not in BENCHMARKS:
+            raise DataError(f"{root}: unknown benchmark {name!r}; known: {[b.name for b in BENCHMARKS.values()]}")
+        return BENCHMARKS[_key(name)]
+    if _key(root.name) in BENCHMARKS:
+        return BENCHMARKS[_key(root.name)]
+    for fallback in ("grabcut", "davis", "berkeley"):
+        b = BENCHMARKS[fallback]
+        if (root / b.images).is_dir() and (root / b.masks).is_dir():
+            return b
+    return None
+
+
+def _record(stem: str, image_path: Path, mask_path: Path, layout: BenchmarkLayout, task: int,
+            root: Path) -> ImageRecord:
+    hw = image_size(image_path)
+    label = load_label(mask_path, colour="max")
+    check_same_size(label.shape, hw, mask_path, image_path)
+    if layout.values is not None:
+        check_values(label, set(layout.values), mask_path, f"{layout.name} mask")
+    obj = label > layout.threshold
+    check_not_empty(obj, mask_path, f"{layout.name} object mask")
+    ignore = rle_utils.encode(label == layout.ignore_value) if layout.ignore_value is not None else None
+    return ImageRecord(stem, image_path, hw[0], hw[1], [MaskRecord(rle_utils.encode(obj), task, stem)], ignore,
+                       source=mask_path, dataset=layout.name, split=root.name)
+
+
+def read_benchmark(
+    root: str | Path, name: str | None = None, *, default_task: int = 0, skip_bad: bool = False
+) -> Dataset:
+    """Read a RITM-layout benchmark folder: one record (one mask, GrabCut: an ignore map) per image.
+
+    An image without a mask, or a mask without an image, is an error (or, with ``skip_bad``, a
+    listed skip).
+    """
+    root = Path(root)
+    layout = benchmark_layout(root, name)
+    if layout is None:
+        raise DataError(f"{root}: not a RITM benchmark folder (unknown name, no known image/mask subfolders)")
+    task = check_task(default_task, DEFAULT_TASKS, root, "the default task")
+    for sub in (layout.images, layout.masks):
+        if not (root / sub).is_dir():
+            raise DataError(f"{root}: {layout.name} layout needs the subfolder '{sub}/'")
+    images = files_by_stem(root / layout.images, "image")
+    masks = files_by_stem(root / layout.masks, "mask")
+    report = SkipReport()
+    records = []
+    for stem in sorted(set(images) | set(masks)):
+        try:
+            if stem not in masks:
+                raise DataError(f"{images[stem]}: no mask for this image in {root / layout.masks}")
+            if stem not in images:
+                raise DataError(f"{masks[stem]}: no image for this mask in {root / layout.images}")
+            records.append(_record(stem, images[stem], masks[stem], layout, task, root))
+        except DataError as e:
+            if not skip_bad:
+                raise
+            report.add(images.get(stem) or masks[stem], str(e))
+    return Dataset(records, report, f"ritm:{layout.name}", root)

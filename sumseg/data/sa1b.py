@@ -1,0 +1,109 @@
+"""SA-1B reader: a folder of per-image JSON files, each beside its image.
+
+Each ``<name>.json`` is ``{"image": {"image_id", "file_name", "height", "width"},
+"annotations": [{"id", "segmentation": {"size": [h, w], "counts": str}, ...}]}``; the image is
+``<folder>/<file_name>``. Every mask gets ``default_task`` (0, general). Image ids and
+annotation ids must be unique over the whole folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sumseg.data import rle as rle_utils
+from sumseg.data.checks import DEFAULT_TASKS, check_task, load_json, require
+from sumseg.data.images import image_size
+from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
+from sumseg.errors import DataError
+
+
+def is_sa1b_json(path: Path) -> bool:
+    """True when ``path`` parses as an SA-1B per-image document (an 'image' object + 'annotations')."""
+    try:
+        doc = load_json(path)
+    except DataError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("image"), dict) and "annotations" in doc
+
+
+def _mask(ann: Any, i: int, path: Path, rec: ImageRecord, task: int, seen: set[Any]) -> MaskRecord:
+    where = f"annotations[{i}]"
+    ann_id = require(ann, "id", (int, str), path, where)
+    where = f"annotation id {ann_id!r} ({where})"
+    if ann_id in seen:
+        raise DataError(f"{path}: {where} has a duplicate annotation id")
+    segm = require(ann, "segmentation", dict, path, where)
+    problem = rle_utils.check_rle(segm)
+    if problem:
+        raise DataError(f"{path}: {where}: {problem}")
+    if list(segm["size"]) != [rec.height, rec.width]:
+        raise DataError(
+            f"{path}: {where}: mask size {segm['size'][0]}x{segm['size'][1]} (HxW) differs from "
+            f"the image size {rec.height}x{rec.width}"
+        )
+    rle = rle_utils.from_segmentation(segm, rec.height, rec.width)
+    if rle_utils.area(rle) == 0:
+        raise DataError(f"{path}: {where}: mask is empty (no foreground pixels)")
+    seen.add(ann_id)
+    return MaskRecord(rle, task, ann_id)
+
+
+def _record(path: Path, split: str, check_images: bool) -> tuple[ImageRecord, list[Any]]:
+    doc = load_json(path)
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: an SA-1B file must be a JSON object with 'image' and 'annotations'")
+    img = require(doc, "image", dict, path, "the top level")
+    anns = require(doc, "annotations", list, path, "the top level")
+    file_name = require(img, "file_name", str, path, "'image'")
+    h = require(img, "height", int, path, "'image'")
+    w = require(img, "width", int, path, "'image'")
+    image_id = str(img.get("image_id", path.stem))
+    image_path = path.parent / file_name
+    if check_images and image_size(image_path) != (h, w):
+        real = image_size(image_path)
+        raise DataError(f"{image_path}: image is {real[0]}x{real[1]} (HxW) but {path} says {h}x{w}")
+    rec = ImageRecord(image_id, image_path, h, w, source=path, dataset=path.parent.name, split=split)
+    return rec, anns
+
+
+def read_sa1b(
+    folder: str | Path,
+    *,
+    split: str | None = None,
+    default_task: int = 0,
+    check_images: bool = True,
+    skip_bad: bool = False,
+) -> Dataset:
+    """Read every ``*.json`` of ``folder`` (sorted by name) as SA-1B per-image annotations.
+
+    With ``skip_bad`` a bad file (skipped whole) or a bad annotation (skipped alone) is listed
+    in the returned :class:`SkipReport` instead of raising.
+    """
+    folder = Path(folder)
+    task = check_task(default_task, DEFAULT_TASKS, folder, "the default task")
+    split = split or folder.name
+    report = SkipReport()
+    records: list[ImageRecord] = []
+    image_ids: set[str] = set()
+    ann_ids: set[Any] = set()
+    for path in sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")):
+        try:
+            rec, anns = _record(path, split, check_images)
+            if rec.image_id in image_ids:
+                raise DataError(f"{path}: duplicate image id {rec.image_id!r} (already in another file)")
+        except DataError as e:
+            if not skip_bad:
+                raise
+            report.add(path, str(e))
+            continue
+        image_ids.add(rec.image_id)
+        for i, ann in enumerate(anns):
+            try:
+                rec.masks.append(_mask(ann, i, path, rec, task, ann_ids))
+            except DataError as e:
+                if not skip_bad:
+                    raise
+                report.add(path, str(e))
+        records.append(rec)
+    return Dataset(records, report, "sa1b", folder)

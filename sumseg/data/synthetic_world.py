@@ -1,0 +1,183 @@
+"""Write the synthetic world to disk: one COCO split per folder, PNG images, RLE masks.
+
+Layout: ``<out>/<split>/images/<index:06d>.png`` and ``<out>/<split>/annotations.json``.
+Every annotation carries ``task`` (read by :func:`sumseg.data.coco.read_coco`), ``kind``
+(``salient``/``entity``/``part``), ``category_id`` (1 salient, 2 entity, 3 part) and ``object``
+(the index of its object in the scene). What a split holds:
+
+- ``pretrain``, ``general_test``: the general set — every entity and every part, task 0
+  (the salient object appears once, as an entity);
+- ``task1_*``: the salient object only, task 1; ``task2_*``: every entity (the salient object
+  included), task 2; ``task3_*``: every part, task 3;
+- ``unlabeled``: images only (an empty ``annotations`` list).
+
+Resumable: a split whose ``annotations.json`` records the same generator version, seed, count
+and image size is skipped whole; otherwise every image is regenerated and its PNG is written
+only when the file on disk differs, and ``annotations.json`` is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from sumseg.atomic import atomic_path
+from sumseg.data import rle as rle_utils
+from sumseg.data.checks import load_json
+from sumseg.data.synthetic import Scene, render_scene, scene_rng
+from sumseg.errors import ConfigError, DataError
+
+GENERATOR_VERSION = 1
+CATEGORIES = [{"id": 1, "name": "salient"}, {"id": 2, "name": "entity"}, {"id": 3, "name": "part"}]
+_CATEGORY = {c["name"]: c["id"] for c in CATEGORIES}
+# split → (mask set, task id written); mask set "general" = entities + parts
+SPLITS: dict[str, tuple[str, int]] = {
+    "pretrain": ("general", 0),
+    "unlabeled": ("none", 0),
+    "task1_train": ("salient", 1),
+    "task2_train": ("entity", 2),
+    "task3_train": ("part", 3),
+    "task1_test": ("salient", 1),
+    "task2_test": ("entity", 2),
+    "task3_test": ("part", 3),
+    "general_test": ("general", 0),
+}
+DEFAULT_SIZES: dict[str, int] = {
+    "pretrain": 2000, "unlabeled": 500, "task1_train": 32, "task2_train": 32, "task3_train": 32,
+    "task1_test": 64, "task2_test": 64, "task3_test": 64, "general_test": 64,
+}
+_IMAGE_NAME = re.compile(r"^(\d{6})\.png$")
+
+
+def scene_annotations(scene: Scene, split: str) -> list[dict[str, Any]]:
+    """COCO annotations (no ``id``/``image_id`` yet) of the masks that ``split`` keeps."""
+    mask_set, task = SPLITS[split]
+    picked: list[tuple[Any, str, int]] = []  # (mask, kind, object index)
+    if mask_set == "salient":
+        picked.append((scene.objects[scene.salient], "salient", scene.salient))
+    if mask_set in ("entity", "general"):
+        picked.extend((m, "entity", i) for i, m in enumerate(scene.objects))
+    if mask_set in ("part", "general"):
+        picked.extend((m, "part", o) for m, o in zip(scene.parts, scene.part_object, strict=True))
+    anns = []
+    for mask, kind, obj in picked:
+        rle = rle_utils.encode(mask)
+        anns.append({
+            "segmentation": rle_utils.to_json(rle), "area": rle_utils.area(rle),
+            "bbox": list(rle_utils.bbox(rle)), "iscrowd": 0, "category_id": _CATEGORY[kind],
+            "task": task, "kind": kind, "object": obj,
+        })
+    return anns
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Deterministic PNG encoding of an (H, W, 3) uint8 RGB image."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
+        raise DataError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _make_image(job: tuple[int, str, int, int, str]) -> tuple[int, list[dict[str, Any]], bool]:
+    """Render image ``index`` of ``split``, write its PNG unless identical on disk; (index, anns, written)."""
+    seed, split, index, size, out = job
+    scene = render_scene(scene_rng(seed, split, index), size)
+    data = png_bytes(scene.image)
+    path = Path(out) / split / "images" / f"{index:06d}.png"
+    written = not (path.is_file() and path.read_bytes() == data)
+    if written:
+        tmp = path.with_suffix(".png.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return index, scene_annotations(scene, split), written
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def _pool_map(jobs: list[tuple[int, str, int, int, str]], pool: Any) -> Iterator[tuple[int, list[dict], bool]]:
+    return pool.imap(_make_image, jobs, chunksize=8) if pool is not None else map(_make_image, jobs)
+
+
+def _split_info(seed: int, split: str, count: int, size: int) -> dict[str, Any]:
+    return {"generator": "sumseg.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
+            "split": split, "count": count, "image_size": size}
+
+
+def _write_split(out: Path, split: str, count: int, seed: int, size: int, pool: Any, bar: tqdm) -> dict[str, int]:
+    info = _split_info(seed, split, count, size)
+    ann_path = out / split / "annotations.json"
+    if ann_path.is_file():
+        try:
+            old = load_json(ann_path)
+        except DataError:
+            old = None
+        if isinstance(old, dict) and old.get("info") == info:
+            bar.update(count)
+            return {"images": count, "annotations": len(old.get("annotations", [])), "written": 0, "unchanged": count}
+    (out / split / "images").mkdir(parents=True, exist_ok=True)
+    images, anns, written = [], [], 0
+    for index, image_anns, was_written in _pool_map([(seed, split, i, size, str(out)) for i in range(count)], pool):
+        images.append({"id": index, "file_name": f"images/{index:06d}.png", "height": size, "width": size})
+        for a in image_anns:
+            anns.append({"id": len(anns) + 1, "image_id": index, **a})
+        written += was_written
+        bar.update(1)
+    for p in (out / split / "images").iterdir():  # images of an earlier, larger run of this split
+        m = _IMAGE_NAME.match(p.name)
+        if (m and int(m.group(1)) >= count) or p.name.endswith(".png.tmp"):
+            p.unlink()
+    doc = {"info": info, "images": images, "annotations": anns, "categories": CATEGORIES,
+           "tasks": [{"id": 0, "name": "general"}, {"id": 1, "name": "salient"}, {"id": 2, "name": "entity"},
+                     {"id": 3, "name": "part"}]}
+    with atomic_path(ann_path) as tmp:
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    return {"images": count, "annotations": len(anns), "written": written, "unchanged": count - written}
+
+
+def write_world(
+    out_dir: str | Path,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    image_size: int = 256,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, int]]:
+    """Write every split of the world to ``out_dir`` (layout and resume rules in the module docstring).
+
+    ``sizes`` overrides image counts of :data:`DEFAULT_SIZES` (0 leaves a split out);
+    ``workers`` processes render in parallel (default: all cores; 1 = in this process).
+    Returns per split: images, annotations, PNGs written, PNGs already identical on disk.
+    """
+    unknown = set(sizes or {}) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"unknown synthetic split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+    counts = {**DEFAULT_SIZES, **(sizes or {})}
+    if any(n < 0 for n in counts.values()) or image_size < 64:
+        raise ConfigError(f"split sizes must be >= 0 and image_size >= 64, got {counts}, {image_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    pool = mp.get_context(method).Pool(workers, initializer=_init_worker) if workers > 1 else None
+    summary: dict[str, dict[str, int]] = {}
+    try:
+        with tqdm(total=sum(counts.values()), desc="synthetic world", unit="img", disable=not progress) as bar:
+            for split, count in counts.items():
+                if count:
+                    summary[split] = _write_split(out, split, count, seed, image_size, pool, bar)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return summary

@@ -1,0 +1,97 @@
+"""``sumseg eval``: load a model and datasets, run the interactive protocols, write the report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sumseg.data.dataset import read_dataset
+from sumseg.data.records import Dataset
+from sumseg.errors import ConfigError
+from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, evaluate_instances
+from sumseg.evaluate.report import Results, overlay, overlay_name, write_report
+from sumseg.models.sum_sam import SumSam
+from sumseg.predictor import SumPredictor
+
+BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
+
+
+@dataclass
+class EvalSettings:
+    """What to run: protocols, rounds, the first-round choice, the task prompt, a subset size."""
+
+    protocols: Sequence[str] = ("clicks",)
+    rounds: int = 20
+    first_round: FirstRound = "oracle"
+    task: int | str | None = None  # an id for every instance, "auto" = each mask's own task, None = no task
+    limit: int | None = None  # the first N instances of each dataset
+    overlays: int = 4
+
+
+def default_benchmarks_dir() -> Path:
+    """``$SUMSEG_BENCHMARKS``, else ``../shared/benchmarks`` from the working directory."""
+    return Path(os.environ.get(BENCHMARKS_ENV, Path.cwd().parent / "shared" / "benchmarks"))
+
+
+def resolve_dataset(spec: str, benchmarks_dir: Path) -> Path:
+    """A dataset given as a path, or as a name of a folder in ``benchmarks_dir`` (e.g. ``GrabCut``)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    candidate = benchmarks_dir / spec
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"dataset {spec!r}: neither a path nor a folder in {benchmarks_dir} "
+                      f"(set --benchmarks-dir or ${BENCHMARKS_ENV})")
+
+
+def iter_instances(dataset: Dataset, task: int | str | None, limit: int | None) -> Iterator[Instance]:
+    """Every (image, mask) of ``dataset`` as an :class:`Instance`; each image is decoded once."""
+    n = 0
+    for rec in dataset.records:
+        if not rec.masks:
+            continue
+        image, ignore = rec.load_image(), rec.ignore_mask()
+        for m in rec.masks:
+            if limit is not None and n >= limit:
+                return
+            name = rec.image_id if len(rec.masks) == 1 else f"{rec.image_id}_{m.ann_id}"
+            inst_task = m.task if task == "auto" else task
+            yield Instance(name, str(rec.image_path), image, m.decode(), ignore, inst_task)
+            n += 1
+
+
+def count_instances(dataset: Dataset, limit: int | None) -> int:
+    n = dataset.num_masks
+    return n if limit is None else min(n, limit)
+
+
+def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
+             progress: bool = True) -> dict:
+    """Run every protocol on every dataset; write the report into ``out_dir``; return results.json's dict."""
+    for p in settings.protocols:
+        if p not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+    predictor = SumPredictor(model)
+    results: Results = {}
+    overlays: dict[str, np.ndarray] = {}
+    for ds_name, path in datasets.items():
+        dataset = read_dataset(path)
+        total = count_instances(dataset, settings.limit)
+        every = max(1, total // max(1, settings.overlays))
+        for proto in settings.protocols:
+            rs = results.setdefault(ds_name, {}).setdefault(proto, [])
+            pairs = evaluate_instances(predictor, iter_instances(dataset, settings.task, settings.limit),
+                                       proto, settings.rounds, settings.first_round)  # type: ignore[arg-type]
+            for i, (inst, res) in enumerate(tqdm(pairs, total=total, desc=f"{ds_name}/{proto}",
+                                                 disable=not progress, unit="inst")):
+                rs.append(res)
+                if i % every == 0 and len(overlays) < settings.overlays * len(datasets) * len(settings.protocols):
+                    overlays[overlay_name(ds_name, proto, inst.name)] = overlay(inst, res)
+    title = f"Interactive evaluation: {model.name}"
+    return write_report(out_dir, results, overlays, title)
