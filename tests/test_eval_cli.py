@@ -1,0 +1,69 @@
+"""`sumseg eval` end to end on the real benchmarks (a subset) and on an exported stock file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sumseg import build_model, save_checkpoint
+from sumseg.cli import app
+from sumseg.models.export import export_checkpoint
+from tests.conftest import randomise_task_prompts
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+needs_benchmarks = pytest.mark.skipif(
+    not (BENCHMARKS / "GrabCut").is_dir() or not (BENCHMARKS / "Berkeley").is_dir(),
+    reason=f"real benchmarks not found at {BENCHMARKS} (../shared/benchmarks beside the repository)",
+)
+runner = CliRunner()
+
+
+def _eval(*args: str) -> object:
+    return runner.invoke(app, ["eval", "--benchmarks-dir", str(BENCHMARKS), "--no-progress", *args])
+
+
+@needs_benchmarks
+def test_eval_grabcut_and_berkeley_subset(tmp_path: Path) -> None:
+    res = _eval("--model", "tiny", "--datasets", "GrabCut,Berkeley", "--protocol", "clicks,box",
+                "--rounds", "3", "--limit", "2", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data) == {"GrabCut", "Berkeley"}
+    for ds in data.values():
+        assert set(ds) == {"clicks", "box"}
+        for r in ds.values():
+            assert set(r) == {"miou", "biou", "noc85", "noc90", "n"}
+            assert r["n"] == 2 and len(r["miou"]) == len(r["biou"]) == 3
+            assert all(0.0 <= v <= 1.0 for v in r["miou"]) and 1 <= r["noc90"] <= 20
+    md = (tmp_path / "results.md").read_text()
+    assert "| GrabCut | clicks | all | 2 |" in md and "| Berkeley | box | all | 2 |" in md
+    assert (tmp_path / "iou_vs_clicks.png").stat().st_size > 1000
+    overlays = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert overlays and all(p.endswith(".png") for p in overlays)
+    assert any(p.startswith("GrabCut_clicks_") for p in overlays)
+
+
+@needs_benchmarks
+def test_exported_stock_file_scores_like_the_task_checkpoint(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "sum.ckpt", randomise_task_prompts(build_model("tiny")))
+    export_checkpoint(ckpt, 1, tmp_path / "stock.pth")
+    common = ["--datasets", "GrabCut", "--rounds", "1", "--limit", "3"]
+    ours = _eval("--checkpoint", str(ckpt), "--task", "1", "--out", str(tmp_path / "a"), *common)
+    stock = _eval("--model", "tiny", "--checkpoint", str(tmp_path / "stock.pth"), "--out", str(tmp_path / "b"), *common)
+    plain = _eval("--checkpoint", str(ckpt), "--out", str(tmp_path / "c"), *common)
+    assert ours.exit_code == stock.exit_code == plain.exit_code == 0, ours.output + stock.output
+    a, b, c = (json.loads((tmp_path / d / "results.json").read_text())["GrabCut"]["clicks"] for d in "abc")
+    assert a["miou"] == pytest.approx(b["miou"], abs=1e-4)  # one round: the task prompt is all that differs
+    assert a["miou"] != c["miou"]
+
+
+def test_eval_errors_are_clear(tmp_path: Path) -> None:
+    res = _eval("--model", "tiny", "--datasets", "NoSuchSet", "--out", str(tmp_path))
+    assert res.exit_code == 1 and "dataset 'NoSuchSet': neither a path nor a folder" in res.output
+    res = _eval("--model", "tiny", "--datasets", str(tmp_path), "--protocol", "scribbles", "--out", str(tmp_path))
+    assert res.exit_code == 1 and "unknown protocol 'scribbles'" in res.output
+    res = _eval("--model", "tiny", "--datasets", str(tmp_path), "--task", "salient", "--out", str(tmp_path))
+    assert res.exit_code == 1 and "--task must be a task id" in res.output
