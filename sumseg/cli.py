@@ -122,3 +122,48 @@ def export(
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with the stock SAM builder for {name}")
     if diff is not None:
         typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions (max |logit diff| {diff:.2e})")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="COCO json, SA-1B / RITM / mask / image folder")],
+    decode: Annotated[bool, typer.Option(help="decode every image (catches truncated files)")] = False,
+    strict: Annotated[bool, typer.Option(help="stop at the first problem, do not list")] = False,
+) -> None:
+    """Counts per split and task, a mask-size histogram, and the problems found (exit 1 if any)."""
+    from sumseg.data.summary import format_summary, inspect_dataset
+
+    try:
+        summary = inspect_dataset(path, decode=decode, skip_bad=not strict)
+    except SumsegError as e:
+        _fail(e)
+    typer.echo(format_summary(summary))
+    if summary.problems:
+        typer.secho(f"{len(summary.problems)} problem(s) found", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="output folder (one COCO split per subfolder)")],
+    seed: Annotated[int, typer.Option(help="world seed")] = 0,
+    pretrain: Annotated[int, typer.Option(help="images in 'pretrain'")] = 2000,
+    unlabeled: Annotated[int, typer.Option(help="images in 'unlabeled'")] = 500,
+    task_train: Annotated[int, typer.Option(help="images in each 'task<k>_train'")] = 32,
+    test: Annotated[int, typer.Option(help="images in each 'task<k>_test' and 'general_test'")] = 64,
+    image_size: Annotated[int, typer.Option(help="image side in pixels")] = 256,
+    workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
+) -> None:
+    """Write the synthetic world (resumable: identical images already on disk are not rewritten)."""
+    from sumseg.data.synthetic_world import write_world
+
+    sizes = {"pretrain": pretrain, "unlabeled": unlabeled, "general_test": test}
+    sizes |= {f"task{k}_train": task_train for k in (1, 2, 3)} | {f"task{k}_test": test for k in (1, 2, 3)}
+    try:
+        summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
+    except SumsegError as e:
+        _fail(e)
+    for split, s in summary.items():
+        typer.echo(f"{split}: {s['images']} images, {s['annotations']} masks "
+                   f"({s['written']} written, {s['unchanged']} unchanged)")
+    typer.echo(f"wrote the synthetic world to {out}")

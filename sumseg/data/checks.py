@@ -50,7 +50,9 @@ def check_task(task: Any, valid: frozenset[int], path: Path, where: str) -> int:
     return task
 
 
-def check_same_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], mask_path: Path, image_path: Path) -> None:
+def check_same_size(
+    mask_hw: tuple[int, int], image_hw: tuple[int, int], mask_path: Path, image_path: Path
+) -> None:
     """A mask must have its image's (H, W)."""
     if tuple(mask_hw) != tuple(image_hw):
         raise DataError(

@@ -72,8 +72,14 @@ def _ann_rle(ann: dict[str, Any], rec: ImageRecord, path: Path, where: str) -> r
     return rle
 
 
-def _ann_task(ann: dict[str, Any], path: Path, where: str, default_task: int,
-              category_tasks: dict[int, int] | None, valid: frozenset[int]) -> int:
+def _ann_task(
+    ann: dict[str, Any],
+    path: Path,
+    where: str,
+    default_task: int,
+    category_tasks: dict[int, int] | None,
+    valid: frozenset[int],
+) -> int:
     if "task" in ann:
         task = ann["task"]
     elif category_tasks is not None and ann.get("category_id") in category_tasks:

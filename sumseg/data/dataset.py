@@ -61,8 +61,9 @@ def detect_format(path: str | Path) -> str:
 def _read_splits(root: Path, skip_bad: bool, check_images: bool, default_task: int) -> Dataset:
     records, report = [], SkipReport()
     for d in sorted(d for d in root.iterdir() if (d / "annotations.json").is_file()):
-        part = read_coco(d / "annotations.json", default_task=default_task, check_images=check_images,
-                         skip_bad=skip_bad)
+        part = read_coco(
+            d / "annotations.json", default_task=default_task, check_images=check_images, skip_bad=skip_bad
+        )
         records.extend(part.records)
         report.extend(part.skipped)
     return Dataset(records, report, "coco-splits", root)

@@ -52,7 +52,9 @@ def _instance_files(image_path: Path, folder: Path, hw: tuple[int, int], task: i
         check_same_size(label.shape, hw, p, image_path)
         check_values(label, BINARY_VALUES, p, "binary instance mask")
         check_not_empty(label, p, "instance mask")
-        masks.append(MaskRecord(rle_utils.encode(label > 0), task, int(p.stem) if p.stem.isdigit() else p.stem))
+        masks.append(
+            MaskRecord(rle_utils.encode(label > 0), task, int(p.stem) if p.stem.isdigit() else p.stem)
+        )
     return masks
 
 
@@ -67,20 +69,28 @@ def _instance_map(image_path: Path, path: Path, hw: tuple[int, int], task: int) 
     return [MaskRecord(rle_utils.encode(label == k), task, k) for k in ids]
 
 
-def _record(stem: str, image_path: Path, mask_root: Path, mask_files: list[Path], task: int, root: Path) -> ImageRecord:
+def _record(
+    stem: str, image_path: Path, mask_root: Path, mask_files: list[Path], task: int, root: Path
+) -> ImageRecord:
     hw = image_size(image_path)
     mask_dir = mask_root / stem
     if mask_dir.is_dir() and mask_files:
-        raise DataError(f"{mask_dir}: image {stem!r} has both a mask folder and an instance-id map {mask_files[0]}")
+        raise DataError(
+            f"{mask_dir}: image {stem!r} has both a mask folder and an instance-id map {mask_files[0]}"
+        )
     if len(mask_files) > 1:
-        raise DataError(f"{mask_root}: image {stem!r} has several instance-id maps: {[p.name for p in mask_files]}")
+        raise DataError(
+            f"{mask_root}: image {stem!r} has several instance-id maps: {[p.name for p in mask_files]}"
+        )
     if mask_dir.is_dir():
         masks, source = _instance_files(image_path, mask_dir, hw, task), mask_dir
     elif mask_files:
         masks, source = _instance_map(image_path, mask_files[0], hw, task), mask_files[0]
     else:
         raise DataError(f"{image_path}: no masks for this image (expected {mask_dir}/ or {mask_dir}.png)")
-    return ImageRecord(stem, image_path, hw[0], hw[1], masks, source=source, dataset=root.name, split=root.name)
+    return ImageRecord(
+        stem, image_path, hw[0], hw[1], masks, source=source, dataset=root.name, split=root.name
+    )
 
 
 def read_mask_folder(root: str | Path, *, default_task: int = 0, skip_bad: bool = False) -> Dataset:
@@ -110,8 +120,10 @@ def read_mask_folder(root: str | Path, *, default_task: int = 0, skip_bad: bool 
             report.add(image_path, str(e))
     orphans = sorted({p.stem for p in mask_root.iterdir() if p.is_dir() or is_image_file(p)} - set(images))
     for stem in orphans:
-        e = DataError(f"{mask_root / stem}: masks for image id {stem!r}, which has no file in {root / 'images'}")
+        orphan = DataError(
+            f"{mask_root / stem}: masks for image id {stem!r}, which has no file in {root / 'images'}"
+        )
         if not skip_bad:
-            raise e
-        report.add(mask_root / stem, str(e))
+            raise orphan
+        report.add(mask_root / stem, str(orphan))
     return Dataset(records, report, "mask-folder", root)

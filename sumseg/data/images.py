@@ -51,8 +51,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # PIL warns about odd EXIF / palette transparency
             with Image.open(path) as im:
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return np.ascontiguousarray(_to_rgb(im))
+                return np.ascontiguousarray(_to_rgb(ImageOps.exif_transpose(im)))
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
     except _OPEN_ERRORS as e:
@@ -97,7 +96,9 @@ def load_label(path: str | Path, colour: Literal["max", "equal"] = "max") -> np.
     if a.shape[2] <= 2:  # LA / PA: the first channel carries the values
         return a[:, :, 0]
     rgb = a[:, :, :3]
-    if colour == "equal" and not ((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all()):
+    if colour == "equal" and not (
+        (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all()
+    ):
         raise DataError(f"{path}: colour mask with unequal channels; expected a gray or palette image")
     return rgb.max(axis=2)
 

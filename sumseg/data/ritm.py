@@ -60,7 +60,9 @@ def benchmark_layout(root: Path, name: str | None = None) -> BenchmarkLayout | N
     """The layout named ``name`` (or ``root``'s folder name), else the one ``root``'s subfolders fit."""
     if name is not None:
         if _key(name) not in BENCHMARKS:
-            raise DataError(f"{root}: unknown benchmark {name!r}; known: {[b.name for b in BENCHMARKS.values()]}")
+            raise DataError(
+                f"{root}: unknown benchmark {name!r}; known: {[b.name for b in BENCHMARKS.values()]}"
+            )
         return BENCHMARKS[_key(name)]
     if _key(root.name) in BENCHMARKS:
         return BENCHMARKS[_key(root.name)]
@@ -71,8 +73,9 @@ def benchmark_layout(root: Path, name: str | None = None) -> BenchmarkLayout | N
     return None
 
 
-def _record(stem: str, image_path: Path, mask_path: Path, layout: BenchmarkLayout, task: int,
-            root: Path) -> ImageRecord:
+def _record(
+    stem: str, image_path: Path, mask_path: Path, layout: BenchmarkLayout, task: int, root: Path
+) -> ImageRecord:
     hw = image_size(image_path)
     label = load_label(mask_path, colour="max")
     check_same_size(label.shape, hw, mask_path, image_path)
@@ -81,8 +84,17 @@ def _record(stem: str, image_path: Path, mask_path: Path, layout: BenchmarkLayou
     obj = label > layout.threshold
     check_not_empty(obj, mask_path, f"{layout.name} object mask")
     ignore = rle_utils.encode(label == layout.ignore_value) if layout.ignore_value is not None else None
-    return ImageRecord(stem, image_path, hw[0], hw[1], [MaskRecord(rle_utils.encode(obj), task, stem)], ignore,
-                       source=mask_path, dataset=layout.name, split=root.name)
+    return ImageRecord(
+        stem,
+        image_path,
+        hw[0],
+        hw[1],
+        [MaskRecord(rle_utils.encode(obj), task, stem)],
+        ignore,
+        source=mask_path,
+        dataset=layout.name,
+        split=root.name,
+    )
 
 
 def read_benchmark(

@@ -8,6 +8,7 @@ to h·w, so every RLE that comes from a file is checked by :func:`check_rle` fir
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,9 @@ def encode(mask: np.ndarray) -> Rle:
 
 def decode(rle: Rle) -> np.ndarray:
     """(H, W) bool mask of a compressed RLE."""
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' Cython decoder trips numpy 2's copy-keyword warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def area(rle: Rle) -> int:
@@ -41,7 +44,10 @@ def bbox(rle: Rle) -> tuple[float, float, float, float]:
 def to_json(rle: Rle) -> dict[str, Any]:
     """JSON-serialisable copy (counts as ASCII str)."""
     counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def _compressed_counts(s: bytes) -> np.ndarray:
@@ -80,7 +86,9 @@ def check_rle(segm: Any) -> str | None:
     if not isinstance(segm, dict) or "size" not in segm or "counts" not in segm:
         return "RLE segmentation needs 'size' and 'counts'"
     size = segm["size"]
-    if not (isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+    if not (
+        isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+    ):
         return f"RLE 'size' must be [height, width] of positive ints, got {size!r}"
     counts = segm["counts"]
     if isinstance(counts, list):

@@ -58,7 +58,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     """(3,) float32 RGB in [0, 1] of a hue in [0, 1), saturation and value."""
-    px = np.uint8([[[int(h * 180) % 180, int(s * 255), int(v * 255)]]])
+    px = np.array([[[int(h * 180) % 180, int(s * 255), int(v * 255)]]], dtype=np.uint8)
     return cv2.cvtColor(px, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
 
 
@@ -105,7 +105,9 @@ def _body(rng: np.random.Generator, size: int, centre: np.ndarray, r: float) -> 
     if rng.random() < 0.5:
         rad = np.full_like(t, r)
     else:  # star-like: radius oscillating between inner and outer
-        rad = r * (1.0 - rng.uniform(0.15, 0.3) * (1 + np.cos(int(rng.integers(4, 8)) * t + rng.uniform(0, 6.3))) / 2)
+        rad = r * (
+            1.0 - rng.uniform(0.15, 0.3) * (1 + np.cos(int(rng.integers(4, 8)) * t + rng.uniform(0, 6.3))) / 2
+        )
     local = np.stack([rad * np.cos(t), aspect * rad * np.sin(t)], axis=1)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     outline = local @ rot.T + centre
@@ -113,8 +115,15 @@ def _body(rng: np.random.Generator, size: int, centre: np.ndarray, r: float) -> 
     return m, outline
 
 
-def _part(rng: np.random.Generator, kind: str, size: int, body: np.ndarray, outline: np.ndarray,
-          centre: np.ndarray, r: float) -> np.ndarray:
+def _part(
+    rng: np.random.Generator,
+    kind: str,
+    size: int,
+    body: np.ndarray,
+    outline: np.ndarray,
+    centre: np.ndarray,
+    r: float,
+) -> np.ndarray:
     """(S, S) bool region of one part of an object (an edge disc may stick out of the body)."""
     m = np.zeros((size, size), np.uint8)
     if kind == "edge_disc":
@@ -127,7 +136,12 @@ def _part(rng: np.random.Generator, kind: str, size: int, body: np.ndarray, outl
         n = np.array([-d[1], d[0]])
         half = r * rng.uniform(0.12, 0.2)
         c = centre + off * n
-        quad = [c - 2 * r * d - half * n, c + 2 * r * d - half * n, c + 2 * r * d + half * n, c - 2 * r * d + half * n]
+        quad = [
+            c - 2 * r * d - half * n,
+            c + 2 * r * d - half * n,
+            c + 2 * r * d + half * n,
+            c - 2 * r * d + half * n,
+        ]
         cv2.fillPoly(m, [np.round(np.array(quad)).astype(np.int32)], 1)
     else:  # spot
         c = centre + rng.uniform(-0.3, 0.3, 2) * r
@@ -155,8 +169,11 @@ def render_scene(rng: np.random.Generator, size: int = 256) -> Scene:
         salient = i == n_objects - 1
         centre, r = _place(rng, size, salient)
         hue = rng.random()
-        sat, val = (rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0)) if salient else \
-            (rng.uniform(0.2, 0.5), rng.uniform(0.35, 0.8))
+        sat, val = (
+            (rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
+            if salient
+            else (rng.uniform(0.2, 0.5), rng.uniform(0.35, 0.8))
+        )
         body, outline = _body(rng, size, centre, r)
         sel = body.astype(bool)
         obj_map[sel], part_map[sel] = i, -1
@@ -169,14 +186,21 @@ def render_scene(rng: np.random.Generator, size: int = 256) -> Scene:
             canvas[region] = _layer(rng, size, _hsv(part_hue, sat, val), rng.uniform(0.05, 0.2))[region]
             part_owner.append(i)
             part_kinds.append(str(kind))
-    canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=0.6)
-    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * 0.006
-    image = np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)
+    blurred = np.asarray(cv2.GaussianBlur(canvas, (0, 0), sigmaX=0.6), dtype=np.float32)
+    blurred += rng.standard_normal(blurred.shape, dtype=np.float32) * 0.006
+    image = np.clip(np.rint(blurred * 255), 0, 255).astype(np.uint8)
     return _visible_masks(image, obj_map, part_map, part_owner, part_kinds, n_objects - 1, size)
 
 
-def _visible_masks(image: np.ndarray, obj_map: np.ndarray, part_map: np.ndarray, part_owner: list[int],
-                   part_kinds: list[str], salient: int, size: int) -> Scene:
+def _visible_masks(
+    image: np.ndarray,
+    obj_map: np.ndarray,
+    part_map: np.ndarray,
+    part_owner: list[int],
+    part_kinds: list[str],
+    salient: int,
+    size: int,
+) -> Scene:
     """Keep the objects and parts whose visible area reaches the (size-scaled) minimum."""
     scale = (size / 256) ** 2
     scene = Scene(image)

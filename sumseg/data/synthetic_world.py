@@ -52,8 +52,15 @@ SPLITS: dict[str, tuple[str, int]] = {
     "general_test": ("general", 0),
 }
 DEFAULT_SIZES: dict[str, int] = {
-    "pretrain": 2000, "unlabeled": 500, "task1_train": 32, "task2_train": 32, "task3_train": 32,
-    "task1_test": 64, "task2_test": 64, "task3_test": 64, "general_test": 64,
+    "pretrain": 2000,
+    "unlabeled": 500,
+    "task1_train": 32,
+    "task2_train": 32,
+    "task3_train": 32,
+    "task1_test": 64,
+    "task2_test": 64,
+    "task3_test": 64,
+    "general_test": 64,
 }
 _IMAGE_NAME = re.compile(r"^(\d{6})\.png$")
 
@@ -71,11 +78,18 @@ def scene_annotations(scene: Scene, split: str) -> list[dict[str, Any]]:
     anns = []
     for mask, kind, obj in picked:
         rle = rle_utils.encode(mask)
-        anns.append({
-            "segmentation": rle_utils.to_json(rle), "area": rle_utils.area(rle),
-            "bbox": list(rle_utils.bbox(rle)), "iscrowd": 0, "category_id": _CATEGORY[kind],
-            "task": task, "kind": kind, "object": obj,
-        })
+        anns.append(
+            {
+                "segmentation": rle_utils.to_json(rle),
+                "area": rle_utils.area(rle),
+                "bbox": list(rle_utils.bbox(rle)),
+                "iscrowd": 0,
+                "category_id": _CATEGORY[kind],
+                "task": task,
+                "kind": kind,
+                "object": obj,
+            }
+        )
     return anns
 
 
@@ -105,16 +119,26 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _pool_map(jobs: list[tuple[int, str, int, int, str]], pool: Any) -> Iterator[tuple[int, list[dict], bool]]:
+def _pool_map(
+    jobs: list[tuple[int, str, int, int, str]], pool: Any
+) -> Iterator[tuple[int, list[dict], bool]]:
     return pool.imap(_make_image, jobs, chunksize=8) if pool is not None else map(_make_image, jobs)
 
 
 def _split_info(seed: int, split: str, count: int, size: int) -> dict[str, Any]:
-    return {"generator": "sumseg.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
-            "split": split, "count": count, "image_size": size}
+    return {
+        "generator": "sumseg.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "split": split,
+        "count": count,
+        "image_size": size,
+    }
 
 
-def _write_split(out: Path, split: str, count: int, seed: int, size: int, pool: Any, bar: tqdm) -> dict[str, int]:
+def _write_split(
+    out: Path, split: str, count: int, seed: int, size: int, pool: Any, bar: tqdm
+) -> dict[str, int]:
     info = _split_info(seed, split, count, size)
     ann_path = out / split / "annotations.json"
     if ann_path.is_file():
@@ -124,10 +148,19 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: int, pool: 
             old = None
         if isinstance(old, dict) and old.get("info") == info:
             bar.update(count)
-            return {"images": count, "annotations": len(old.get("annotations", [])), "written": 0, "unchanged": count}
+            return {
+                "images": count,
+                "annotations": len(old.get("annotations", [])),
+                "written": 0,
+                "unchanged": count,
+            }
     (out / split / "images").mkdir(parents=True, exist_ok=True)
-    images, anns, written = [], [], 0
-    for index, image_anns, was_written in _pool_map([(seed, split, i, size, str(out)) for i in range(count)], pool):
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    written = 0
+    for index, image_anns, was_written in _pool_map(
+        [(seed, split, i, size, str(out)) for i in range(count)], pool
+    ):
         images.append({"id": index, "file_name": f"images/{index:06d}.png", "height": size, "width": size})
         for a in image_anns:
             anns.append({"id": len(anns) + 1, "image_id": index, **a})
@@ -137,9 +170,18 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: int, pool: 
         m = _IMAGE_NAME.match(p.name)
         if (m and int(m.group(1)) >= count) or p.name.endswith(".png.tmp"):
             p.unlink()
-    doc = {"info": info, "images": images, "annotations": anns, "categories": CATEGORIES,
-           "tasks": [{"id": 0, "name": "general"}, {"id": 1, "name": "salient"}, {"id": 2, "name": "entity"},
-                     {"id": 3, "name": "part"}]}
+    doc = {
+        "info": info,
+        "images": images,
+        "annotations": anns,
+        "categories": CATEGORIES,
+        "tasks": [
+            {"id": 0, "name": "general"},
+            {"id": 1, "name": "salient"},
+            {"id": 2, "name": "entity"},
+            {"id": 3, "name": "part"},
+        ],
+    }
     with atomic_path(ann_path) as tmp:
         tmp.write_text(json.dumps(doc, separators=(",", ":")))
     return {"images": count, "annotations": len(anns), "written": written, "unchanged": count - written}
@@ -172,7 +214,9 @@ def write_world(
     pool = mp.get_context(method).Pool(workers, initializer=_init_worker) if workers > 1 else None
     summary: dict[str, dict[str, int]] = {}
     try:
-        with tqdm(total=sum(counts.values()), desc="synthetic world", unit="img", disable=not progress) as bar:
+        with tqdm(
+            total=sum(counts.values()), desc="synthetic world", unit="img", disable=not progress
+        ) as bar:
             for split, count in counts.items():
                 if count:
                     summary[split] = _write_split(out, split, count, seed, image_size, pool, bar)

@@ -1,0 +1,68 @@
+"""`sumseg data inspect` and `sumseg data synth`: output and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sumseg.cli import app
+from tests.test_data_readers import BENCHMARKS, save_rgb
+
+runner = CliRunner()
+
+
+def test_synth_then_inspect(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(out),
+        "--pretrain",
+        "4",
+        "--unlabeled",
+        "2",
+        "--task-train",
+        "2",
+        "--test",
+        "1",
+        "--workers",
+        "1",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "pretrain: 4 images" in res.output and "wrote the synthetic world" in res.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "(0 written, 4 unchanged)" in again.output
+    res = runner.invoke(app, ["data", "inspect", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "format coco-splits, 16 images" in res.output
+    assert "task 1 salient" in res.output and "mask area / image area" in res.output
+    assert "problems: 0" in res.output
+
+
+def test_inspect_lists_problems_and_fails(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "u" / "a.png")
+    (tmp_path / "u" / "b.png").write_bytes(b"junk")
+    res = runner.invoke(app, ["data", "inspect", str(tmp_path / "u")])
+    assert res.exit_code == 1
+    assert "problems: 1" in res.output and "b.png: unreadable or corrupt image" in res.output
+    strict = runner.invoke(app, ["data", "inspect", "--strict", str(tmp_path / "u")])
+    assert strict.exit_code == 1 and "error:" in strict.output and "b.png" in strict.output
+
+
+def test_inspect_missing_path_and_bad_synth_args(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["data", "inspect", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such file or folder" in res.output
+    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "w"), "--image-size", "16"])
+    assert res.exit_code == 1 and "image_size >= 64" in res.output
+
+
+def test_inspect_grabcut() -> None:
+    if not (BENCHMARKS / "GrabCut").is_dir():
+        pytest.skip(f"benchmarks not found at {BENCHMARKS}")
+    res = runner.invoke(app, ["data", "inspect", str(BENCHMARKS / "GrabCut")])
+    assert res.exit_code == 0, res.output
+    assert "format ritm:GrabCut, 50 images, 50 masks, 50 with an ignore map" in res.output
