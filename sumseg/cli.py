@@ -100,9 +100,23 @@ def _task_id(text: str) -> int:
 
 
 @app.command()
-def demo() -> None:
-    """The embedded default: the whole pipeline on built-in data (not built yet)."""
-    _not_built("demo", "demo issue")
+def demo(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    rounds: Annotated[int, typer.Option(min=1, help="interaction rounds per instance")] = 5,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Smoke run of every built stage on the synthetic world (the full demo comes with training)."""
+    from sumseg.demo import run_demo
+
+    try:
+        data, diff = run_demo(out, rounds, progress)
+    except SumsegError as e:
+        _fail(e)
+    typer.echo(f"exported task 1 to {out / 'tiny_task1_stock.pth'}; stock vs sumseg max |logit diff| = {diff:.1e}")
+    for ds, by_proto in data.items():
+        for proto, r in by_proto.items():
+            typer.echo(f"{ds} / {proto}: n={r['n']} mIoU@1={r['miou'][0]} mIoU@{len(r['miou'])}={r['miou'][-1]}")
+    typer.echo(f"report: {out / 'eval' / 'results.md'}")
 
 
 @app.command()

@@ -25,7 +25,7 @@ def test_help_lists_every_design_command() -> None:
 
 
 def test_unbuilt_commands_say_so_and_fail() -> None:
-    for cmd in (["pseudo-label"], ["refiner", "train"], ["uncertainty"], ["train"], ["pretrain"], ["demo"]):
+    for cmd in (["pseudo-label"], ["refiner", "train"], ["uncertainty"], ["train"], ["pretrain"]):
         res = runner.invoke(app, cmd)
         assert res.exit_code == 2 and "not built yet" in res.output, cmd
 

@@ -1,0 +1,24 @@
+"""`sumseg demo` (smoke stage): every built stage runs end to end on the synthetic world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from sumseg.cli import app
+from sumseg.models import build_sam
+
+
+def test_demo_runs_every_stage(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--rounds", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(data) == {"task1_test", "task3_test", "general_test"}
+    assert data["task1_test"]["clicks"]["n"] == 6  # one salient object per image
+    assert data["general_test"]["box"]["n"] > data["task1_test"]["box"]["n"]  # parts + entities
+    assert "max |logit diff| = 0.0e+00" in res.output
+    build_sam("tiny").load_state_dict(torch.load(tmp_path / "tiny_task1_stock.pth", weights_only=True), strict=True)
+    assert (tmp_path / "eval" / "iou_vs_clicks.png").is_file()
