@@ -14,10 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# mypy checks the public API (models, predictor, checkpoint I/O).
 lint: $(STAMP)
 	$(BIN)/ruff check sumseg tests benchmarks
-	$(BIN)/mypy sumseg/__init__.py sumseg/predictor.py sumseg/models sumseg/atomic.py sumseg/errors.py
+	$(BIN)/mypy sumseg
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q

@@ -77,14 +77,14 @@ def run_instance(
     first_round: FirstRound = "oracle",
 ) -> InstanceResult:
     """Run one instance for ``rounds`` rounds; ``predictor`` must hold ``inst.image`` already."""
-    clicker = Clicker(inst.gt, inst.ignore)
-    res = InstanceResult(inst.name, inst.task)
-    box = np.array(gt_box(inst.gt)) if protocol == "box" else None
-    res.box = None if box is None else tuple(int(v) for v in box)
-    pred = np.zeros_like(inst.gt)
-    low_res = None
     if not inst.gt.any():
         raise ValueError(f"{inst.name}: empty ground-truth mask, nothing to segment")
+    clicker = Clicker(inst.gt, inst.ignore)
+    res = InstanceResult(inst.name, inst.task)
+    res.box = gt_box(inst.gt) if protocol == "box" else None
+    box = None if res.box is None else np.array(res.box)
+    pred = np.zeros_like(inst.gt)
+    low_res = None
     for r in range(rounds):
         click = clicker.next(pred) if (r > 0 or protocol == "clicks") else None
         if r > 0 and click is None:  # no error left: the last IoU stands

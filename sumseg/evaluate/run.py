@@ -61,7 +61,7 @@ def iter_instances(dataset: Dataset, task: int | str | None, limit: int | None) 
             if limit is not None and n >= limit:
                 return
             name = rec.image_id if len(rec.masks) == 1 else f"{rec.image_id}_{m.ann_id}"
-            inst_task = m.task if task == "auto" else task
+            inst_task = m.task if task == "auto" else None if task is None else int(task)
             yield Instance(name, str(rec.image_path), image, m.decode(), ignore, inst_task)
             n += 1
 

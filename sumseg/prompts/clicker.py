@@ -126,7 +126,8 @@ def next_click_plain(
 def _edge_zeros(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(y, x)`` of zero pixels 4-adjacent to a one pixel: every nearest zero pixel is one of them."""
     grown = cv2.dilate(win.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
-    return np.nonzero(grown.view(bool) & ~win)
+    ys, xs = np.nonzero(grown.view(bool) & ~win)
+    return ys, xs
 
 
 def _sq_dist_to(ys: np.ndarray, xs: np.ndarray, zy: np.ndarray, zx: np.ndarray) -> np.ndarray:

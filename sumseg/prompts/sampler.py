@@ -49,9 +49,8 @@ class RoundPrompts:
     has_box: Tensor
 
 
-def _check_masks(*masks: Tensor | None) -> None:
-    ref = masks[0]
-    for m in masks:
+def _check_masks(ref: Tensor, *masks: Tensor | None) -> None:
+    for m in (ref, *masks):
         if m is None:
             continue
         if m.dim() != 3 or m.dtype != torch.bool or m.shape != ref.shape:
