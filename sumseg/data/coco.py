@@ -56,8 +56,12 @@ def _image_record(img: Any, i: int, path: Path, image_root: Path, check_images: 
     return ImageRecord(str(image_id), image_path, h, w, source=path)
 
 
-def _ann_rle(ann: dict[str, Any], rec: ImageRecord, path: Path, where: str) -> rle_utils.Rle:
-    segm = ann["segmentation"]
+def segmentation_rle(segm: Any, rec: ImageRecord, path: Path, where: str) -> rle_utils.Rle:
+    """Checked RLE of a COCO-style ``segmentation`` (polygons or RLE) of record ``rec``'s image.
+
+    Raises DataError naming ``path`` and ``where`` for malformed data, a size other than the
+    image's, or an empty mask.
+    """
     problem = rle_utils.check_polygons(segm) if isinstance(segm, list) else rle_utils.check_rle(segm)
     if problem:
         raise DataError(f"{path}: {where}: {problem}")
@@ -155,7 +159,7 @@ def read_coco(
             if image_id not in records:
                 raise DataError(f"{path}: {where} refers to image id {image_id!r}, which is not in 'images'")
             rec = records[image_id]
-            rle = _ann_rle(ann, rec, path, where)
+            rle = segmentation_rle(ann["segmentation"], rec, path, where)
             task = _ann_task(ann, path, where, default_task, category_tasks, valid)
         except DataError as e:
             if not skip_bad:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sumseg.data import rle as rle_utils
 from sumseg.data.checks import DEFAULT_TASKS, check_task, load_json, require
+from sumseg.data.coco import segmentation_rle
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
@@ -34,17 +34,7 @@ def _mask(ann: Any, i: int, path: Path, rec: ImageRecord, task: int, seen: set[A
     if ann_id in seen:
         raise DataError(f"{path}: {where} has a duplicate annotation id")
     segm = require(ann, "segmentation", dict, path, where)
-    problem = rle_utils.check_rle(segm)
-    if problem:
-        raise DataError(f"{path}: {where}: {problem}")
-    if list(segm["size"]) != [rec.height, rec.width]:
-        raise DataError(
-            f"{path}: {where}: mask size {segm['size'][0]}x{segm['size'][1]} (HxW) differs from "
-            f"the image size {rec.height}x{rec.width}"
-        )
-    rle = rle_utils.from_segmentation(segm, rec.height, rec.width)
-    if rle_utils.area(rle) == 0:
-        raise DataError(f"{path}: {where}: mask is empty (no foreground pixels)")
+    rle = segmentation_rle(segm, rec, path, where)
     seen.add(ann_id)
     return MaskRecord(rle, task, ann_id)
 
