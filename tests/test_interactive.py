@@ -99,5 +99,7 @@ def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> N
     original = pred.set_image
     monkeypatch.setattr(pred, "set_image", lambda img: (calls.append(1), original(img)))
     insts = [_disc_instance(rgb_image, name=f"d{i}") for i in range(3)]
-    results = [res for _, res in evaluate_instances(pred, insts, "clicks", rounds=2)]
-    assert len(calls) == 1 and [r.name for r in results] == ["d0", "d1", "d2"]
+    results = [res for _, res in evaluate_instances(pred, insts, ("clicks", "box"), rounds=2)]
+    assert len(calls) == 1  # one encoder pass for three instances and two protocols
+    assert [r["clicks"].name for r in results] == ["d0", "d1", "d2"]
+    assert [r["box"].box for r in results] == [gt_box(insts[0].gt)] * 3

@@ -187,6 +187,21 @@ def _write_split(
     return {"images": count, "annotations": len(anns), "written": written, "unchanged": count - written}
 
 
+def _pool(workers: int) -> Any:
+    """Worker processes that never inherit a parent's threads.
+
+    Forking a process that has already run torch (or any OpenMP code) can deadlock the child,
+    so workers come from a forkserver (a clean process that imports this module once and
+    forks from there), or are spawned where forkserver is not available.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+    else:  # pragma: no cover - platforms without forkserver
+        ctx = mp.get_context("spawn")
+    return ctx.Pool(workers, initializer=_init_worker)
+
+
 def write_world(
     out_dir: str | Path,
     seed: int = 0,
@@ -210,8 +225,7 @@ def write_world(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    pool = mp.get_context(method).Pool(workers, initializer=_init_worker) if workers > 1 else None
+    pool = _pool(workers) if workers > 1 else None
     summary: dict[str, dict[str, int]] = {}
     try:
         with tqdm(

@@ -16,7 +16,7 @@ Each image is encoded once (instances sharing an image share the embedding).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -110,15 +110,18 @@ def run_instance(
 def evaluate_instances(
     predictor: SumPredictor,
     instances: Iterable[Instance],
-    protocol: Protocol = "clicks",
+    protocols: Sequence[Protocol] = ("clicks",),
     rounds: int = 20,
     first_round: FirstRound = "oracle",
-) -> Iterator[tuple[Instance, InstanceResult]]:
-    """Run instances one by one (lazily); consecutive ones with the same ``image_key`` share one
-    encoder pass. Yields each instance with its result, so callers keep only what they need."""
+) -> Iterator[tuple[Instance, dict[Protocol, InstanceResult]]]:
+    """Run every protocol on each instance, lazily, yielding the instance with its results.
+
+    The image encoder runs once per image: consecutive instances with the same ``image_key``
+    share the embedding, and so do all protocols and rounds.
+    """
     current = None
     for inst in instances:
         if inst.image_key != current:
             predictor.set_image(inst.image)
             current = inst.image_key
-        yield inst, run_instance(predictor, inst, protocol, rounds, first_round)
+        yield inst, {p: run_instance(predictor, inst, p, rounds, first_round) for p in protocols}

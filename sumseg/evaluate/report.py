@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from sumseg.atomic import atomic_path
+from sumseg.data.records import SkipReport
 from sumseg.evaluate.interactive import Instance, InstanceResult
 from sumseg.evaluate.metrics import InteractiveSummary, summarize
 
@@ -141,7 +142,18 @@ def overlay_name(dataset: str, protocol: str, instance: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}_{protocol}_{instance}")
 
 
-def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray], title: str) -> dict:
+def skipped_markdown(skipped: dict[str, SkipReport]) -> str:
+    """A section listing every skipped item per dataset (empty when nothing was skipped)."""
+    if not any(len(r) for r in skipped.values()):
+        return ""
+    lines = ["", "## Skipped items", ""]
+    for ds, report in skipped.items():
+        lines += [f"- {ds}: {len(report)} skipped"] + [f"  - `{path}`: {reason}" for path, reason in report]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray], title: str,
+                 skipped: dict[str, SkipReport] | None = None) -> dict:
     """Write results.json, results.md, iou_vs_clicks.png and ``overlays/<name>.png``; return the JSON dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summ = summaries(results)
@@ -149,7 +161,7 @@ def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2))
     with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text(results_markdown(results, title))
+        tmp.write_text(results_markdown(results, title) + skipped_markdown(skipped or {}))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")
     (out_dir / "overlays").mkdir(exist_ok=True)
     for name, image in overlays.items():

@@ -11,9 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from sumseg.data.dataset import read_dataset
-from sumseg.data.records import Dataset
-from sumseg.errors import ConfigError
-from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, evaluate_instances
+from sumseg.data.records import Dataset, SkipReport
+from sumseg.errors import ConfigError, DataError
+from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
 from sumseg.evaluate.report import Results, overlay, overlay_name, write_report
 from sumseg.models.sum_sam import SumSam
 from sumseg.predictor import SumPredictor
@@ -31,6 +31,7 @@ class EvalSettings:
     task: int | str | None = None  # an id for every instance, "auto" = each mask's own task, None = no task
     limit: int | None = None  # the first N instances of each dataset
     overlays: int = 4
+    skip_bad: bool = False  # skip unreadable items (counted and listed in results.md) instead of failing
 
 
 def default_benchmarks_dir() -> Path:
@@ -50,13 +51,24 @@ def resolve_dataset(spec: str, benchmarks_dir: Path) -> Path:
                       f"(set --benchmarks-dir or ${BENCHMARKS_ENV})")
 
 
-def iter_instances(dataset: Dataset, task: int | str | None, limit: int | None) -> Iterator[Instance]:
-    """Every (image, mask) of ``dataset`` as an :class:`Instance`; each image is decoded once."""
+def iter_instances(
+    dataset: Dataset, task: int | str | None, limit: int | None, skipped: SkipReport | None = None
+) -> Iterator[Instance]:
+    """Every (image, mask) of ``dataset`` as an :class:`Instance`; each image is decoded once.
+
+    An unreadable image raises DataError, or with ``skipped`` given is added there and left out.
+    """
     n = 0
     for rec in dataset.records:
         if not rec.masks:
             continue
-        image, ignore = rec.load_image(), rec.ignore_mask()
+        try:
+            image, ignore = rec.load_image(), rec.ignore_mask()
+        except DataError as e:
+            if skipped is None:
+                raise
+            skipped.add(rec.image_path, str(e))
+            continue
         for m in rec.masks:
             if limit is not None and n >= limit:
                 return
@@ -80,18 +92,23 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
     predictor = SumPredictor(model)
     results: Results = {}
     overlays: dict[str, np.ndarray] = {}
+    skipped: dict[str, SkipReport] = {}
     for ds_name, path in datasets.items():
-        dataset = read_dataset(path)
+        dataset = read_dataset(path, skip_bad=settings.skip_bad)
+        skipped[ds_name] = dataset.skipped
         total = count_instances(dataset, settings.limit)
         every = max(1, total // max(1, settings.overlays))
-        for proto in settings.protocols:
-            rs = results.setdefault(ds_name, {}).setdefault(proto, [])
-            pairs = evaluate_instances(predictor, iter_instances(dataset, settings.task, settings.limit),
-                                       proto, settings.rounds, settings.first_round)  # type: ignore[arg-type]
-            for i, (inst, res) in enumerate(tqdm(pairs, total=total, desc=f"{ds_name}/{proto}",
-                                                 disable=not progress, unit="inst")):
-                rs.append(res)
-                if i % every == 0 and len(overlays) < settings.overlays * len(datasets) * len(settings.protocols):
+        by_proto: dict[str, list[InstanceResult]] = {p: [] for p in settings.protocols}
+        results[ds_name] = by_proto
+        instances = iter_instances(dataset, settings.task, settings.limit,
+                                   dataset.skipped if settings.skip_bad else None)
+        pairs = evaluate_instances(predictor, instances, settings.protocols,  # type: ignore[arg-type]
+                                   settings.rounds, settings.first_round)
+        for i, (inst, per_proto) in enumerate(tqdm(pairs, total=total, desc=ds_name, disable=not progress,
+                                                   unit="inst")):
+            for proto, res in per_proto.items():
+                by_proto[proto].append(res)
+                if i % every == 0:
                     overlays[overlay_name(ds_name, proto, inst.name)] = overlay(inst, res)
     title = f"Interactive evaluation: {model.name}"
-    return write_report(out_dir, results, overlays, title)
+    return write_report(out_dir, results, overlays, title, skipped)
