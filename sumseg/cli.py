@@ -68,6 +68,7 @@ def eval_(
     first_round: Annotated[str, typer.Option(help="round-1 output: oracle (best IoU of 3), score, single")] = "oracle",
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N instances per dataset")] = None,
     benchmarks_dir: Annotated[Path | None, typer.Option(help="where dataset names are looked up")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip unreadable items (listed in results.md)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
@@ -80,11 +81,15 @@ def eval_(
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
         root = benchmarks_dir or default_benchmarks_dir()
         paths = {Path(d).name: resolve_dataset(d, root) for d in datasets.split(",") if d}
-        settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg, limit)  # type: ignore[arg-type]
+        settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
+                                limit, skip_bad=skip_bad)
         net = build_model(model, checkpoint)
-        data = evaluate(net, paths, settings, out, progress=progress)
+        data, skipped = evaluate(net, paths, settings, out, progress=progress)
     except SumsegError as e:
         _fail(e)
+    for ds, n in skipped.items():
+        if n:
+            typer.secho(f"{ds}: skipped {n} unreadable item(s), listed in {out}/results.md", fg=typer.colors.YELLOW)
     for ds, by_proto in data.items():
         for proto, r in by_proto.items():
             typer.echo(f"{ds} / {proto}: n={r['n']} NoC@85={r['noc85']} NoC@90={r['noc90']} "

@@ -33,4 +33,5 @@ def run_demo(out_dir: Path, rounds: int = 5, progress: bool = True) -> tuple[dic
     settings = EvalSettings(protocols=("clicks", "box"), rounds=rounds, task="auto")
     datasets = {split: world / split for split in DEMO_TEST_SPLITS}
     assert diff is not None  # verify=True always measures
-    return evaluate(model, datasets, settings, out_dir / "eval", progress=progress), diff
+    data, _ = evaluate(model, datasets, settings, out_dir / "eval", progress=progress)
+    return data, diff

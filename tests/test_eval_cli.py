@@ -67,3 +67,21 @@ def test_eval_errors_are_clear(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "unknown protocol 'scribbles'" in res.output
     res = _eval("--model", "tiny", "--datasets", str(tmp_path), "--task", "salient", "--out", str(tmp_path))
     assert res.exit_code == 1 and "--task must be a task id" in res.output
+
+
+def test_skip_bad_counts_and_lists_a_corrupt_image(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+
+    write_world(tmp_path / "w", sizes={s: 3 if s == "task1_test" else 0 for s in SPLITS}, workers=1, progress=False)
+    split = tmp_path / "w" / "task1_test"
+    bad = sorted(split.rglob("*.png"))[1]
+    bad.write_bytes(b"not a png at all")
+    strict = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--out", str(tmp_path / "a"))
+    assert strict.exit_code == 1 and str(bad) in strict.output
+    lenient = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--skip-bad",
+                    "--out", str(tmp_path / "b"))
+    assert lenient.exit_code == 0, lenient.output
+    assert "task1_test: skipped 1 unreadable item(s)" in lenient.output
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["task1_test"]["clicks"]["n"] == 2
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "## Skipped items" in md and bad.name in md

@@ -194,11 +194,10 @@ def _pool(workers: int) -> Any:
     so workers come from a forkserver (a clean process that imports this module once and
     forks from there), or are spawned where forkserver is not available.
     """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-    else:  # pragma: no cover - platforms without forkserver
-        ctx = mp.get_context("spawn")
+    if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - e.g. Windows
+        return mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     return ctx.Pool(workers, initializer=_init_worker)
 
 

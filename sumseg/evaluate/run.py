@@ -84,8 +84,11 @@ def count_instances(dataset: Dataset, limit: int | None) -> int:
 
 
 def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
-             progress: bool = True) -> dict:
-    """Run every protocol on every dataset; write the report into ``out_dir``; return results.json's dict."""
+             progress: bool = True) -> tuple[dict, dict[str, int]]:
+    """Run every protocol on every dataset and write the report into ``out_dir``.
+
+    Returns results.json's dict and the number of items skipped per dataset (``skip_bad``).
+    """
     for p in settings.protocols:
         if p not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
@@ -111,4 +114,5 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
                 if i % every == 0:
                     overlays[overlay_name(ds_name, proto, inst.name)] = overlay(inst, res)
     title = f"Interactive evaluation: {model.name}"
-    return write_report(out_dir, results, overlays, title, skipped)
+    data = write_report(out_dir, results, overlays, title, skipped)
+    return data, {ds: len(report) for ds, report in skipped.items()}
