@@ -30,8 +30,8 @@ from typing import Literal, cast
 
 import numpy as np
 import torch
+from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
 from sumseg.atomic import atomic_path
@@ -58,13 +58,13 @@ def encoder_fingerprint(sam: Sam) -> str:
 
 @torch.no_grad()
 def encode_image(sam: Sam, rgb: np.ndarray) -> torch.Tensor:
-    """(C, h, w) float32 embedding of an (H, W, 3) uint8 RGB image, as SamPredictor computes it."""
-    x = ResizeLongestSide(sam.image_encoder.img_size).apply_image(rgb)
-    t = torch.as_tensor(x, device=sam.device).permute(2, 0, 1).contiguous()[None]
+    """(C, h, w) float32 embedding of an (H, W, 3) uint8 RGB image, computed by ``SamPredictor`` itself."""
     was_training = sam.training
     sam.eval()
     try:
-        return sam.image_encoder(sam.preprocess(t))[0].float()
+        predictor = SamPredictor(sam)
+        predictor.set_image(rgb)
+        return predictor.features[0].float()
     finally:
         sam.train(was_training)
 
