@@ -102,6 +102,7 @@ class _Payload:
         return (Path.touch, (Path(os.environ["SUMSEG_TEST_MARKER"]),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_never_run(tmp_path: Path, monkeypatch) -> None:
     marker = tmp_path / "pwned"
     monkeypatch.setenv("SUMSEG_TEST_MARKER", str(marker))

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sumseg.data.records import TASK_NAMES
 from sumseg.errors import DataError
-
-DEFAULT_TASKS: frozenset[int] = frozenset(TASK_NAMES)
 
 
 def load_json(path: Path) -> Any:
@@ -40,7 +38,7 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: Path, where
     return value
 
 
-def check_task(task: Any, valid: frozenset[int], path: Path, where: str) -> int:
+def check_task(task: Any, valid: Collection[int], path: Path, where: str) -> int:
     """A task id that is one of ``valid``."""
     if not isinstance(task, int) or isinstance(task, bool) or task not in valid:
         raise DataError(

@@ -18,10 +18,11 @@ from typing import Any, Literal
 from pycocotools import mask as mask_utils
 
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import DEFAULT_TASKS, check_task, load_json, require
+from sumseg.data.checks import check_task, load_json, require
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
+from sumseg.tasks import DEFAULT_TASKS
 
 Crowd = Literal["ignore", "instance", "drop"]
 

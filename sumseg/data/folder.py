@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import DEFAULT_TASKS, check_not_empty, check_same_size, check_task, check_values
+from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data.images import image_size, is_image_file, load_label
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
+from sumseg.tasks import DEFAULT_TASKS
 
 BINARY_VALUES = {0, 1, 255}
 

@@ -18,8 +18,6 @@ from sumseg.data.images import load_rgb
 from sumseg.data.rle import Rle
 from sumseg.errors import DataError
 
-TASK_NAMES: dict[int, str] = {0: "general", 1: "salient", 2: "entity", 3: "part"}
-
 
 @dataclass(frozen=True)
 class MaskRecord:

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import DEFAULT_TASKS, check_not_empty, check_same_size, check_task, check_values
+from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data.folder import files_by_stem
 from sumseg.data.images import image_size, load_label
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
+from sumseg.tasks import DEFAULT_TASKS
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sumseg.data.checks import DEFAULT_TASKS, check_task, load_json, require
+from sumseg.data.checks import check_task, load_json, require
 from sumseg.data.coco import segmentation_rle
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
+from sumseg.tasks import DEFAULT_TASKS
 
 
 def is_sa1b_json(path: Path) -> bool:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sumseg.data.dataset import read_dataset
-from sumseg.data.records import TASK_NAMES, Dataset
+from sumseg.data.records import Dataset
 from sumseg.errors import DataError
+from sumseg.tasks import TASK_NAMES
 
 # mask area as a fraction of its image: upper bin edges (the last bin is open)
 AREA_BINS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.2, 0.5)

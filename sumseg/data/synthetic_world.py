@@ -35,6 +35,7 @@ from sumseg.data import rle as rle_utils
 from sumseg.data.checks import load_json
 from sumseg.data.synthetic import Scene, render_scene, scene_rng
 from sumseg.errors import ConfigError, DataError
+from sumseg.tasks import TASK_NAMES
 
 GENERATOR_VERSION = 1
 CATEGORIES = [{"id": 1, "name": "salient"}, {"id": 2, "name": "entity"}, {"id": 3, "name": "part"}]
@@ -175,12 +176,7 @@ def _write_split(
         "images": images,
         "annotations": anns,
         "categories": CATEGORIES,
-        "tasks": [
-            {"id": 0, "name": "general"},
-            {"id": 1, "name": "salient"},
-            {"id": 2, "name": "entity"},
-            {"id": 3, "name": "part"},
-        ],
+        "tasks": [{"id": t, "name": name} for t, name in TASK_NAMES.items()],
     }
     with atomic_path(ann_path) as tmp:
         tmp.write_text(json.dumps(doc, separators=(",", ":")))

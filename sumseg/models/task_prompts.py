@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from sumseg.errors import ConfigError
+from sumseg.tasks import DEFAULT_TASKS, TASK_NAMES
 
-GENERAL, SALIENT, ENTITY, PART = 0, 1, 2, 3
-TASK_NAMES: dict[int, str] = {GENERAL: "general", SALIENT: "salient object", ENTITY: "entity", PART: "part"}
-DEFAULT_TASKS: tuple[int, ...] = (GENERAL, SALIENT, ENTITY, PART)
+__all__ = ["DEFAULT_TASKS", "TASK_NAMES", "TaskArg", "TaskPrompts"]
+
 
 TaskArg = int | torch.Tensor | None
 """A task for a batch of N prompts: one id for all, a (N,) long tensor of ids, or None (no task prompt)."""
