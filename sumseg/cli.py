@@ -72,7 +72,7 @@ def eval_(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
-    from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_dataset
+    from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_datasets
     from sumseg.models.checkpoint import build_model
 
     try:
@@ -80,7 +80,7 @@ def eval_(
             raise ConfigError(f"--first-round must be oracle, score or single, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
         root = benchmarks_dir or default_benchmarks_dir()
-        paths = {Path(d).name: resolve_dataset(d, root) for d in datasets.split(",") if d}
+        paths = resolve_datasets([d for d in datasets.split(",") if d], root)
         settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
                                 limit, skip_bad=skip_bad)
         net = build_model(model, checkpoint)

@@ -7,23 +7,36 @@ Works for SAM and HQ-SAM models built by :func:`sumseg.build_model`.
 
 from __future__ import annotations
 
+import enum
+
 import torch
 from segment_anything import SamPredictor
 
 from sumseg.models.sum_sam import ImageFeatures, SumSam
 
 
+class _PredictorTask(enum.Enum):
+    """Marker for "the predictor's own task" (distinct from ``None`` = no task prompt)."""
+
+    DEFAULT = "default"
+
+
+DEFAULT = _PredictorTask.DEFAULT
+TaskChoice = int | None | _PredictorTask
+
+
 class SumPredictor(SamPredictor):
     """Embeds an image once, then predicts masks from prompts (+ an optional task id).
 
     ``task`` given to the constructor is the default for every call; a ``task=`` argument to
-    ``predict``/``predict_torch`` overrides it for that call.
+    ``predict``/``predict_torch`` overrides it for that call, ``task=None`` included (no task
+    prompt, as in every interactive round after the first).
     """
 
     def __init__(self, model: SumSam, task: int | None = None) -> None:
         self.sum_model = model
         self.task = task
-        self._call_task: int | None = None
+        self._call_task: TaskChoice = DEFAULT
         self.image_features: ImageFeatures | None = None
         super().__init__(model.sam)
 
@@ -44,13 +57,13 @@ class SumPredictor(SamPredictor):
         super().reset_image()
         self.image_features = None
 
-    def predict(self, *args, task: int | None = None, **kwargs):  # noqa: ANN201 - SamPredictor's return
+    def predict(self, *args, task: TaskChoice = DEFAULT, **kwargs):  # noqa: ANN201 - SamPredictor's return
         """``SamPredictor.predict`` (numpy prompts in original-image pixels) with a task prompt."""
         self._call_task = task
         try:
             return super().predict(*args, **kwargs)
         finally:
-            self._call_task = None
+            self._call_task = DEFAULT
 
     @torch.no_grad()
     def predict_torch(
@@ -61,22 +74,21 @@ class SumPredictor(SamPredictor):
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
-        task: int | None = None,
+        task: TaskChoice = DEFAULT,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``SamPredictor.predict_torch`` with a task prompt: masks (B, C, H, W), IoUs (B, C), low-res (B, C, h, w)."""
         if not self.is_image_set or self.image_features is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-        for t in (task, self._call_task, self.task):
-            if t is not None:
-                task = t
-                break
+        if task is DEFAULT:
+            task = self._call_task
+        chosen = self.task if isinstance(task, _PredictorTask) else task
         points = None
         if point_coords is not None:
             if point_labels is None:
                 raise ValueError("point_labels must be given with point_coords")
             points = (point_coords, point_labels)
         low_res, iou = self.sum_model.decode(
-            self.image_features, points, boxes, mask_input, task=task, multimask=multimask_output
+            self.image_features, points, boxes, mask_input, task=chosen, multimask=multimask_output
         )
         masks = self.sum_model.upscale(low_res, self.input_size, self.original_size)
         if not return_logits:

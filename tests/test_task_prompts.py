@@ -112,3 +112,14 @@ def test_extensible_task_set() -> None:
     model = build_model("tiny", tasks=(0, 5, 9))
     assert model.task_prompts.task_ids == (0, 5, 9)
     assert model.task_prompts.rows(torch.tensor([9, 0, 5]), 3).tolist() == [2, 0, 1]
+
+
+def test_call_task_none_switches_off_the_predictor_default(rgb_image) -> None:
+    model = randomise_task_prompts(build_model("tiny"))
+    bound, plain = SumPredictor(model, task=1), SumPredictor(model)
+    bound.set_image(rgb_image)
+    plain.set_image(rgb_image)
+    kw = PROMPTS["points"]
+    stock = plain.predict(**kw, return_logits=True)[0]
+    assert np.array_equal(bound.predict(**kw, return_logits=True, task=None)[0], stock)
+    assert not np.array_equal(bound.predict(**kw, return_logits=True)[0], stock)

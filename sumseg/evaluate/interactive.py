@@ -33,7 +33,12 @@ PROTOCOLS: tuple[str, ...] = ("clicks", "box")
 
 @dataclass
 class Instance:
-    """One object to segment. image (H, W, 3) uint8 RGB; gt, ignore (H, W) bool."""
+    """One object to segment. image (H, W, 3) uint8 RGB; gt, ignore (H, W) bool.
+
+    ``image_key`` identifies the image's pixels (instances with equal keys share one encoder
+    pass); ``task`` is the task prompt given in round 1 (None: no prompt); ``mask_task`` is the
+    mask's own task label from its dataset, used to group results into per-task tables.
+    """
 
     name: str
     image_key: str
@@ -41,6 +46,7 @@ class Instance:
     gt: np.ndarray
     ignore: np.ndarray | None = None
     task: int | None = None
+    mask_task: int | None = None
 
 
 @dataclass
@@ -48,7 +54,7 @@ class InstanceResult:
     """Per-round IoU and boundary IoU (NaN when both boundaries are empty), the clicks and the last mask."""
 
     name: str
-    task: int | None
+    mask_task: int | None
     ious: list[float] = field(default_factory=list)
     bious: list[float] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
@@ -80,17 +86,17 @@ def run_instance(
     if not inst.gt.any():
         raise ValueError(f"{inst.name}: empty ground-truth mask, nothing to segment")
     clicker = Clicker(inst.gt, inst.ignore)
-    res = InstanceResult(inst.name, inst.task)
+    res = InstanceResult(inst.name, inst.mask_task)
     res.box = gt_box(inst.gt) if protocol == "box" else None
     box = None if res.box is None else np.array(res.box)
     pred = np.zeros_like(inst.gt)
     low_res = None
     for r in range(rounds):
         click = clicker.next(pred) if (r > 0 or protocol == "clicks") else None
-        if r > 0 and click is None:  # no error left: the last IoU stands
-            res.ious.append(res.ious[-1])
-            res.bious.append(res.bious[-1])
-            continue
+        if r > 0 and click is None:  # no error left: the last IoU stands for the remaining rounds
+            res.ious += [res.ious[-1]] * (rounds - r)
+            res.bious += [res.bious[-1]] * (rounds - r)
+            break
         points = np.array([[c.x, c.y] for c in clicker.clicks]) if clicker.clicks else None
         labels = np.array([int(c.is_positive) for c in clicker.clicks]) if clicker.clicks else None
         multimask = r == 0 and first_round != "single"
@@ -101,7 +107,7 @@ def run_instance(
         k = _choose(logits, scores, inst, first_round) if multimask else 0
         pred, low_res = logits[k] > predictor.model.mask_threshold, low[k : k + 1]
         res.ious.append(iou(inst.gt, pred, inst.ignore))
-        res.bious.append(boundary_iou(inst.gt, pred))
+        res.bious.append(boundary_iou(inst.gt, pred, ignore=inst.ignore))
     res.clicks = list(clicker.clicks)
     res.final_pred = pred
     return res

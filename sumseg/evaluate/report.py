@@ -66,10 +66,10 @@ def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...]
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for ds, by_proto in results.items():
         for proto, rs in by_proto.items():
-            tasks = sorted({r.task for r in rs if r.task is not None})
+            tasks = sorted({r.mask_task for r in rs if r.mask_task is not None})
             groups = [("all", rs)]
             if len(tasks) > 1:
-                groups += [(str(t), [r for r in rs if r.task == t]) for t in tasks]
+                groups += [(str(t), [r for r in rs if r.mask_task == t]) for t in tasks]
             for task, group in groups:
                 s = summarize([r.ious for r in group], [r.bious for r in group])
                 miou = [_fmt(s.miou[k - 1]) if k <= len(s.miou) else "" for k in ks]
@@ -90,20 +90,20 @@ def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...]
 
 def plot_curves(summ: dict[str, dict[str, InteractiveSummary]], path: Path) -> None:
     """mIoU (solid) and boundary IoU (dashed) against the number of clicks, one line per dataset/protocol."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)  # no pyplot: the caller's backend stays as it is
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for ds, by_proto in summ.items():
         for proto, s in by_proto.items():
             x = np.arange(1, len(s.miou) + 1)
             (line,) = ax.plot(x, s.miou, marker="o", ms=3, label=f"{ds} / {proto} mIoU")
             if s.biou:
                 ax.plot(x, s.biou, ls="--", color=line.get_color(), label=f"{ds} / {proto} bIoU")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("clicks (round)")
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
@@ -112,7 +112,6 @@ def plot_curves(summ: dict[str, dict[str, InteractiveSummary]], path: Path) -> N
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def overlay(inst: Instance, res: InstanceResult) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sumseg.data.dataset import read_dataset
+from sumseg.data.images import content_key
 from sumseg.data.records import Dataset, SkipReport
 from sumseg.errors import ConfigError, DataError
 from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
@@ -39,6 +40,19 @@ def default_benchmarks_dir() -> Path:
     return Path(os.environ.get(BENCHMARKS_ENV, Path.cwd().parent / "shared" / "benchmarks"))
 
 
+def resolve_datasets(specs: Sequence[str], benchmarks_dir: Path) -> dict[str, Path]:
+    """Label → path of each dataset spec; labels are folder/file names and must be distinct."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        path = resolve_dataset(spec, benchmarks_dir)
+        label = path.stem if path.is_file() else path.name
+        if label in out:
+            raise ConfigError(f"datasets {out[label]} and {path} would both be reported as {label!r}; "
+                              "give each a distinct folder or file name")
+        out[label] = path
+    return out
+
+
 def resolve_dataset(spec: str, benchmarks_dir: Path) -> Path:
     """A dataset given as a path, or as a name of a folder in ``benchmarks_dir`` (e.g. ``GrabCut``)."""
     path = Path(spec)
@@ -64,6 +78,7 @@ def iter_instances(
             continue
         try:
             image, ignore = rec.load_image(), rec.ignore_mask()
+            key = content_key(image)  # equal pixels (e.g. Berkeley's a/b objects) share one encoder pass
         except DataError as e:
             if skipped is None:
                 raise
@@ -73,8 +88,8 @@ def iter_instances(
             if limit is not None and n >= limit:
                 return
             name = rec.image_id if len(rec.masks) == 1 else f"{rec.image_id}_{m.ann_id}"
-            inst_task = m.task if task == "auto" else None if task is None else int(task)
-            yield Instance(name, str(rec.image_path), image, m.decode(), ignore, inst_task)
+            prompt = m.task if task == "auto" else None if task is None else int(task)
+            yield Instance(name, key, image, m.decode(), ignore, task=prompt, mask_task=m.task)
             n += 1
 
 
@@ -100,7 +115,7 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
         dataset = read_dataset(path, skip_bad=settings.skip_bad)
         skipped[ds_name] = dataset.skipped
         total = count_instances(dataset, settings.limit)
-        every = max(1, total // max(1, settings.overlays))
+        picked = set(np.linspace(0, total - 1, num=min(settings.overlays, total)).round().astype(int).tolist())
         by_proto: dict[str, list[InstanceResult]] = {p: [] for p in settings.protocols}
         results[ds_name] = by_proto
         instances = iter_instances(dataset, settings.task, settings.limit,
@@ -110,9 +125,13 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
         for i, (inst, per_proto) in enumerate(tqdm(pairs, total=total, desc=ds_name, disable=not progress,
                                                    unit="inst")):
             for proto, res in per_proto.items():
-                by_proto[proto].append(res)
-                if i % every == 0:
+                if i in picked:
                     overlays[overlay_name(ds_name, proto, inst.name)] = overlay(inst, res)
+                res.final_pred = None  # full-size masks are kept only as long as an overlay needs them
+                by_proto[proto].append(res)
+        if not by_proto[settings.protocols[0]]:
+            raise DataError(f"{path}: no instances to evaluate (no masks"
+                            f"{f'; {len(dataset.skipped)} item(s) skipped' if len(dataset.skipped) else ''})")
     title = f"Interactive evaluation: {model.name}"
     data = write_report(out_dir, results, overlays, title, skipped)
     return data, {ds: len(report) for ds, report in skipped.items()}

@@ -186,6 +186,8 @@ def load_checkpoint(
         guess = _fingerprint_arch(state)
         hint = f" (it looks like {guess!r})" if guess else ""
         raise CheckpointError(f"{path}: a plain state_dict does not say its model: pass a model name{hint}")
+    if name not in ARCHS:
+        raise CheckpointError(f"{path}: model {name!r} is not one sumseg knows ({', '.join(ARCHS)})")
     model = SumSam(build_sam(name), tasks, name)
     target = model if meta is not None else model.sam
     check_state_dict(target.state_dict(), state, name, path)

@@ -19,7 +19,7 @@ from segment_anything.modeling import Sam
 
 from sumseg.atomic import atomic_path
 from sumseg.models.checkpoint import load_checkpoint
-from sumseg.models.registry import ARCHS, build_sam, import_hq
+from sumseg.models.registry import build_sam, is_tiny, official_builder
 from sumseg.models.sum_sam import SumSam
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
@@ -66,14 +66,11 @@ def load_stock(path: str | os.PathLike, name: str) -> Sam:
     package's registry for ``hq_*``); tiny configurations: the same classes built by
     :func:`build_sam`, then ``load_state_dict(strict=True)``.
     """
-    if "tiny" in name:
+    if is_tiny(name):
         sam = build_sam(name, seed=None)
         sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         return sam.eval()
-    import segment_anything
-
-    package = import_hq() if ARCHS[name].hq else segment_anything
-    return package.sam_model_registry[name.removeprefix("hq_")](checkpoint=str(path)).eval()
+    return official_builder(name)(checkpoint=str(path)).eval()
 
 
 def _prompt_set(h: int, w: int) -> list[dict]:

@@ -62,14 +62,16 @@ ARCHS: dict[str, SamArch] = {
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHS)
 
 
-def _official_builder(name: str) -> Callable[[], Sam]:
-    """The official package's own builder for an official size (random weights)."""
+def official_builder(name: str) -> Callable[..., Sam]:
+    """The official package's own builder of an official size: ``builder(checkpoint=None | path)``.
+
+    ``segment_anything.sam_model_registry[name]``, or the HQ package's registry for ``hq_*``.
+    """
     if ARCHS[name].hq:
-        hq = import_hq()
-        return partial(hq.sam_model_registry[name.removeprefix("hq_")], checkpoint=None)
+        return import_hq().sam_model_registry[name.removeprefix("hq_")]
     from segment_anything import sam_model_registry
 
-    return partial(sam_model_registry[name], checkpoint=None)
+    return sam_model_registry[name]
 
 
 def import_hq():  # noqa: ANN202 - returns a module
@@ -125,6 +127,11 @@ def _build_from_arch(arch: SamArch) -> Sam:
     )
 
 
+def is_tiny(name: str) -> bool:
+    """Tiny configurations have no official builder: sumseg builds them from the same classes."""
+    return ARCHS[name].image_size != 1024
+
+
 def build_sam(name: str, seed: int | None = 0) -> Sam:
     """Build the stock SAM module for ``name`` with random (seeded) weights, in train mode.
 
@@ -137,7 +144,7 @@ def build_sam(name: str, seed: int | None = 0) -> Sam:
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        sam = _build_from_arch(ARCHS[name]) if "tiny" in name else _official_builder(name)()
+        sam = _build_from_arch(ARCHS[name]) if is_tiny(name) else official_builder(name)(checkpoint=None)
     finally:
         torch.random.set_rng_state(gen_state)
     for p in sam.parameters():  # the HQ builder freezes most weights; sumseg decides per mode
