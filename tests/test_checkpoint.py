@@ -137,3 +137,24 @@ def test_sumseg_checkpoint_given_as_another_model(tmp_path: Path) -> None:
         build_model("vit_b", path)
     state, meta = read_checkpoint(path)
     assert meta is not None and "task_prompts.task_embeddings" in state
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.ckpt", build_model("tiny"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_checkpoint_naming_an_unknown_model(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path = save_checkpoint(tmp_path / "m.ckpt", build_model("tiny"))
+    _, meta = read_checkpoint(path)
+    meta.model = "vit_z"
+    header = {"format": "sumseg-checkpoint", "format_version": "1", "sumseg": json.dumps(meta.__dict__)}
+    save_file(load_file(path), path, metadata=header)
+    with pytest.raises(CheckpointError, match=rf"{path}: model 'vit_z' is not one sumseg knows"):
+        load_checkpoint(path)

@@ -85,3 +85,37 @@ def test_skip_bad_counts_and_lists_a_corrupt_image(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b" / "results.json").read_text())["task1_test"]["clicks"]["n"] == 2
     md = (tmp_path / "b" / "results.md").read_text()
     assert "## Skipped items" in md and bad.name in md
+
+
+def test_dataset_without_instances_is_a_clear_error(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+
+    write_world(tmp_path / "w", sizes={s: 2 if s == "unlabeled" else 0 for s in SPLITS}, workers=1, progress=False)
+    res = _eval("--model", "tiny", "--datasets", str(tmp_path / "w" / "unlabeled"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "unlabeled: no instances to evaluate" in res.output
+
+
+def test_datasets_with_the_same_name_are_refused(tmp_path: Path) -> None:
+    for parent in ("a", "b"):
+        (tmp_path / parent / "test").mkdir(parents=True)
+    res = _eval("--model", "tiny", "--datasets", f"{tmp_path / 'a' / 'test'},{tmp_path / 'b' / 'test'}",
+                "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "would both be reported as 'test'" in res.output
+
+
+@needs_benchmarks
+def test_equal_pixels_share_one_encoder_pass_and_overlay_count(tmp_path: Path, monkeypatch) -> None:
+    from sumseg.data.dataset import read_dataset
+    from sumseg.evaluate.run import EvalSettings, evaluate, iter_instances
+    from sumseg.predictor import SumPredictor
+
+    berkeley = read_dataset(BENCHMARKS / "Berkeley")
+    keys = {i.name: i.image_key for i in iter_instances(berkeley, None, None)}
+    assert keys["189011a"] == keys["189011b"] and keys["189011a"] != keys["239007a"]
+    calls = []
+    original = SumPredictor.set_image
+    monkeypatch.setattr(SumPredictor, "set_image", lambda self, img: (calls.append(1), original(self, img)))
+    settings = EvalSettings(protocols=("clicks", "box"), rounds=1, overlays=3)
+    evaluate(build_model("tiny"), {"GrabCut": BENCHMARKS / "GrabCut"}, settings, tmp_path, progress=False)
+    assert len(calls) == 50  # one encoder pass per image for both protocols
+    assert len(list((tmp_path / "overlays").iterdir())) == 3 * 2

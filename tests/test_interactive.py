@@ -103,3 +103,15 @@ def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> N
     assert len(calls) == 1  # one encoder pass for three instances and two protocols
     assert [r["clicks"].name for r in results] == ["d0", "d1", "d2"]
     assert [r["box"].box for r in results] == [gt_box(insts[0].gt)] * 3
+
+
+def test_boundary_iou_leaves_ignore_pixels_out(tiny_model, rgb_image) -> None:
+    from sumseg.evaluate.metrics import boundary_iou
+
+    inst = _disc_instance(rgb_image)
+    inst.ignore = inst.gt ^ np.pad(inst.gt[3:-3, 3:-3], 3)  # a band along the left/right/top/bottom edges
+    pred = SumPredictor(tiny_model)
+    pred.set_image(rgb_image)
+    res = run_instance(pred, inst, "clicks", rounds=1)
+    assert res.bious[0] == boundary_iou(inst.gt, res.final_pred, ignore=inst.ignore)
+    assert res.ious[0] == iou(inst.gt, res.final_pred, inst.ignore)
