@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -37,7 +38,19 @@ def test_eval_grabcut_and_berkeley_subset(tmp_path: Path) -> None:
         for r in ds.values():
             assert set(r) == {"miou", "biou", "noc85", "noc90", "n"}
             assert r["n"] == 2 and len(r["miou"]) == len(r["biou"]) == 3
-            assert all(0.0 <= v <= 1.0 for v in r["miou"]) and 1 <= r["noc90"] <= 20
+            assert all(0.0 <= v <= 1.0 for v in r["miou"])
+    # the CLI's numbers are the harness's: rerun the first two GrabCut instances directly
+    from sumseg.data.dataset import read_dataset
+    from sumseg.evaluate.interactive import run_instance
+    from sumseg.evaluate.run import iter_instances
+    from sumseg.predictor import SumPredictor
+
+    predictor = SumPredictor(build_model("tiny"))
+    curves = []
+    for inst in iter_instances(read_dataset(BENCHMARKS / "GrabCut"), None, 2):
+        predictor.set_image(inst.image)
+        curves.append(run_instance(predictor, inst, "clicks", rounds=3).ious)
+    assert data["GrabCut"]["clicks"]["miou"] == pytest.approx(list(np.mean(curves, axis=0)), abs=1e-6)
     md = (tmp_path / "results.md").read_text()
     assert "| GrabCut | clicks | all | 2 |" in md and "| Berkeley | box | all | 2 |" in md
     assert (tmp_path / "iou_vs_clicks.png").stat().st_size > 1000

@@ -171,7 +171,7 @@ def test_summarize_hand_computed():
 
 
 def test_summarize_rejects_ragged_or_nan_curves():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"equal lengths, got \[1, 2\]"):
         summarize([[0.5, 0.6], [0.7]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN"):
         summarize([[math.nan]])

@@ -8,6 +8,7 @@ Memory stays small: a record holds paths and compressed RLE bytes; pixels are de
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +87,6 @@ class ImageRecord:
         """Task id of every mask, in mask order."""
         return [m.task for m in self.masks]
 
-    def areas(self) -> np.ndarray:
-        """(N,) int64 pixel areas of the masks."""
-        return np.array([m.area for m in self.masks], dtype=np.int64)
-
     def boxes(self) -> np.ndarray:
         """(N, 4) float64 boxes (x0, y0, x1, y1), exclusive end, of the masks."""
         out = np.zeros((len(self.masks), 4))
@@ -107,6 +104,20 @@ class SkipReport:
 
     def add(self, path: Path, reason: str) -> None:
         self.items.append((Path(path), reason))
+
+    @contextmanager
+    def guard(self, path: Path, skip_bad: bool) -> Iterator[None]:
+        """Run the block; a DataError it raises propagates, or with ``skip_bad`` is listed under ``path``.
+
+        The rest of the block is skipped either way, so a reader puts the item's whole handling
+        (checks and appending the result) inside ``with report.guard(path, skip_bad):``.
+        """
+        try:
+            yield
+        except DataError as e:
+            if not skip_bad:
+                raise
+            self.add(path, str(e))
 
     def __len__(self) -> int:
         return len(self.items)

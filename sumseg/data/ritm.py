@@ -13,10 +13,13 @@ Berkeley and COCO_MVal threshold at 128 as RITM does, because the distributed Be
 carry a few stray pixels (values 197 and 243, magenta (255, 0, 255)); GrabCut's values are
 checked exactly, since its 128 band is meaningful.
 
-Images and masks pair by file stem. The benchmark is named by ``name`` or, when omitted, by the
-folder's name (case-insensitive, ``_``/``-`` ignored); an unknown name falls back to the
-layout: ``data_GT``+``boundary_GT`` → GrabCut rules, ``img``+``gt`` → DAVIS rules,
-``images``+``masks`` → Berkeley rules.
+Images and masks pair by file stem. :func:`benchmark_layout` alone decides whether a folder is a
+benchmark and which (``read_dataset``'s detection uses it too): the benchmark is named by
+``name`` or, when omitted, by the folder's name (case-insensitive, ``_``/``-`` ignored); an
+unknown name falls back to the layout: ``data_GT``+``boundary_GT`` → GrabCut rules,
+``img``+``gt`` → DAVIS rules, ``images``+``masks`` → Berkeley rules when the folder has the
+Berkeley form (:func:`is_one_object_folder`), which tells it apart from an instance-mask folder
+(:mod:`sumseg.data.folder`) with the same subfolder names.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from sumseg.data import rle as rle_utils
 from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data.folder import files_by_stem
-from sumseg.data.images import image_size, load_label
+from sumseg.data.images import image_size, is_image_file, load_label
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
 from sumseg.tasks import DEFAULT_TASKS
@@ -57,8 +62,45 @@ def _key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
 
+def _is_object_mask(path: Path) -> bool:
+    """True when ``path`` is an 8-bit one-object mask: 0 background, every other value > 128."""
+    try:
+        label = load_label(path, colour="max")
+    except DataError:
+        return False
+    values = np.unique(label)
+    return label.dtype == np.uint8 and bool(values.size and values[-1] > 128 and np.all((values == 0) | (values > 128)))
+
+
+def is_one_object_folder(root: Path, images: str = "images", masks: str = "masks") -> bool:
+    """True when ``root/images`` + ``root/masks`` hold one object mask per image (Berkeley's form).
+
+    The form: ``masks/`` has no subfolders; its mask files' stems are exactly the image files'
+    stems (one mask per image); the first mask by name is an 8-bit one-object mask (0
+    background, every other value above 128; colour files: the channel maximum). An
+    instance-mask folder fails this: it has per-image mask subfolders, or instance-id maps
+    numbering their instances 1, 2, ... Only the first mask is decoded, so detection stays cheap.
+    """
+    image_dir, mask_dir = root / images, root / masks
+    if not (image_dir.is_dir() and mask_dir.is_dir()):
+        return False
+    entries = sorted(p for p in mask_dir.iterdir() if not p.name.startswith("."))
+    if any(p.is_dir() for p in entries):
+        return False
+    mask_files = [p for p in entries if is_image_file(p)]
+    image_stems = sorted(p.stem for p in image_dir.iterdir() if is_image_file(p))
+    if not mask_files or image_stems != sorted(p.stem for p in mask_files):
+        return False
+    return _is_object_mask(mask_files[0])
+
+
 def benchmark_layout(root: Path, name: str | None = None) -> BenchmarkLayout | None:
-    """The layout named ``name`` (or ``root``'s folder name), else the one ``root``'s subfolders fit."""
+    """The RITM layout of ``root``, or None when ``root`` is not a benchmark folder.
+
+    Decided, first match wins, by ``name``, by ``root``'s folder name, then by its subfolders:
+    ``data_GT/``+``boundary_GT/`` → GrabCut, ``img/``+``gt/`` → DAVIS, ``images/``+``masks/`` in
+    the one-object form of :func:`is_one_object_folder` → Berkeley. An unknown ``name`` raises.
+    """
     if name is not None:
         if _key(name) not in BENCHMARKS:
             raise DataError(
@@ -67,11 +109,12 @@ def benchmark_layout(root: Path, name: str | None = None) -> BenchmarkLayout | N
         return BENCHMARKS[_key(name)]
     if _key(root.name) in BENCHMARKS:
         return BENCHMARKS[_key(root.name)]
-    for fallback in ("grabcut", "davis", "berkeley"):
+    for fallback in ("grabcut", "davis"):
         b = BENCHMARKS[fallback]
         if (root / b.images).is_dir() and (root / b.masks).is_dir():
             return b
-    return None
+    berkeley = BENCHMARKS["berkeley"]
+    return berkeley if is_one_object_folder(root, berkeley.images, berkeley.masks) else None
 
 
 def _record(
@@ -109,7 +152,10 @@ def read_benchmark(
     root = Path(root)
     layout = benchmark_layout(root, name)
     if layout is None:
-        raise DataError(f"{root}: not a RITM benchmark folder (unknown name, no known image/mask subfolders)")
+        raise DataError(
+            f"{root}: not a RITM benchmark folder (unknown name, no known image/mask subfolders); "
+            "give the benchmark's name to read it as one"
+        )
     task = check_task(default_task, DEFAULT_TASKS, root, "the default task")
     for sub in (layout.images, layout.masks):
         if not (root / sub).is_dir():
@@ -119,14 +165,10 @@ def read_benchmark(
     report = SkipReport()
     records = []
     for stem in sorted(set(images) | set(masks)):
-        try:
+        with report.guard(images.get(stem) or masks[stem], skip_bad):
             if stem not in masks:
                 raise DataError(f"{images[stem]}: no mask for this image in {root / layout.masks}")
             if stem not in images:
                 raise DataError(f"{masks[stem]}: no image for this mask in {root / layout.images}")
             records.append(_record(stem, images[stem], masks[stem], layout, task, root))
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(images.get(stem) or masks[stem], str(e))
     return Dataset(records, report, f"ritm:{layout.name}", root)

@@ -89,6 +89,8 @@ def noc(ious_per_click: Sequence[float] | np.ndarray, threshold: float, max_clic
 
 
 def _curves(curves: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    if len({len(c) for c in curves}) > 1:
+        raise ValueError(f"per-instance curves must have equal lengths, got {sorted({len(c) for c in curves})}")
     arr = np.asarray(curves, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"expected per-instance curves of equal length (N, rounds), got shape {arr.shape}")
