@@ -56,10 +56,12 @@ def _fmt(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:.3f}"
 
 
-def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...] = (1, 3, 5, 10, 20)) -> str:
-    """Tables: one row per dataset × protocol (and per task where a dataset mixes tasks)."""
+def results_markdown(
+    results: Results, summ: dict[str, dict[str, InteractiveSummary]], title: str,
+    rounds_shown: tuple[int, ...] = (1, 3, 5, 10, 20),
+) -> str:
+    """Tables: one row per dataset × protocol (``summ``), and per mask task where a dataset mixes tasks."""
     lines = [f"# {title}", ""]
-    summ = summaries(results)
     ks = [k for k in rounds_shown if any(len(s.miou) >= k for d in summ.values() for s in d.values())]
     head = "| dataset | protocol | task | n | NoC@85 | NoC@90 | fail@90 | " + " | ".join(
         f"mIoU@{k}" for k in ks) + " | " + " | ".join(f"bIoU@{k}" for k in ks) + " |"
@@ -67,11 +69,11 @@ def results_markdown(results: Results, title: str, rounds_shown: tuple[int, ...]
     for ds, by_proto in results.items():
         for proto, rs in by_proto.items():
             tasks = sorted({r.mask_task for r in rs if r.mask_task is not None})
-            groups = [("all", rs)]
+            groups = [("all", summ[ds][proto])]
             if len(tasks) > 1:
-                groups += [(str(t), [r for r in rs if r.mask_task == t]) for t in tasks]
-            for task, group in groups:
-                s = summarize([r.ious for r in group], [r.bious for r in group])
+                groups += [(str(t), summarize([r.ious for r in rs if r.mask_task == t],
+                                              [r.bious for r in rs if r.mask_task == t])) for t in tasks]
+            for task, s in groups:
                 miou = [_fmt(s.miou[k - 1]) if k <= len(s.miou) else "" for k in ks]
                 biou = [_fmt(s.biou[k - 1]) if k <= len(s.biou) else "" for k in ks]
                 lines.append(f"| {ds} | {proto} | {task} | {s.n} | {s.noc[0.85]:.2f} | {s.noc[0.90]:.2f} | "
@@ -160,7 +162,7 @@ def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2))
     with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text(results_markdown(results, title) + skipped_markdown(skipped or {}))
+        tmp.write_text(results_markdown(results, summ, title) + skipped_markdown(skipped or {}))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")
     (out_dir / "overlays").mkdir(exist_ok=True)
     for name, image in overlays.items():
