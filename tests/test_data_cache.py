@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,34 @@ def test_killed_build_keeps_flushed_rows(tmp_path: Path, sam: torch.nn.Module) -
     with pytest.raises(DataError, match=r"2\.png: unreadable or corrupt image"):
         EmbeddingCache(tmp_path / "c", sam).build(recs, progress=False, flush_every=1)
     assert len(EmbeddingCache(tmp_path / "c", sam)) == 2
+
+
+def test_exception_mid_build_flushes_computed_rows(tmp_path: Path, sam: torch.nn.Module) -> None:
+    recs = _records(tmp_path / "img", 4)
+    (tmp_path / "img" / "2.png").write_bytes(b"junk")  # fails after two rows, before any flush
+    with pytest.raises(DataError, match=r"2\.png: unreadable or corrupt image"):
+        EmbeddingCache(tmp_path / "c", sam).build(recs, progress=False)  # flush_every=32
+    reopened = EmbeddingCache(tmp_path / "c", sam)
+    assert len(reopened) == 2 and content_key(recs[1].load_image()) in reopened
+
+
+def test_missing_index_reads_as_empty_cache(tmp_path: Path, sam: torch.nn.Module) -> None:
+    recs = _records(tmp_path / "img", 2)
+    EmbeddingCache(tmp_path / "c", sam).build(recs, progress=False)
+    (tmp_path / "c" / "index.json").unlink()  # as if killed before the first flush
+    cache = EmbeddingCache(tmp_path / "c", sam)
+    assert len(cache) == 0
+    cache.build(recs, progress=False)
+    assert len(EmbeddingCache(tmp_path / "c", sam)) == 2
+
+
+def test_concurrent_build_is_refused(tmp_path: Path, sam: torch.nn.Module) -> None:
+    recs = _records(tmp_path / "img", 1)
+    cache = EmbeddingCache(tmp_path / "c", sam)
+    (tmp_path / "c").mkdir()
+    with open(tmp_path / "c" / "build.lock", "w") as other:  # another build holds the lock
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DataError, match=r"build\.lock: another process is building this embedding cache"):
+            cache.build(recs, progress=False)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert len(cache.build(recs, progress=False)) == 1 and len(cache) == 1

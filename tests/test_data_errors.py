@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,35 @@ def test_coco_errors_name_file_and_problem(tmp_path: Path, case: str) -> None:
     ds = read_coco(path, skip_bad=True)  # a duplicate image id also orphans image 2's annotations
     assert len(ds.skipped) == (3 if case == "duplicate image id" else 1)
     assert re.search(problem, ds.skipped.items[0][1])
+
+
+@pytest.mark.parametrize(("field", "value"), [("height", -5), ("width", 0)])
+def test_coco_declared_size_must_be_positive_without_image_checks(tmp_path: Path, field: str, value: int) -> None:
+    doc = coco_doc(tmp_path)
+    doc["images"][0][field] = value
+    path = write_json(tmp_path / "ann.json", doc)
+    problem = rf"ann\.json: images\[0\] field '{field}' must be a positive int, got {value}"
+    with pytest.raises(DataError, match=problem):
+        read_coco(path, check_images=False)
+    ds = read_coco(path, check_images=False, skip_bad=True)
+    assert [r.image_id for r in ds.records] == ["2"] and len(ds.skipped) == 1
+
+
+def test_declared_size_mismatch_sa1b_and_load_image(tmp_path: Path) -> None:
+    root = sa1b_folder(tmp_path / "sa")
+    doc = json.loads((root / "sa_1.json").read_text())
+    doc["image"]["width"] = W + 1
+    write_json(root / "sa_1.json", doc)
+    with pytest.raises(DataError, match=rf"sa_1\.jpg: image is 20x30 \(HxW\) but .*sa_1\.json says 20x{W + 1}"):
+        read_dataset(root)
+    doc["image"]["height"] = -1
+    write_json(root / "sa_1.json", doc)
+    with pytest.raises(DataError, match=r"sa_1\.json: 'image' field 'height' must be a positive int, got -1"):
+        read_dataset(root, check_images=False)
+    rec = read_dataset(sa1b_folder(tmp_path / "sa2")).records[0]
+    rec.height += 1
+    with pytest.raises(DataError, match=r"sa_0\.jpg: image is 20x30 \(HxW\) but .*sa_0\.json says 21x30"):
+        rec.load_image()
 
 
 def test_malformed_json_gives_line_and_column(tmp_path: Path) -> None:

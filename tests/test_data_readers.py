@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,44 @@ def test_ritm_layouts(tmp_path: Path, name: str) -> None:
         assert ds.records[0].ignore is None
     else:
         np.testing.assert_array_equal(ds.records[0].ignore_mask(), label == ignore)
+
+
+def test_berkeley_layout_under_another_name_is_the_benchmark(tmp_path: Path) -> None:
+    root = tmp_path / "copy"  # not named Berkeley: detected by its one-object images/ + masks/ form
+    label = np.zeros((H, W, 3), np.uint8)
+    label[2:8, 2:8] = 255
+    stray = label.copy()
+    stray[0, 0], stray[1, 1] = (255, 0, 255), (197, 197, 197)  # Berkeley's stray pixels
+    for i, mask in enumerate([label, stray, label[:, :, 0]]):
+        save_rgb(root / "images" / f"{i}.jpg", seed=i)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    assert detect_format(root) == "ritm"
+    ds = read_dataset(root)
+    assert ds.format == "ritm:Berkeley" and len(ds) == 3 and not ds.skipped
+    np.testing.assert_array_equal(ds.records[0].mask(0), label[:, :, 0] > 0)
+    assert ds.records[1].mask(0)[0, 0] and ds.records[1].mask(0)[1, 1]
+
+
+@pytest.mark.parametrize("values", [(3, 7), (1, 1)])
+def test_instance_id_maps_alone_are_a_mask_folder(tmp_path: Path, values: tuple[int, int]) -> None:
+    root = tmp_path / "maps"  # images/ + masks/<id>.png, no subfolders, but ids 1, 2, ... are not one object
+    label = np.zeros((H, W), np.uint8)
+    label[:4], label[10:] = values
+    for i in range(2):
+        save_rgb(root / "images" / f"{i}.jpg", seed=i)
+        save_gray(root / "masks" / f"{i}.png", label)
+    assert detect_format(root) == "mask-folder"
+    assert [m.ann_id for m in read_dataset(root).records[0].masks] == sorted(set(values))
+
+
+@pytest.mark.skipif(not (BENCHMARKS / "Berkeley").is_dir(), reason=f"benchmarks not found at {BENCHMARKS}")
+def test_real_berkeley_copy_under_another_name(tmp_path: Path) -> None:
+    copy = tmp_path / "x"
+    shutil.copytree(BENCHMARKS / "Berkeley", copy)
+    assert detect_format(copy) == "ritm"
+    ds = read_dataset(copy)
+    assert ds.format == "ritm:Berkeley" and len(ds) == 100 and not ds.skipped
 
 
 def test_unlabelled_folder(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from sumseg.data import synthetic_world
 from sumseg.data.dataset import read_dataset
 from sumseg.data.images import load_rgb
 from sumseg.data.synthetic import MIN_OBJECT_AREA, MIN_PART_AREA, render_scene, scene_rng
@@ -96,3 +98,40 @@ def test_resume_writes_only_what_changed(tmp_path: Path) -> None:
 def test_unknown_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown synthetic split"):
         write_world(tmp_path, sizes={"nope": 1}, progress=False)
+
+
+class _FakePool:
+    """Stands in for the worker pool: records how write_world shuts it down."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def imap(self, fn: Any, jobs: list[Any], chunksize: int) -> Any:
+        if self.fail:
+            raise KeyboardInterrupt
+        return map(fn, jobs)
+
+    def terminate(self) -> None:
+        self.calls.append("terminate")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def join(self) -> None:
+        self.calls.append("join")
+
+
+@pytest.mark.parametrize(("fail", "calls"), [(True, ["terminate"]), (False, ["close", "join"])])
+def test_pool_terminated_on_error_joined_on_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool, calls: list[str]
+) -> None:
+    pool = _FakePool(fail)
+    monkeypatch.setattr(synthetic_world, "_pool", lambda workers: pool)
+    sizes = {split: 0 for split in SPLITS} | {"task1_test": 2}
+    if fail:
+        with pytest.raises(KeyboardInterrupt):
+            write_world(tmp_path, sizes=sizes, workers=2, progress=False)
+    else:
+        write_world(tmp_path, sizes=sizes, workers=2, progress=False)
+    assert pool.calls == calls

@@ -38,6 +38,26 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: Path, where
     return value
 
 
+def require_size(obj: Any, path: Path, where: str) -> tuple[int, int]:
+    """(height, width) of ``obj``: its ``height`` and ``width`` fields, which must be positive ints."""
+    hw = require(obj, "height", int, path, where), require(obj, "width", int, path, where)
+    for key, value in zip(("height", "width"), hw, strict=True):
+        if value <= 0:
+            raise DataError(f"{path}: {where} field '{key}' must be a positive int, got {value}")
+    return hw
+
+
+def check_image_size(
+    image_path: Path, real_hw: tuple[int, ...], declared_hw: tuple[int, int], source: str
+) -> None:
+    """An image's real (H, W) must be the (H, W) that ``source`` (a file, with a location) declares."""
+    if tuple(real_hw) != tuple(declared_hw):
+        raise DataError(
+            f"{image_path}: image is {real_hw[0]}x{real_hw[1]} (HxW) but {source} says "
+            f"{declared_hw[0]}x{declared_hw[1]}"
+        )
+
+
 def check_task(task: Any, valid: Collection[int], path: Path, where: str) -> int:
     """A task id that is one of ``valid``."""
     if not isinstance(task, int) or isinstance(task, bool) or task not in valid:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pycocotools import mask as mask_utils
 
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import check_task, load_json, require
+from sumseg.data.checks import check_image_size, check_task, load_json, require, require_size
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
@@ -45,15 +45,10 @@ def _image_record(img: Any, i: int, path: Path, image_root: Path, check_images: 
     where = f"images[{i}]"
     image_id = require(img, "id", (int, str), path, where)
     file_name = require(img, "file_name", str, path, where)
-    h = require(img, "height", int, path, where)
-    w = require(img, "width", int, path, where)
+    h, w = require_size(img, path, where)
     image_path = image_root / file_name
     if check_images:
-        real = image_size(image_path)
-        if real != (h, w):
-            raise DataError(
-                f"{image_path}: image is {real[0]}x{real[1]} (HxW) but {path} {where} says {h}x{w}"
-            )
+        check_image_size(image_path, image_size(image_path), (h, w), f"{path} {where}")
     return ImageRecord(str(image_id), image_path, h, w, source=path)
 
 
@@ -130,24 +125,19 @@ def read_coco(
     records: dict[str, ImageRecord] = {}
     dropped: set[str] = set()
     for i, img in enumerate(images):
-        try:
+        with report.guard(path, skip_bad):
             rec = _image_record(img, i, path, root, check_images)
             if rec.image_id in records:
                 raise DataError(f"{path}: images[{i}] has duplicate image id {rec.image_id!r}")
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(path, str(e))
-            if isinstance(img, dict) and "id" in img and str(img["id"]) not in records:
-                dropped.add(str(img["id"]))
-            continue
-        rec.dataset, rec.split = dataset, split
-        records[rec.image_id] = rec
+            rec.dataset, rec.split = dataset, split
+            records[rec.image_id] = rec
+        if isinstance(img, dict) and "id" in img and str(img["id"]) not in records:
+            dropped.add(str(img["id"]))  # skipped (and reported) above: its annotations go with it
     crowds: dict[str, list[rle_utils.Rle]] = {}
     seen: set[Any] = set()
     for i, ann in enumerate(anns):
         where = f"annotations[{i}]"
-        try:
+        with report.guard(path, skip_bad):
             ann_id = require(ann, "id", (int, str), path, where)
             where = f"annotation id {ann_id!r} ({where})"
             image_id = str(require(ann, "image_id", (int, str), path, where))
@@ -162,16 +152,10 @@ def read_coco(
             rec = records[image_id]
             rle = segmentation_rle(ann["segmentation"], rec, path, where)
             task = _ann_task(ann, path, where, default_task, category_tasks, valid)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(path, str(e))
-            continue
-        if ann.get("iscrowd", 0) and crowd != "instance":
-            if crowd == "ignore":
+            if not ann.get("iscrowd", 0) or crowd == "instance":
+                rec.masks.append(MaskRecord(rle, task, ann_id))
+            elif crowd == "ignore":
                 crowds.setdefault(image_id, []).append(rle)
-            continue
-        rec.masks.append(MaskRecord(rle, task, ann_id))
     for image_id, rles in crowds.items():
         records[image_id].ignore = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
     return Dataset(list(records.values()), report, "coco", path)

@@ -6,13 +6,23 @@ Detection rules, first match wins:
 2. a folder holding ``annotations.json`` → COCO (one split; images relative to the folder);
 3. a folder whose subfolders hold ``annotations.json`` → COCO, one split per subfolder
    (the synthetic world's layout);
-4. a folder named after a RITM benchmark (GrabCut, Berkeley, DAVIS, COCO_MVal; any case), or
-   holding ``data_GT/`` + ``boundary_GT/`` or ``img/`` + ``gt/`` → RITM benchmark;
+4. a RITM benchmark, as :func:`sumseg.data.ritm.benchmark_layout` decides: a folder named after
+   one (GrabCut, Berkeley, DAVIS, COCO_MVal; any case, ``_``/``-`` ignored), or holding
+   ``data_GT/`` + ``boundary_GT/`` (GrabCut rules) or ``img/`` + ``gt/`` (DAVIS rules), or
+   holding ``images/`` + ``masks/`` in Berkeley's one-object form (Berkeley rules);
 5. a folder whose first ``*.json`` (by name) is an SA-1B per-image document → SA-1B;
 6. a folder holding ``images/`` + ``masks/`` → instance-mask folder;
 7. a folder holding image files (at any depth) → unlabelled images.
 
 Anything else raises :class:`DataError`.
+
+``images/`` + ``masks/`` is Berkeley's layout and the instance-mask folder's. It is a benchmark
+(rule 4) when ``masks/`` has no subfolders, its mask files' stems are exactly the image files'
+stems (``masks/<id>.png`` per ``images/<id>.jpg``), and the first mask by name is an 8-bit
+one-object mask: 0 background, every other value above 128 (colour files: channel maximum).
+Otherwise it is an instance-mask folder (rule 6): per-image mask subfolders, or instance-id maps,
+which number their instances 1, 2, ... (a folder whose first map holds one instance numbered
+above 128 would read as a benchmark). ``benchmark=`` forces a benchmark whatever the layout.
 """
 
 from __future__ import annotations
@@ -23,16 +33,17 @@ from sumseg.data.coco import read_coco
 from sumseg.data.folder import read_mask_folder
 from sumseg.data.images import is_image_file
 from sumseg.data.records import Dataset, SkipReport
-from sumseg.data.ritm import BENCHMARKS, read_benchmark
+from sumseg.data.ritm import benchmark_layout, read_benchmark
 from sumseg.data.sa1b import is_sa1b_json, read_sa1b
 from sumseg.data.unlabelled import read_images
 from sumseg.errors import DataError
 
-FORMATS: tuple[str, ...] = ("coco", "coco-splits", "ritm", "sa1b", "mask-folder", "images")
-
 
 def detect_format(path: str | Path) -> str:
-    """The format name (one of :data:`FORMATS`) that :func:`read_dataset` would use for ``path``."""
+    """The format :func:`read_dataset` would use for ``path``.
+
+    One of ``coco``, ``coco-splits``, ``ritm``, ``sa1b``, ``mask-folder``, ``images``.
+    """
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -44,14 +55,12 @@ def detect_format(path: str | Path) -> str:
         return "coco"
     if any((d / "annotations.json").is_file() for d in path.iterdir() if d.is_dir()):
         return "coco-splits"
-    key = path.name.lower().replace("_", "").replace("-", "")
-    has = {d.name for d in path.iterdir() if d.is_dir()}
-    if key in BENCHMARKS or {"data_GT", "boundary_GT"} <= has or {"img", "gt"} <= has:
+    if benchmark_layout(path) is not None:
         return "ritm"
     jsons = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
     if jsons and is_sa1b_json(jsons[0]):
         return "sa1b"
-    if {"images", "masks"} <= has:
+    if (path / "images").is_dir() and (path / "masks").is_dir():
         return "mask-folder"
     if any(is_image_file(p) for p in path.rglob("*")):
         return "images"

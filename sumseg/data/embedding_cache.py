@@ -5,7 +5,11 @@ Files in the cache folder:
 - ``meta.json``: cache format version, the encoder fingerprint, embedding shape (C, h, w);
 - ``embeddings.npy``: (capacity, C, h, w) float16, opened with ``np.lib.format.open_memmap``;
 - ``index.json``: image key → row, rewritten atomically after the array is flushed, so it never
-  names a row that is not on disk. A killed build resumes from the last flushed index.
+  names a row that is not on disk. A killed build resumes from the last flushed index; a build
+  stopped by an exception flushes what it computed first;
+- ``build.lock``: held (``flock``) while a build runs. One cache folder is built by one process
+  at a time; a second concurrent build raises :class:`DataError` (under DDP, let rank 0 build
+  and the other ranks open the cache afterwards).
 
 Keys are :func:`sumseg.data.images.content_key` of the decoded RGB image (pixels + shape). The
 fingerprint hashes the image encoder's state_dict (names, shapes, dtypes, bytes), its input
@@ -22,9 +26,11 @@ are refused with :class:`ConfigError`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, cast
 
@@ -106,7 +112,7 @@ class EmbeddingCache:
         index_path, array_path = self.root / "index.json", self.root / "embeddings.npy"
         if not array_path.is_file():
             return  # killed before the first row was written: an empty cache
-        index = load_json(index_path) if index_path.is_file() else {}
+        index = load_json(index_path) if index_path.is_file() else {"rows": {}}  # killed before the first flush
         rows = index.get("rows") if isinstance(index, dict) else None
         if not isinstance(rows, dict) or index.get("fingerprint") not in (None, self.fingerprint):
             raise DataError(f"{index_path}: malformed embedding-cache index; delete the folder {self.root}")
@@ -131,10 +137,6 @@ class EmbeddingCache:
         if key not in self.rows or self._mm is None:
             raise KeyError(f"image {key} is not in the embedding cache {self.root}")
         return torch.from_numpy(np.array(self._mm[self.rows[key]], dtype=np.float32))
-
-    def get_image(self, rgb: np.ndarray) -> torch.Tensor:
-        """(C, h, w) float32 embedding of an (H, W, 3) uint8 image already in the cache."""
-        return self.get(content_key(rgb))
 
     def _flush(self) -> None:
         assert self._mm is not None
@@ -177,10 +179,33 @@ class EmbeddingCache:
             self._mm = cast(np.memmap, np.load(self.root / "embeddings.npy", mmap_mode="r+"))
         return row
 
+    @contextmanager
+    def _build_lock(self) -> Iterator[None]:
+        """Hold ``build.lock`` (an exclusive ``flock``, released by the OS if the process dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock_path = self.root / "build.lock"
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise DataError(
+                    f"{lock_path}: another process is building this embedding cache; build one cache "
+                    "folder from one process at a time (under DDP: rank 0 builds, then the others open it)"
+                ) from e
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def build(
         self, records: Sequence[ImageRecord], progress: bool = True, flush_every: int = 32
     ) -> list[str]:
-        """Compute the missing embeddings of ``records`` (one image at a time); return their keys in order."""
+        """Compute the missing embeddings of ``records`` (one image at a time); return their keys in order.
+
+        Rows are flushed every ``flush_every`` new embeddings and when the build ends, also by an
+        exception (e.g. an unreadable image), so nothing computed is lost. One process builds a
+        cache folder at a time: a second concurrent ``build`` raises :class:`DataError`.
+        """
         if encoder_fingerprint(self.sam) != self.fingerprint:
             raise DataError(
                 f"{self.root}: the model's image encoder changed since this cache was opened; "
@@ -188,26 +213,29 @@ class EmbeddingCache:
             )
         keys: list[str] = []
         pending = 0
-        for i, rec in enumerate(tqdm(records, desc="embeddings", unit="img", disable=not progress)):
-            rgb = rec.load_image()
-            key = content_key(rgb)
-            keys.append(key)
-            if key in self.rows:
-                continue
-            emb = encode_image(self.sam, rgb).to(torch.float16).cpu().numpy()
-            row = self._ensure_row(emb, len(records) - i)
-            assert self._mm is not None
-            if tuple(self._mm.shape[1:]) != emb.shape:
-                raise DataError(
-                    f"{self.root / 'meta.json'}: cached embeddings are {tuple(self._mm.shape[1:])}, "
-                    f"the model gives {emb.shape}"
-                )
-            self._mm[row] = emb
-            self.rows[key] = row
-            pending += 1
-            if pending >= flush_every:
-                self._flush()
-                pending = 0
-        if pending:
-            self._flush()
+        with self._build_lock():
+            try:
+                for i, rec in enumerate(tqdm(records, desc="embeddings", unit="img", disable=not progress)):
+                    rgb = rec.load_image()
+                    key = content_key(rgb)
+                    keys.append(key)
+                    if key in self.rows:
+                        continue
+                    emb = encode_image(self.sam, rgb).to(torch.float16).cpu().numpy()
+                    row = self._ensure_row(emb, len(records) - i)
+                    assert self._mm is not None
+                    if tuple(self._mm.shape[1:]) != emb.shape:
+                        raise DataError(
+                            f"{self.root / 'meta.json'}: cached embeddings are {tuple(self._mm.shape[1:])}, "
+                            f"the model gives {emb.shape}"
+                        )
+                    self._mm[row] = emb
+                    self.rows[key] = row
+                    pending += 1
+                    if pending >= flush_every:
+                        self._flush()
+                        pending = 0
+            finally:
+                if pending and self._mm is not None:
+                    self._flush()
         return keys

@@ -113,18 +113,12 @@ def read_mask_folder(root: str | Path, *, default_task: int = 0, skip_bad: bool 
     report = SkipReport()
     records = []
     for stem, image_path in images.items():
-        try:
+        with report.guard(image_path, skip_bad):
             records.append(_record(stem, image_path, mask_root, maps.get(stem, []), task, root))
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(image_path, str(e))
     orphans = sorted({p.stem for p in mask_root.iterdir() if p.is_dir() or is_image_file(p)} - set(images))
     for stem in orphans:
-        orphan = DataError(
-            f"{mask_root / stem}: masks for image id {stem!r}, which has no file in {root / 'images'}"
-        )
-        if not skip_bad:
-            raise orphan
-        report.add(mask_root / stem, str(orphan))
+        with report.guard(mask_root / stem, skip_bad):
+            raise DataError(
+                f"{mask_root / stem}: masks for image id {stem!r}, which has no file in {root / 'images'}"
+            )
     return Dataset(records, report, "mask-folder", root)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sumseg.data import rle as rle_utils
+from sumseg.data.checks import check_image_size
 from sumseg.data.images import load_rgb
 from sumseg.data.rle import Rle
 from sumseg.errors import DataError
@@ -61,11 +62,8 @@ class ImageRecord:
     def load_image(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB; raises DataError when unreadable or of another size than recorded."""
         rgb = load_rgb(self.image_path)
-        if rgb.shape[:2] != (self.height, self.width):
-            raise DataError(
-                f"{self.image_path}: image is {rgb.shape[0]}x{rgb.shape[1]} (HxW), "
-                f"but {self.source or 'its record'} says {self.height}x{self.width}"
-            )
+        source = str(self.source or "its record")
+        check_image_size(self.image_path, rgb.shape[:2], (self.height, self.width), source)
         return rgb
 
     def mask(self, i: int) -> np.ndarray:

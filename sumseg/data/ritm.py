@@ -69,7 +69,9 @@ def _is_object_mask(path: Path) -> bool:
     except DataError:
         return False
     values = np.unique(label)
-    return label.dtype == np.uint8 and bool(values.size and values[-1] > 128 and np.all((values == 0) | (values > 128)))
+    if label.dtype != np.uint8 or values.size == 0 or values[-1] <= 128:
+        return False
+    return bool(np.all((values == 0) | (values > 128)))
 
 
 def is_one_object_folder(root: Path, images: str = "images", masks: str = "masks") -> bool:

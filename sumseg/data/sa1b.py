@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sumseg.data.checks import check_task, load_json, require
+from sumseg.data.checks import check_image_size, check_task, load_json, require, require_size
 from sumseg.data.coco import segmentation_rle
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
@@ -47,13 +47,11 @@ def _record(path: Path, split: str, check_images: bool) -> tuple[ImageRecord, li
     img = require(doc, "image", dict, path, "the top level")
     anns = require(doc, "annotations", list, path, "the top level")
     file_name = require(img, "file_name", str, path, "'image'")
-    h = require(img, "height", int, path, "'image'")
-    w = require(img, "width", int, path, "'image'")
+    h, w = require_size(img, path, "'image'")
     image_id = str(img.get("image_id", path.stem))
     image_path = path.parent / file_name
-    if check_images and image_size(image_path) != (h, w):
-        real = image_size(image_path)
-        raise DataError(f"{image_path}: image is {real[0]}x{real[1]} (HxW) but {path} says {h}x{w}")
+    if check_images:
+        check_image_size(image_path, image_size(image_path), (h, w), str(path))
     rec = ImageRecord(image_id, image_path, h, w, source=path, dataset=path.parent.name, split=split)
     return rec, anns
 
@@ -79,22 +77,13 @@ def read_sa1b(
     image_ids: set[str] = set()
     ann_ids: set[Any] = set()
     for path in sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")):
-        try:
+        with report.guard(path, skip_bad):
             rec, anns = _record(path, split, check_images)
             if rec.image_id in image_ids:
                 raise DataError(f"{path}: duplicate image id {rec.image_id!r} (already in another file)")
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(path, str(e))
-            continue
-        image_ids.add(rec.image_id)
-        for i, ann in enumerate(anns):
-            try:
-                rec.masks.append(_mask(ann, i, path, rec, task, ann_ids))
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                report.add(path, str(e))
-        records.append(rec)
+            image_ids.add(rec.image_id)
+            for i, ann in enumerate(anns):
+                with report.guard(path, skip_bad):  # a bad annotation is skipped alone
+                    rec.masks.append(_mask(ann, i, path, rec, task, ann_ids))
+            records.append(rec)
     return Dataset(records, report, "sa1b", folder)

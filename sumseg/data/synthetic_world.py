@@ -229,8 +229,11 @@ def write_world(
             for split, count in counts.items():
                 if count:
                     summary[split] = _write_split(out, split, count, seed, image_size, pool, bar)
-    finally:
+    except BaseException:  # an error or Ctrl-C: stop the workers now, do not render the queued jobs
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
     return summary

@@ -25,15 +25,10 @@ def read_images(folder: str | Path, *, decode: bool = False, skip_bad: bool = Fa
     seen: dict[str, Path] = {}
     for p in sorted(q for q in folder.rglob("*") if is_image_file(q)):
         image_id = p.relative_to(folder).with_suffix("").as_posix()
-        try:
+        with report.guard(p, skip_bad):
             if image_id in seen:
                 raise DataError(f"{p}: duplicate image id {image_id!r} (also {seen[image_id].name})")
             h, w = load_rgb(p).shape[:2] if decode else image_size(p)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            report.add(p, str(e))
-            continue
-        seen[image_id] = p
-        records.append(ImageRecord(image_id, p, h, w, source=p, dataset=folder.name, split=folder.name))
+            seen[image_id] = p
+            records.append(ImageRecord(image_id, p, h, w, source=p, dataset=folder.name, split=folder.name))
     return Dataset(records, report, "images", folder)
