@@ -14,6 +14,7 @@ from PIL import Image
 from sumseg.data import rle as rle_utils
 from sumseg.data.dataset import detect_format, read_dataset
 from sumseg.data.records import ImageRecord
+from sumseg.evaluate.interactive import gt_box
 
 H, W = 20, 30
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
@@ -95,7 +96,7 @@ def test_coco_reader(tmp_path: Path) -> None:
     assert a.mask(0)[3:10, 3:12].all() and not a.mask(0)[15:].any()
     np.testing.assert_array_equal(b.ignore_mask(), box_mask(10, 20, 0, 5))  # crowd → ignore
     assert a.ignore is None and a.load_image().shape == (H, W, 3)
-    np.testing.assert_array_equal(a.boxes()[1], [10, 5, 25, 15])
+    assert gt_box(a.mask(1)) == (10, 5, 24, 14)  # inclusive (x0, y0, x1, y1)
     assert read_coco(path, crowd="instance").records[1].tasks == [0, 0]
     assert len(read_coco(path, crowd="drop").records[1].masks) == 1
 

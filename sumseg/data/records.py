@@ -85,14 +85,6 @@ class ImageRecord:
         """Task id of every mask, in mask order."""
         return [m.task for m in self.masks]
 
-    def boxes(self) -> np.ndarray:
-        """(N, 4) float64 boxes (x0, y0, x1, y1), exclusive end, of the masks."""
-        out = np.zeros((len(self.masks), 4))
-        for i, m in enumerate(self.masks):
-            x, y, w, h = rle_utils.bbox(m.rle)
-            out[i] = (x, y, x + w, y + h)
-        return out
-
 
 @dataclass
 class SkipReport:
