@@ -87,7 +87,7 @@ def test_hq_zero_task_prompt_matches_hq_predictor(rgb_image) -> None:
 
 def test_per_mask_task_ids_and_gradients(tiny_model) -> None:
     model = build_model("tiny").train()
-    feats = model.encode(model.preprocess(torch.rand(1, 3, 256, 256) * 255))
+    feats = model.encode(model.preprocess(torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 255))
     coords = torch.tensor([[[40.0, 50.0]], [[100.0, 120.0]], [[200.0, 30.0]]])
     labels = torch.ones(3, 1)
     logits, iou = model.decode(feats, (coords, labels), task=torch.tensor([1, 1, 3]))
