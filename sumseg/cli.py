@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -72,12 +72,13 @@ def eval_(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
+    from sumseg.evaluate.interactive import FirstRound
     from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_datasets
     from sumseg.models.checkpoint import build_model
 
     try:
-        if first_round not in ("oracle", "score", "single"):
-            raise ConfigError(f"--first-round must be oracle, score or single, not {first_round!r}")
+        if first_round not in get_args(FirstRound):
+            raise ConfigError(f"--first-round must be one of {', '.join(get_args(FirstRound))}, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
         root = benchmarks_dir or default_benchmarks_dir()
         paths = resolve_datasets([d for d in datasets.split(",") if d], root)
@@ -90,11 +91,16 @@ def eval_(
     for ds, n in skipped.items():
         if n:
             typer.secho(f"{ds}: skipped {n} unreadable item(s), listed in {out}/results.md", fg=typer.colors.YELLOW)
+    _echo_results(data)
+    typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
+
+
+def _echo_results(data: dict) -> None:
+    """One line per dataset × protocol of a results.json dict."""
     for ds, by_proto in data.items():
         for proto, r in by_proto.items():
             typer.echo(f"{ds} / {proto}: n={r['n']} NoC@85={r['noc85']} NoC@90={r['noc90']} "
                        f"mIoU@1={r['miou'][0]} mIoU@{len(r['miou'])}={r['miou'][-1]}")
-    typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
 
 
 def _task_id(text: str) -> int:
@@ -118,9 +124,7 @@ def demo(
     except SumsegError as e:
         _fail(e)
     typer.echo(f"exported task 1 to {out / 'tiny_task1_stock.pth'}; stock vs sumseg max |logit diff| = {diff:.1e}")
-    for ds, by_proto in data.items():
-        for proto, r in by_proto.items():
-            typer.echo(f"{ds} / {proto}: n={r['n']} mIoU@1={r['miou'][0]} mIoU@{len(r['miou'])}={r['miou'][-1]}")
+    _echo_results(data)
     typer.echo(f"report: {out / 'eval' / 'results.md'}")
 
 
