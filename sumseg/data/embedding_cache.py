@@ -3,13 +3,23 @@
 Files in the cache folder:
 
 - ``meta.json``: cache format version, the encoder fingerprint, embedding shape (C, h, w);
-- ``embeddings.npy``: (capacity, C, h, w) float16, opened with ``np.lib.format.open_memmap``;
-- ``index.json``: image key → row, rewritten atomically after the array is flushed, so it never
-  names a row that is not on disk. A killed build resumes from the last flushed index; a build
-  stopped by an exception flushes what it computed first;
+- ``embeddings-<id>.npy``: (capacity, C, h, w) float16, memory-mapped. A file is only ever
+  appended to: rows named by an index are never rewritten, and a full array grows into a *new*
+  file (copy, flush) that the next index names; the old file is then unlinked (a handle that
+  maps it keeps reading its own, still correct, rows). No file another handle maps is ever
+  truncated or recreated in place;
+- ``index.json``: ``{"fingerprint", "array": <file name>, "rows": {image key: row}}``, rewritten
+  atomically after the array is flushed, so it never names a row that is not on disk. A killed
+  build resumes from the last flushed index; a build stopped by an exception flushes first;
 - ``build.lock``: held (``flock``) while a build runs. One cache folder is built by one process
-  at a time; a second concurrent build raises :class:`DataError` (under DDP, let rank 0 build
-  and the other ranks open the cache afterwards).
+  at a time; a second concurrent build raises :class:`~sumseg.outputs.OutputError` (under DDP,
+  let rank 0 build and the other ranks open the cache afterwards).
+
+Several handles (processes) may share a folder: ``build`` re-reads the index under the lock
+before adding rows, ``get`` re-reads it once when a key is missing (:meth:`EmbeddingCache.refresh`).
+Opening validates the array against the index and the model: a truncated file, a wrong dtype,
+shape or memory order, or an index row outside the array raises :class:`DataError` naming the
+file, so a damaged cache is never served.
 
 Keys are :func:`sumseg.data.images.content_key` of the decoded RGB image (pixels + shape). The
 fingerprint hashes the image encoder's state_dict (names, shapes, dtypes, bytes), its input
@@ -26,13 +36,15 @@ are refused with :class:`ConfigError`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import os
+import re
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,8 +57,9 @@ from sumseg.data.checks import load_json
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
+from sumseg.outputs import check_output_dir, folder_lock
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: append-only arrays named by the index
 PREPROCESSING = "ResizeLongestSide+Sam.preprocess"
 
 
@@ -89,42 +102,69 @@ class EmbeddingCache:
         self.root = Path(root)
         self.sam = sam
         self.fingerprint = encoder_fingerprint(sam)
+        self.shape: tuple[int, ...] = (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
         self.rows: dict[str, int] = {}
+        self._array: str | None = None  # file name of the mapped array
         self._mm: np.memmap | None = None
         meta_path = self.root / "meta.json"
-        if meta_path.is_file():
-            meta = load_json(meta_path)
-            meta = meta if isinstance(meta, dict) else {}
-            if meta.get("fingerprint") != self.fingerprint or meta.get("version") != CACHE_VERSION:
-                if on_mismatch != "rebuild":
-                    raise DataError(
-                        f"{meta_path}: embedding cache was built for another image encoder, preprocessing or "
-                        f"cache version (fingerprint {str(meta.get('fingerprint'))[:12]}..., this model "
-                        f"{self.fingerprint[:12]}...); rebuild it (on_mismatch='rebuild') or use another "
-                        "folder"
-                    )
-                self.clear()
-            else:
-                self._open_existing()
+        if not meta_path.is_file():
+            return
+        meta = load_json(meta_path)
+        meta = meta if isinstance(meta, dict) else {}
+        if meta.get("fingerprint") == self.fingerprint and meta.get("version") == CACHE_VERSION:
+            self.refresh()
+        elif on_mismatch == "rebuild":
+            self.clear()
+        else:
+            raise DataError(
+                f"{meta_path}: embedding cache was built for another image encoder, preprocessing or "
+                f"cache version (fingerprint {str(meta.get('fingerprint'))[:12]}..., this model "
+                f"{self.fingerprint[:12]}...); rebuild it (on_mismatch='rebuild') or use another folder"
+            )
 
-    def _open_existing(self) -> None:
-        """Load the index and map the array of a cache whose fingerprint matched."""
-        index_path, array_path = self.root / "index.json", self.root / "embeddings.npy"
-        if not array_path.is_file():
-            return  # killed before the first row was written: an empty cache
-        index = load_json(index_path) if index_path.is_file() else {"rows": {}}  # killed before the first flush
-        rows = index.get("rows") if isinstance(index, dict) else None
-        if not isinstance(rows, dict) or index.get("fingerprint") not in (None, self.fingerprint):
-            raise DataError(f"{index_path}: malformed embedding-cache index; delete the folder {self.root}")
-        self._mm = cast(np.memmap, np.load(array_path, mmap_mode="r+"))
-        self.rows = {str(k): int(v) for k, v in rows.items() if int(v) < self._mm.shape[0]}
+    def refresh(self, writable: bool = False) -> None:
+        """Re-read ``index.json`` and map the array it names (picks up what other handles built)."""
+        for _ in range(5):  # another handle may swap the array between reading the index and opening it
+            index = self._read_index()
+            if index is None:
+                self.rows, self._array, self._mm = {}, None, None
+                return
+            name, rows = index
+            try:
+                mm = _open_array(self.root / name, self.shape, writable)
+            except FileNotFoundError:
+                continue
+            _check_rows(self.root / "index.json", rows, mm.shape[0])
+            self.rows, self._array, self._mm = rows, name, mm
+            return
+        raise DataError(f"{self.root / 'index.json'}: names the array file {name}, which does not exist; "
+                        f"delete the folder {self.root}")
+
+    def _read_index(self) -> tuple[str, dict[str, int]] | None:
+        """(array file name, rows) of ``index.json``; None when there is no index or no row yet."""
+        path = self.root / "index.json"
+        if not path.is_file():
+            return None  # killed before the first flush: an empty cache
+        index = load_json(path)
+        if not isinstance(index, dict) or not isinstance(index.get("rows"), dict):
+            raise DataError(f"{path}: malformed embedding-cache index; delete the folder {self.root}")
+        if index.get("fingerprint") not in (None, self.fingerprint):
+            raise DataError(f"{path}: the cache was rebuilt for another image encoder since this handle "
+                            "opened it; open it again with the model it was built for")
+        name, rows = index.get("array"), index["rows"]
+        if not rows:
+            return None
+        if not isinstance(name, str) or not _ARRAY_NAME.fullmatch(name):
+            raise DataError(f"{path}: malformed embedding-cache index (array file {name!r}); "
+                            f"delete the folder {self.root}")
+        return name, rows
 
     def clear(self) -> None:
-        """Delete the cache's files; the cache is empty afterwards."""
-        self._mm = None
-        self.rows = {}
-        for name in ("meta.json", "index.json", "embeddings.npy"):
-            (self.root / name).unlink(missing_ok=True)
+        """Delete the cache's files (under the build lock); the cache is empty afterwards."""
+        with self._build_lock():
+            self.rows, self._array, self._mm = {}, None, None
+            for path in [self.root / "meta.json", self.root / "index.json", *self.root.glob("embeddings*.npy")]:
+                path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -133,69 +173,52 @@ class EmbeddingCache:
         return key in self.rows
 
     def get(self, key: str) -> torch.Tensor:
-        """(C, h, w) float32 embedding of the image with content key ``key`` (KeyError if absent)."""
+        """(C, h, w) float32 embedding of the image with content key ``key`` (KeyError if absent).
+
+        A key this handle does not know yet is looked up again after re-reading the index.
+        """
+        if key not in self.rows:
+            self.refresh(writable=self._mm is not None and self._mm.mode == "r+")
         if key not in self.rows or self._mm is None:
             raise KeyError(f"image {key} is not in the embedding cache {self.root}")
         return torch.from_numpy(np.array(self._mm[self.rows[key]], dtype=np.float32))
 
-    def _flush(self) -> None:
+    def _flush(self, stale: list[Path]) -> None:
+        """Rows to disk, then the index that names them, then unlink arrays no index names any more."""
         assert self._mm is not None
-        self._mm.flush()  # rows on disk before the index names them
+        self._mm.flush()
         with atomic_path(self.root / "index.json") as tmp:
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "rows": self.rows}))
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "array": self._array, "rows": self.rows}))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        stale.clear()
 
-    def _ensure_row(self, emb: np.ndarray, remaining: int) -> int:
-        """Row for a new embedding, growing (copy + atomic replace) the array when it is full."""
-        row = len(self.rows)
-        if self._mm is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.root / "meta.json") as tmp:
-                tmp.write_text(
-                    json.dumps(
-                        {
-                            "version": CACHE_VERSION,
-                            "fingerprint": self.fingerprint,
-                            "shape": list(emb.shape),
-                            "dtype": "float16",
-                        }
-                    )
-                )
-            self._mm = np.lib.format.open_memmap(
-                self.root / "embeddings.npy", mode="w+", dtype=np.float16, shape=(remaining, *emb.shape)
-            )
-        elif row >= self._mm.shape[0]:
-            grown = self.root / "embeddings.npy.grow"
-            new = np.lib.format.open_memmap(
-                grown,
-                mode="w+",
-                dtype=np.float16,
-                shape=(max(2 * self._mm.shape[0], row + remaining), *emb.shape),
-            )
-            new[:row] = self._mm[:row]
-            new.flush()
-            del new
-            self._mm = None
-            grown.replace(self.root / "embeddings.npy")
-            self._mm = cast(np.memmap, np.load(self.root / "embeddings.npy", mmap_mode="r+"))
-        return row
+    def _new_array(self, capacity: int, stale: list[Path]) -> None:
+        """Map a new array file of ``capacity`` rows holding this handle's rows (growth, or the first one)."""
+        name = f"embeddings-{secrets.token_hex(8)}.npy"  # a name no handle has mapped
+        new = np.lib.format.open_memmap(self.root / name, mode="w+", dtype=np.float16,
+                                        shape=(capacity, *self.shape))
+        if self._mm is not None:
+            used = max(self.rows.values(), default=-1) + 1
+            new[:used] = self._mm[:used]
+            stale.append(self.root / str(self._array))
+        new.flush()
+        self._mm, self._array = new, name
+
+    def _remove_orphans(self) -> None:
+        """Arrays no index names (left by a build killed before its first flush after growing)."""
+        for path in self.root.glob("embeddings*.npy"):
+            if path.name != self._array:
+                path.unlink(missing_ok=True)
 
     @contextmanager
     def _build_lock(self) -> Iterator[None]:
         """Hold ``build.lock`` (an exclusive ``flock``, released by the OS if the process dies)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock_path = self.root / "build.lock"
-        with open(lock_path, "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as e:
-                raise DataError(
-                    f"{lock_path}: another process is building this embedding cache; build one cache "
-                    "folder from one process at a time (under DDP: rank 0 builds, then the others open it)"
-                ) from e
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        check_output_dir(self.root, label="embedding cache folder")
+        with folder_lock(self.root, "build.lock", label="embedding cache folder",
+                         busy="another process is building this embedding cache; build one cache folder "
+                              "from one process at a time (under DDP: rank 0 builds, then the others open it)"):
+            yield
 
     def build(
         self, records: Sequence[ImageRecord], progress: bool = True, flush_every: int = 32
@@ -204,7 +227,7 @@ class EmbeddingCache:
 
         Rows are flushed every ``flush_every`` new embeddings and when the build ends, also by an
         exception (e.g. an unreadable image), so nothing computed is lost. One process builds a
-        cache folder at a time: a second concurrent ``build`` raises :class:`DataError`.
+        cache folder at a time: a second concurrent ``build`` raises OutputError.
         """
         if encoder_fingerprint(self.sam) != self.fingerprint:
             raise DataError(
@@ -212,8 +235,14 @@ class EmbeddingCache:
                 "open the cache again for the new weights"
             )
         keys: list[str] = []
-        pending = 0
+        pending, stale = 0, []
         with self._build_lock():
+            self.refresh(writable=True)  # rows other handles added since this one read the index
+            self._remove_orphans()
+            if not (self.root / "meta.json").is_file():
+                with atomic_path(self.root / "meta.json") as tmp:
+                    tmp.write_text(json.dumps({"version": CACHE_VERSION, "fingerprint": self.fingerprint,
+                                               "shape": list(self.shape), "dtype": "float16"}))
             try:
                 for i, rec in enumerate(tqdm(records, desc="embeddings", unit="img", disable=not progress)):
                     rgb = rec.load_image()
@@ -222,20 +251,67 @@ class EmbeddingCache:
                     if key in self.rows:
                         continue
                     emb = encode_image(self.sam, rgb).to(torch.float16).cpu().numpy()
-                    row = self._ensure_row(emb, len(records) - i)
+                    if emb.shape != self.shape:
+                        raise DataError(f"{self.root}: the model gives embeddings of shape {emb.shape}, "
+                                        f"its prompt encoder expects {self.shape}")
+                    row = max(self.rows.values(), default=-1) + 1
+                    if self._mm is None or row >= self._mm.shape[0]:
+                        self._new_array(max(2 * row, row + len(records) - i), stale)
                     assert self._mm is not None
-                    if tuple(self._mm.shape[1:]) != emb.shape:
-                        raise DataError(
-                            f"{self.root / 'meta.json'}: cached embeddings are {tuple(self._mm.shape[1:])}, "
-                            f"the model gives {emb.shape}"
-                        )
                     self._mm[row] = emb
                     self.rows[key] = row
                     pending += 1
                     if pending >= flush_every:
-                        self._flush()
+                        self._flush(stale)
                         pending = 0
             finally:
-                if pending and self._mm is not None:
-                    self._flush()
+                if pending:
+                    self._flush(stale)
         return keys
+
+
+_ARRAY_NAME = re.compile(r"embeddings-[0-9a-f]{16}\.npy")
+
+
+def _open_array(path: Path, shape: tuple[int, ...], writable: bool) -> np.memmap:
+    """Map a cache array after checking its header and size: (capacity, *shape) float16, C order.
+
+    The header and the size are checked on the same open file that is mapped (numpy would pad a
+    short file with zeros in ``r+`` mode). FileNotFoundError propagates (the caller retries).
+    """
+    with open(path, "r+b" if writable else "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            got_shape, fortran, dtype = read_header(f)
+        except (ValueError, OSError, SyntaxError) as e:
+            raise DataError(f"{path}: not a readable .npy array ({e}); delete the folder {path.parent}") from e
+        offset = f.tell()
+        if dtype != np.float16 or fortran or len(got_shape) != 4 or tuple(got_shape[1:]) != shape:
+            raise DataError(f"{path}: embedding array is {dtype} {tuple(got_shape)}"
+                            f"{' (Fortran order)' if fortran else ''}; this model's cache needs float16 "
+                            f"(N, {', '.join(map(str, shape))}); delete the folder {path.parent}")
+        need = offset + int(np.prod(got_shape)) * 2
+        size = os.fstat(f.fileno()).st_size
+        if size < need:
+            raise DataError(f"{path}: embedding array is truncated ({size} bytes, its header needs {need}); "
+                            f"delete the folder {path.parent}")
+        return np.memmap(f, dtype=np.float16, mode="r+" if writable else "r", offset=offset, shape=tuple(got_shape))
+
+
+def _check_rows(index_path: Path, rows: dict, capacity: int) -> None:
+    """Index rows must be distinct ints inside the array (a row outside it would read another image)."""
+    seen: set[int] = set()
+    for key, row in rows.items():
+        if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < capacity:
+            problem = f"is not a row of the array ({capacity} rows)"
+        elif row in seen:
+            problem = "another image has too"
+        else:
+            seen.add(row)
+            continue
+        raise DataError(f"{index_path}: image {key} has row {row!r}, which {problem}; "
+                        f"delete the folder {index_path.parent}")
