@@ -1,27 +1,124 @@
-"""Checks shared by the readers; each raises DataError naming the file and the problem."""
+"""Checks shared by the readers and the checkpoint loader; each raises an error naming the file.
+
+Every number read from a file passes one of these before a library or an allocation sees it:
+ints are ints (a JSON ``true`` or ``"0"`` is not), ids fit 64 bits, task ids are below
+:data:`~sumseg.tasks.TASK_ID_LIMIT`, flags are 0/1, image sizes are bounded by
+:func:`max_image_pixels`. Coordinates and run lengths are checked in :mod:`sumseg.data.rle`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sumseg.errors import DataError
+from sumseg.errors import ConfigError, DataError, SumsegError
+from sumseg.tasks import TASK_ID_LIMIT
+
+PIXEL_LIMIT_ENV = "SUMSEG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # 10 000 x 10 000; decoded RGB ~300 MB
+_PIXEL_CAP = 2**31 - 1  # pycocotools counts runs in 32-bit unsigned ints
+_INT64 = 2**63
+
+
+def max_image_pixels() -> int:
+    """The most pixels (H·W) an image, mask or declared size may have: ``$SUMSEG_MAX_IMAGE_PIXELS``
+    or 100 000 000. Checked from headers and annotation fields, before anything is decoded."""
+    raw = os.environ.get(PIXEL_LIMIT_ENV)
+    if raw is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 0 < limit <= _PIXEL_CAP:
+        raise ConfigError(f"{PIXEL_LIMIT_ENV}={raw!r}: must be an int from 1 to {_PIXEL_CAP}")
+    return limit
+
+
+def check_pixels(height: int, width: int, path: Path, where: str) -> None:
+    """An (H, W) of ``where`` in ``path`` must not exceed :func:`max_image_pixels`."""
+    limit = max_image_pixels()
+    if height * width > limit:
+        raise DataError(
+            f"{path}: {where} size {height}x{width} (HxW) is {height * width} pixels, above the limit of "
+            f"{limit} pixels (set {PIXEL_LIMIT_ENV} to raise it)"
+        )
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """True for an int or float that is not a bool (may be non-finite)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def shown(value: Any, width: int = 40) -> str:
+    """``repr(value)`` cut to ``width`` characters, for messages about hostile values."""
+    r = repr(value)
+    return r if len(r) <= width else r[: width - 3] + "..."
+
+
+def check_int(
+    value: Any,
+    path: Path,
+    what: str,
+    lo: int | None = None,
+    hi: int | None = None,
+    error: type[SumsegError] = DataError,
+) -> int:
+    """``value``, which must be an int (not a bool) with ``lo <= value <= hi``."""
+    if is_int(value) and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return int(value)
+    bounds = f" in [{lo}, {hi}]" if lo is not None and hi is not None else (f" >= {lo}" if lo is not None else "")
+    raise error(f"{path}: {what} must be an int{bounds}, got {shown(value)}")
+
+
+def check_flag(value: Any, path: Path, what: str) -> bool:
+    """A 0/1 flag (JSON ``false``/``true`` too); a string ``"0"`` or a 2 is an error, not a truth value."""
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise DataError(f"{path}: {what} must be 0 or 1, got {shown(value)}")
+
+
+def check_task_ids(ids: Any, path: Path, what: str, error: type[SumsegError] = DataError) -> list[int]:
+    """A list of distinct task ids, each an int in [0, TASK_ID_LIMIT)."""
+    if not (
+        isinstance(ids, list)
+        and all(is_int(t) and 0 <= t < TASK_ID_LIMIT for t in ids)
+        and len(set(ids)) == len(ids)
+    ):
+        raise error(f"{path}: {what} must be distinct ints from 0 to {TASK_ID_LIMIT - 1}, got {shown(ids)}")
+    return list(ids)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_json(path: Path) -> Any:
-    """Parse a JSON file; malformed JSON raises DataError with the line and column."""
+    """Parse a JSON file; malformed JSON raises DataError with the line and column.
+
+    Strict JSON: ``NaN`` / ``Infinity`` are refused, as are nesting too deep to parse and ints of
+    more than 4300 digits (Python's limits), each as a DataError naming the file.
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, parse_constant=_no_constant)
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
-    except (OSError, UnicodeDecodeError) as e:
+    except RecursionError as e:
+        raise DataError(f"{path}: JSON nested too deeply to read") from e
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path}: unreadable JSON file ({e})") from e
 
 
@@ -38,12 +135,22 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: Path, where
     return value
 
 
+def require_id(obj: Any, key: str, path: Path, where: str) -> int | str:
+    """``obj[key]``: an id, a str or an int that fits 64 bits."""
+    value = require(obj, key, (int, str), path, where)
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise DataError(f"{path}: {where} field '{key}' must be a str or fit a 64-bit int, got {shown(value)}")
+    return value
+
+
 def require_size(obj: Any, path: Path, where: str) -> tuple[int, int]:
-    """(height, width) of ``obj``: its ``height`` and ``width`` fields, which must be positive ints."""
+    """(height, width) of ``obj``: its ``height`` and ``width`` fields, positive ints whose product is
+    at most :func:`max_image_pixels`."""
     hw = require(obj, "height", int, path, where), require(obj, "width", int, path, where)
     for key, value in zip(("height", "width"), hw, strict=True):
         if value <= 0:
-            raise DataError(f"{path}: {where} field '{key}' must be a positive int, got {value}")
+            raise DataError(f"{path}: {where} field '{key}' must be a positive int, got {shown(value)}")
+    check_pixels(hw[0], hw[1], path, where)
     return hw
 
 
@@ -60,9 +167,9 @@ def check_image_size(
 
 def check_task(task: Any, valid: Collection[int], path: Path, where: str) -> int:
     """A task id that is one of ``valid``."""
-    if not isinstance(task, int) or isinstance(task, bool) or task not in valid:
+    if not is_int(task) or task not in valid:
         raise DataError(
-            f"{path}: {where} has unknown task id {task!r}; valid ids: {sorted(valid)} "
+            f"{path}: {where} has unknown task id {shown(task)}; valid ids: {sorted(valid)} "
             "(declare more in the dataset's 'tasks' list)"
         )
     return task

@@ -18,11 +18,21 @@ from typing import Any, Literal
 from pycocotools import mask as mask_utils
 
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import check_image_size, check_task, load_json, require, require_size
+from sumseg.data.checks import (
+    check_flag,
+    check_image_size,
+    check_int,
+    check_task,
+    load_json,
+    require,
+    require_id,
+    require_size,
+    shown,
+)
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
-from sumseg.tasks import DEFAULT_TASKS
+from sumseg.tasks import DEFAULT_TASKS, TASK_ID_LIMIT
 
 Crowd = Literal["ignore", "instance", "drop"]
 
@@ -35,15 +45,13 @@ def declared_tasks(doc: dict[str, Any], path: Path) -> frozenset[int]:
     ids = set(DEFAULT_TASKS)
     for i, t in enumerate(tasks):
         tid = t.get("id") if isinstance(t, dict) else t
-        if not isinstance(tid, int) or isinstance(tid, bool) or tid < 0:
-            raise DataError(f"{path}: tasks[{i}] must be a non-negative int id, got {t!r}")
-        ids.add(tid)
+        ids.add(check_int(tid, path, f"tasks[{i}] (a task id)", 0, TASK_ID_LIMIT - 1))
     return frozenset(ids)
 
 
 def _image_record(img: Any, i: int, path: Path, image_root: Path, check_images: bool) -> ImageRecord:
     where = f"images[{i}]"
-    image_id = require(img, "id", (int, str), path, where)
+    image_id = require_id(img, "id", path, where)
     file_name = require(img, "file_name", str, path, where)
     h, w = require_size(img, path, where)
     image_path = image_root / file_name
@@ -58,14 +66,10 @@ def segmentation_rle(segm: Any, rec: ImageRecord, path: Path, where: str) -> rle
     Raises DataError naming ``path`` and ``where`` for malformed data, a size other than the
     image's, or an empty mask.
     """
-    problem = rle_utils.check_polygons(segm) if isinstance(segm, list) else rle_utils.check_rle(segm)
+    check = rle_utils.check_polygons if isinstance(segm, list) else rle_utils.check_rle
+    problem = check(segm, rec.height, rec.width)
     if problem:
-        raise DataError(f"{path}: {where}: {problem}")
-    if isinstance(segm, dict) and list(segm["size"]) != [rec.height, rec.width]:
-        raise DataError(
-            f"{path}: {where}: mask size {segm['size'][0]}x{segm['size'][1]} (HxW) differs from "
-            f"the image size {rec.height}x{rec.width} of image {rec.image_id}"
-        )
+        raise DataError(f"{path}: {where}: {problem} (image {rec.image_id})")
     rle = rle_utils.from_segmentation(segm, rec.height, rec.width)
     if rle_utils.area(rle) == 0:
         raise DataError(f"{path}: {where}: mask is empty (no foreground pixels)")
@@ -80,10 +84,13 @@ def _ann_task(
     category_tasks: dict[int, int] | None,
     valid: frozenset[int],
 ) -> int:
+    category = ann.get("category_id")
+    if category is not None and (isinstance(category, bool) or not isinstance(category, int | str)):
+        raise DataError(f"{path}: {where} field 'category_id' must be int or str, got {shown(category)}")
     if "task" in ann:
         task = ann["task"]
-    elif category_tasks is not None and ann.get("category_id") in category_tasks:
-        task = category_tasks[ann["category_id"]]
+    elif category_tasks is not None and category in category_tasks:
+        task = category_tasks[category]
     else:
         task = default_task
     return check_task(task, valid, path, where)
@@ -134,17 +141,17 @@ def read_coco(
         if isinstance(img, dict) and "id" in img and str(img["id"]) not in records:
             dropped.add(str(img["id"]))  # skipped (and reported) above: its annotations go with it
     crowds: dict[str, list[rle_utils.Rle]] = {}
-    seen: set[Any] = set()
+    seen: set[str] = set()
     for i, ann in enumerate(anns):
         where = f"annotations[{i}]"
         with report.guard(path, skip_bad):
-            ann_id = require(ann, "id", (int, str), path, where)
-            where = f"annotation id {ann_id!r} ({where})"
-            image_id = str(require(ann, "image_id", (int, str), path, where))
+            ann_id = require_id(ann, "id", path, where)
+            where = f"annotation id {shown(ann_id)} ({where})"
+            image_id = str(require_id(ann, "image_id", path, where))
             require(ann, "segmentation", (list, dict), path, where)
-            if ann_id in seen:
+            if str(ann_id) in seen:  # ids compare as strings, like image ids: 1 and "1" are one id
                 raise DataError(f"{path}: {where} has a duplicate annotation id")
-            seen.add(ann_id)
+            seen.add(str(ann_id))
             if image_id in dropped:
                 continue  # its image was skipped (and reported) above
             if image_id not in records:
@@ -152,7 +159,7 @@ def read_coco(
             rec = records[image_id]
             rle = segmentation_rle(ann["segmentation"], rec, path, where)
             task = _ann_task(ann, path, where, default_task, category_tasks, valid)
-            if not ann.get("iscrowd", 0) or crowd == "instance":
+            if not check_flag(ann.get("iscrowd", 0), path, f"{where} field 'iscrowd'") or crowd == "instance":
                 rec.masks.append(MaskRecord(rle, task, ann_id))
             elif crowd == "ignore":
                 crowds.setdefault(image_id, []).append(rle)

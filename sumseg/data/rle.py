@@ -2,19 +2,23 @@
 
 An RLE here is pycocotools' compressed form ``{"size": [h, w], "counts": bytes}`` (column-major
 runs, background first). pycocotools' C decoder writes past its buffer when the runs do not sum
-to h·w, so every RLE that comes from a file is checked by :func:`check_rle` first.
+to h·w, and its polygon rasteriser crashes on huge coordinates, so every RLE and polygon that
+comes from a file is checked by :func:`check_rle` / :func:`check_polygons` first.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from sumseg.data.checks import is_int, is_real, shown
+
 Rle = dict[str, Any]
+OUTLINE_PER_SIDE = 64  # polygon outline allowed: 64·(H + W) pixels ...
+OUTLINE_PER_VERTEX = 4  # ... plus 4 per vertex (a traced outline has a vertex every pixel or two)
 
 
 def encode(mask: np.ndarray) -> Rle:
@@ -81,32 +85,35 @@ def _compressed_counts(s: bytes) -> np.ndarray:
     return cnts
 
 
-def check_rle(segm: Any) -> str | None:
-    """Why the RLE dict ``segm`` (compressed or uncompressed) is malformed, or None when valid."""
+def check_rle(segm: Any, height: int, width: int) -> str | None:
+    """Why the RLE dict ``segm`` (compressed or uncompressed) is not a valid mask of an (height,
+    width) image, or None. Every run length must lie in [0, H·W]: pycocotools keeps runs in 32
+    bits, so a longer run would make it decode another mask than the one checked here."""
     if not isinstance(segm, dict) or "size" not in segm or "counts" not in segm:
         return "RLE segmentation needs 'size' and 'counts'"
     size = segm["size"]
-    if not (
-        isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
-    ):
-        return f"RLE 'size' must be [height, width] of positive ints, got {size!r}"
+    if not (isinstance(size, list | tuple) and len(size) == 2 and all(is_int(v) and v > 0 for v in size)):
+        return f"RLE 'size' must be [height, width] of positive ints, got {shown(size)}"
+    if list(size) != [height, width]:
+        return f"mask size {size[0]}x{size[1]} (HxW) differs from the image size {height}x{width}"
+    pixels = height * width
     counts = segm["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(v, int) and v >= 0 for v in counts):
-            return "uncompressed RLE 'counts' must be non-negative ints"
-        runs = np.asarray(counts, dtype=np.int64)
+        if not all(is_int(v) and 0 <= v <= pixels for v in counts):
+            return f"uncompressed RLE 'counts' must be run lengths from 0 to {pixels} (the image's pixels)"
+        total = sum(counts)
     elif isinstance(counts, str | bytes):
         try:
             runs = _compressed_counts(counts.encode("ascii") if isinstance(counts, str) else counts)
         except (ValueError, UnicodeEncodeError) as e:
             return f"compressed RLE 'counts' is malformed ({e})"
-        if runs.size and runs.min() < 0:
-            return "compressed RLE 'counts' decodes to negative run lengths"
+        if runs.size and (runs.min() < 0 or runs.max() > pixels):
+            return f"compressed RLE 'counts' decodes to a run length outside [0, {pixels}] (the image's pixels)"
+        total = int(runs.sum())  # at most len(runs) * pixels: no overflow
     else:
         return f"RLE 'counts' must be a string or a list of ints, got {type(counts).__name__}"
-    total = int(runs.sum())
-    if total != size[0] * size[1]:
-        return f"RLE runs cover {total} pixels, but size {size[0]}x{size[1]} has {size[0] * size[1]}"
+    if total != pixels:
+        return f"RLE runs cover {total} pixels, but size {height}x{width} has {pixels}"
     return None
 
 
@@ -120,13 +127,42 @@ def from_segmentation(segm: Any, height: int, width: int) -> Rle:
     return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
-def check_polygons(segm: Any) -> str | None:
-    """Why a COCO polygon list is malformed, or None when valid."""
+def check_polygons(segm: Any, height: int, width: int) -> str | None:
+    """Why a COCO polygon list is not a valid outline in an (height, width) image, or None.
+
+    Coordinates must be finite numbers with x in [-W, 2W] and y in [-H, 2H] (pycocotools clips
+    to the image; beyond that a coordinate is a mistake, and from ~4e8 it overflows pycocotools'
+    ints). pycocotools rasterises the outline at 5x resolution, ~100 bytes per pixel of outline,
+    so the total outline is bounded too: at most ``OUTLINE_PER_SIDE·(H + W)`` pixels plus
+    ``OUTLINE_PER_VERTEX`` per vertex.
+    """
     if not isinstance(segm, list) or not segm:
         return "polygon segmentation must be a non-empty list of polygons"
+    outline, vertices = 0.0, 0
     for poly in segm:
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
             return "each polygon must be a flat list of at least 3 (x, y) pairs"
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
+        if not all(is_real(v) for v in poly):
             return "polygon coordinates must be finite numbers"
+        try:
+            xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        except OverflowError:
+            return "polygon coordinates must be finite numbers (one is too large for a float)"
+        if not np.isfinite(xy).all():
+            return "polygon coordinates must be finite numbers"
+        far = (np.abs(xy - (width / 2, height / 2)) > (1.5 * width, 1.5 * height)).nonzero()
+        if far[0].size:
+            v, axis = xy[far[0][0], far[1][0]], "xy"[far[1][0]]
+            return (
+                f"polygon coordinate {v:g} ({axis}) lies outside the {height}x{width} (HxW) image by more "
+                "than its size (allowed: x in [-W, 2W], y in [-H, 2H])"
+            )
+        outline += float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1).sum())
+        vertices += len(xy)
+    limit = OUTLINE_PER_SIDE * (height + width) + OUTLINE_PER_VERTEX * vertices
+    if outline > limit:
+        return (
+            f"polygon outline is {outline:.0f} pixels long, more than the {limit} allowed for a "
+            f"{height}x{width} image with {vertices} vertices"
+        )
     return None

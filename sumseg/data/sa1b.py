@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sumseg.data.checks import check_image_size, check_task, load_json, require, require_size
+from sumseg.data.checks import check_image_size, check_task, load_json, require, require_id, require_size, shown
 from sumseg.data.coco import segmentation_rle
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
@@ -28,15 +28,15 @@ def is_sa1b_json(path: Path) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("image"), dict) and "annotations" in doc
 
 
-def _mask(ann: Any, i: int, path: Path, rec: ImageRecord, task: int, seen: set[Any]) -> MaskRecord:
+def _mask(ann: Any, i: int, path: Path, rec: ImageRecord, task: int, seen: set[str]) -> MaskRecord:
     where = f"annotations[{i}]"
-    ann_id = require(ann, "id", (int, str), path, where)
-    where = f"annotation id {ann_id!r} ({where})"
-    if ann_id in seen:
+    ann_id = require_id(ann, "id", path, where)
+    where = f"annotation id {shown(ann_id)} ({where})"
+    if str(ann_id) in seen:  # ids compare as strings, like image ids
         raise DataError(f"{path}: {where} has a duplicate annotation id")
     segm = require(ann, "segmentation", dict, path, where)
     rle = segmentation_rle(segm, rec, path, where)
-    seen.add(ann_id)
+    seen.add(str(ann_id))
     return MaskRecord(rle, task, ann_id)
 
 
@@ -48,7 +48,7 @@ def _record(path: Path, split: str, check_images: bool) -> tuple[ImageRecord, li
     anns = require(doc, "annotations", list, path, "the top level")
     file_name = require(img, "file_name", str, path, "'image'")
     h, w = require_size(img, path, "'image'")
-    image_id = str(img.get("image_id", path.stem))
+    image_id = str(require_id(img, "image_id", path, "'image'") if "image_id" in img else path.stem)
     image_path = path.parent / file_name
     if check_images:
         check_image_size(image_path, image_size(image_path), (h, w), str(path))
@@ -75,7 +75,7 @@ def read_sa1b(
     report = SkipReport()
     records: list[ImageRecord] = []
     image_ids: set[str] = set()
-    ann_ids: set[Any] = set()
+    ann_ids: set[str] = set()
     for path in sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")):
         with report.guard(path, skip_bad):
             rec, anns = _record(path, split, check_images)

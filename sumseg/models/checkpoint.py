@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sumseg.atomic import atomic_path
+from sumseg.data.checks import check_int, check_task_ids, shown
 from sumseg.errors import CheckpointError
 from sumseg.models.registry import ARCHS, build_sam
 from sumseg.models.sum_sam import SumSam
@@ -66,6 +67,49 @@ def save_checkpoint(
     return path
 
 
+_META_TYPES: dict[str, type] = {"model": str, "config": dict, "sumseg_version": str, "arch": dict}
+
+
+def _meta(header: Mapping[str, str], path: Path) -> CheckpointMeta:
+    """The checked metadata of a sumseg checkpoint's header: every field of its type, task ids
+    distinct and below TASK_ID_LIMIT (an id sizes the task lookup table), a step >= 0."""
+    if header.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: sumseg checkpoint format version {shown(header.get('format_version'))}; this sumseg "
+            f"reads version {FORMAT_VERSION}"
+        )
+    try:
+        raw = json.loads(header["sumseg"])
+    except (KeyError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: sumseg checkpoint with unreadable metadata: {e}") from e
+    fields = set(CheckpointMeta.__dataclass_fields__)
+    if not isinstance(raw, dict) or not {"model", "task_ids"} <= raw.keys() <= fields:
+        raise CheckpointError(f"{path}: sumseg checkpoint metadata must be an object with the fields {sorted(fields)}")
+    for key, kind in _META_TYPES.items():
+        if key in raw and not isinstance(raw[key], kind):
+            raise CheckpointError(
+                f"{path}: checkpoint metadata field '{key}' must be {kind.__name__}, got {type(raw[key]).__name__}"
+            )
+    raw["task_ids"] = check_task_ids(raw["task_ids"], path, "checkpoint metadata: task ids", CheckpointError)
+    raw["step"] = check_int(raw.get("step", 0), path, "checkpoint metadata field 'step'", 0, None, CheckpointError)
+    return CheckpointMeta(**raw)
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Every floating-point tensor must be finite: NaN or infinity is refused, naming the tensor."""
+    for key, t in state.items():
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        if t.is_floating_point() and t.element_size() == 1:
+            t = t.float()  # 8-bit floats have no isfinite kernel
+        if not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{path}: tensor '{key}' has {n} non-finite value{'s' if n > 1 else ''} (NaN or infinity); "
+                "refusing to load it"
+            )
+
+
 def _is_safetensors(path: Path) -> bool:
     """A safetensors file starts with a little-endian u64 header length, then a JSON object."""
     with open(path, "rb") as f:
@@ -80,7 +124,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
     """Read weights to CPU without running pickled code.
 
     Returns (state_dict, meta): meta is None for a plain state_dict (official SAM ``.pth``,
-    or our export), whose keys are stock SAM keys.
+    or our export), whose keys are stock SAM keys. Metadata is checked field by field and
+    every floating-point tensor must be finite (CheckpointError naming the file and tensor).
     """
     path = Path(path)
     if not path.is_file():
@@ -92,12 +137,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: damaged safetensors checkpoint (truncated or corrupt): {e}") from e
-        if header.get("format") != FORMAT:
-            return state, None
-        try:
-            meta = CheckpointMeta(**json.loads(header["sumseg"]))
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: sumseg checkpoint with unreadable metadata: {e}") from e
+        meta = _meta(header, path) if header.get("format") == FORMAT else None
+        _check_finite(state, path)
         return state, meta
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -110,6 +151,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
         ) from e
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
+    _check_finite(obj, path)
     return dict(obj), None
 
 
@@ -130,7 +172,7 @@ def _fingerprint_arch(state: Mapping[str, torch.Tensor]) -> str | None:
 def check_state_dict(
     expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], name: str, path: Path
 ) -> None:
-    """Raise CheckpointError naming the model and the first mismatching keys/shapes."""
+    """Raise CheckpointError naming the model and the first mismatching keys/shapes/dtype kinds."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     shapes = [
@@ -138,13 +180,19 @@ def check_state_dict(
         for k, v in expected.items()
         if k in got and tuple(got[k].shape) != tuple(v.shape)
     ]
-    if not (missing or unexpected or shapes):
+    dtypes = [  # a float parameter loaded from an int, bool or complex tensor would be silently cast
+        f"{k}: checkpoint {got[k].dtype} vs model {v.dtype}"
+        for k, v in expected.items()
+        if k in got and (got[k].is_floating_point(), got[k].is_complex()) != (v.is_floating_point(), v.is_complex())
+    ]
+    if not (missing or unexpected or shapes or dtypes):
         return
     parts = [f"{path}: checkpoint does not fit model {name!r}"]
     guess = _fingerprint_arch(got)
     if guess and guess != name:
         parts.append(f"it looks like a {guess!r} checkpoint")
-    for label, items in (("shape mismatches", shapes), ("missing keys", missing), ("unexpected keys", unexpected)):
+    kinds = ("shape mismatches", shapes), ("dtype mismatches", dtypes), ("missing keys", missing)
+    for label, items in (*kinds, ("unexpected keys", unexpected)):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
