@@ -130,21 +130,26 @@ def demo(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export")],
+    checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export (or a plain .pth with --model)")],
     task: Annotated[int, typer.Option(help="task id whose prompt is folded into the weights")],
     out: Annotated[Path, typer.Option(help="output .pth (a plain state_dict for the stock loader)")],
+    model: Annotated[str | None, typer.Option(help="registry name; needed only for a plain state_dict")] = None,
     verify: Annotated[bool, typer.Option(help="reload with the stock loader and compare predictions")] = True,
+    tolerance: Annotated[float | None, typer.Option(min=0.0, help="largest |logit diff| --verify accepts "
+                                                  "(default 1e-4)")] = None,
 ) -> None:
-    """Write a stock SAM state_dict with task prompt TASK folded in."""
-    from sumseg.models.export import export_checkpoint
+    """Write a stock SAM state_dict with task prompt TASK folded in (exit 1 if the check fails)."""
+    from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint
 
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     try:
-        name, diff = export_checkpoint(checkpoint, task, out, verify=verify)
+        name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
     except SumsegError as e:
         _fail(e)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with the stock SAM builder for {name}")
     if diff is not None:
-        typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions (max |logit diff| {diff:.2e})")
+        typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions "
+                   f"(max |logit diff| {diff:.2e} <= {tolerance:.0e})")
 
 
 @data_app.command("inspect")

@@ -41,9 +41,55 @@ def test_export_command(tmp_path: Path) -> None:
 def test_export_errors_are_clear(tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "c.ckpt", build_model("tiny"))
     res = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--task", "9", "--out", str(tmp_path / "s.pth")])
-    assert res.exit_code == 1 and "unknown task id(s) [9]" in res.output
+    assert "c.ckpt: unknown task id 9" in _error_line(res)
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"\x00" * 100)
     res = runner.invoke(app, ["export", "--checkpoint", str(bad), "--task", "1", "--out", str(tmp_path / "s.pth")])
     assert res.exit_code == 1 and str(bad) in res.output and "not a readable checkpoint" in res.output
     assert not (tmp_path / "s.pth").exists()
+
+
+def _error_line(res) -> str:  # noqa: ANN001 - click's Result
+    """The single line a failed command prints (no traceback, nothing else)."""
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def test_export_refuses_out_equal_to_checkpoint(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "c.ckpt", randomise_task_prompts(build_model("tiny")))
+    before = ckpt.read_bytes()
+    res = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--task", "1", "--out", str(ckpt)])
+    assert "would overwrite the input" in _error_line(res)
+    assert ckpt.read_bytes() == before
+
+
+def test_export_fails_above_its_tolerance(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "c.ckpt", randomise_task_prompts(build_model("tiny")))
+    args = ["export", "--checkpoint", str(ckpt), "--task", "1", "--out", str(tmp_path / "s.pth")]
+    assert "above the tolerance 1e-09" in _error_line(runner.invoke(app, [*args, "--tolerance", "1e-9"]))
+    assert not (tmp_path / "s.pth").exists()
+    assert runner.invoke(app, [*args, "--tolerance", "-1"]).exit_code == 2  # a usage error
+    assert runner.invoke(app, args).exit_code == 0  # the default tolerance (1e-4) holds
+
+
+def test_export_of_a_plain_pth_takes_model(tmp_path: Path) -> None:
+    torch.save(build_sam("tiny").state_dict(), tmp_path / "plain.pth")
+    args = ["export", "--checkpoint", str(tmp_path / "plain.pth"), "--task", "0", "--out", str(tmp_path / "s.pth")]
+    assert "pass a model name" in _error_line(runner.invoke(app, args))
+    res = runner.invoke(app, [*args, "--model", "tiny"])
+    assert res.exit_code == 0 and "model tiny, task 0" in res.output, res.output
+
+
+def test_output_and_checkpoint_problems_are_one_line(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "c.ckpt", build_model("tiny"))
+    (tmp_path / "folder.pth").mkdir()
+    (tmp_path / "ckpt_dir").mkdir()
+    args = ["export", "--task", "1", "--no-verify"]
+    res = runner.invoke(app, [*args, "--checkpoint", str(tmp_path / "ckpt_dir"), "--out", str(tmp_path / "s.pth")])
+    assert "ckpt_dir: is a folder, not a checkpoint file" in _error_line(res)
+    res = runner.invoke(app, [*args, "--checkpoint", str(ckpt), "--out", str(tmp_path / "folder.pth")])
+    assert "folder.pth: is a folder" in _error_line(res)
+    res = runner.invoke(app, [*args, "--checkpoint", str(ckpt), "--out", str(ckpt / "s.pth")])
+    assert "its folder" in _error_line(res) and "c.ckpt: is a file, not a folder" in _error_line(res)

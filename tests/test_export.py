@@ -10,8 +10,16 @@ import torch
 from segment_anything import sam_model_registry
 
 from sumseg import SumPredictor, build_model, save_checkpoint
+from sumseg.errors import CheckpointError, ConfigError
 from sumseg.models import build_sam
-from sumseg.models.export import export_checkpoint, export_state_dict, verify_export
+from sumseg.models.export import (
+    DEFAULT_TOLERANCE,
+    ExportVerificationError,
+    export_checkpoint,
+    export_state_dict,
+    verify_export,
+)
+from sumseg.outputs import OutputError
 from tests.conftest import randomise_task_prompts
 
 TOL = 1e-5
@@ -65,3 +73,50 @@ def test_vit_b_export_round_trip_with_stock_loader(tmp_path: Path) -> None:
     stock = sam_model_registry["vit_b"](checkpoint=str(tmp_path / "sam_vit_b.pth"))
     image = (np.random.default_rng(1).random((300, 400, 3)) * 255).astype(np.uint8)
     assert verify_export(model, stock, image, 1) <= TOL
+
+
+def test_nan_outputs_fail_the_check(rgb_image: np.ndarray) -> None:
+    model = randomise_task_prompts(build_model("tiny"))
+    stock = build_sam("tiny")
+    stock.load_state_dict(export_state_dict(model, 1), strict=True)
+    with torch.no_grad():
+        model.task_prompts.task_embeddings[1, 0] = float("nan")  # task 1's outputs become NaN
+    diff = verify_export(model, stock, rgb_image, 1)
+    assert not diff <= 1e-5  # NaN, never hidden by max()
+
+
+def test_export_above_tolerance_fails_and_writes_nothing(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "sum.ckpt", randomise_task_prompts(build_model("tiny")))
+    name, diff = export_checkpoint(ckpt, 1, tmp_path / "ok.pth", verify=True)  # default tolerance
+    assert diff is not None and 0 < diff <= DEFAULT_TOLERANCE
+    (tmp_path / "old.pth").write_bytes(b"an earlier export")
+    with pytest.raises(ExportVerificationError, match=r"old\.pth: .*max \|logit diff\| .* above the tolerance 1e-09"):
+        export_checkpoint(ckpt, 1, tmp_path / "old.pth", verify=True, tolerance=1e-9)
+    assert (tmp_path / "old.pth").read_bytes() == b"an earlier export"  # left as it was
+
+
+def test_export_refuses_to_overwrite_its_checkpoint(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "sum.ckpt", randomise_task_prompts(build_model("tiny")))
+    before = ckpt.read_bytes()
+    (tmp_path / "link.ckpt").symlink_to(ckpt)
+    for out in (ckpt, tmp_path / "link.ckpt", tmp_path / "." / "sum.ckpt"):
+        with pytest.raises(OutputError, match="would overwrite the input"):
+            export_checkpoint(ckpt, 1, out)
+    assert ckpt.read_bytes() == before
+
+
+def test_export_of_a_plain_state_dict_takes_a_model_name(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    torch.save(build_sam("tiny", seed=4).state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="pass a model name"):
+        export_checkpoint(tmp_path / "plain.pth", 1, tmp_path / "out.pth")
+    assert export_checkpoint(tmp_path / "plain.pth", 1, tmp_path / "out.pth", model="tiny", verify=True)[0] == "tiny"
+    # a plain state_dict has zero task prompts: the export equals the input
+    assert all(torch.equal(a, b) for a, b in zip(torch.load(tmp_path / "out.pth").values(),
+                                                 torch.load(tmp_path / "plain.pth").values(), strict=True))
+
+
+def test_unknown_task_names_the_checkpoint(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "sum.ckpt", build_model("tiny"))
+    with pytest.raises(ConfigError, match=r"sum\.ckpt: .*unknown task id 9"):
+        export_checkpoint(ckpt, 9, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()

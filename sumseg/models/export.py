@@ -18,11 +18,19 @@ import torch
 from segment_anything.modeling import Sam
 
 from sumseg.atomic import atomic_path
+from sumseg.errors import ConfigError, SumsegError
 from sumseg.models.checkpoint import load_checkpoint
 from sumseg.models.registry import build_sam, is_tiny, official_builder
 from sumseg.models.sum_sam import SumSam
+from sumseg.outputs import check_output_file
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
+DEFAULT_TOLERANCE = 1e-4
+"""Largest |logit| difference the verification accepts (float rounding measures about 3e-7)."""
+
+
+class ExportVerificationError(SumsegError):
+    """The exported file, loaded by the stock loader, does not predict what the checkpoint predicts."""
 
 
 def mask_downscaling_bias_key(model: SumSam) -> str:
@@ -42,21 +50,39 @@ def export_state_dict(model: SumSam, task: int) -> dict[str, torch.Tensor]:
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike, task: int, out: str | os.PathLike, verify: bool = False
+    checkpoint: str | os.PathLike,
+    task: int,
+    out: str | os.PathLike,
+    verify: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    model: str | None = None,
 ) -> tuple[str, float | None]:
     """Write task ``task`` of ``checkpoint`` as a plain ``.pth`` state_dict.
 
-    Returns the model name and, with ``verify``, the largest logit difference between the
-    file loaded by the stock loader and sumseg's task-``task`` predictions (see ``verify_export``).
+    ``model`` names the registry model of a plain state_dict (a sumseg checkpoint says its own).
+    With ``verify`` the file is loaded by the stock loader before it replaces ``out`` and its
+    predictions are compared with sumseg's task-``task`` predictions (:func:`verify_export`): a
+    difference above ``tolerance``, or NaN, raises ExportVerificationError and leaves ``out`` as
+    it was. Returns the model name and the largest difference (None without ``verify``).
     """
-    model, _ = load_checkpoint(checkpoint)
-    state = export_state_dict(model, task)
+    check_output_file(out, inputs=[checkpoint])
+    net, _ = load_checkpoint(checkpoint, model)
+    if task not in net.task_prompts.task_ids:
+        raise ConfigError(f"{checkpoint}: unknown task id {task}; this checkpoint has tasks "
+                          f"{list(net.task_prompts.task_ids)}")
+    state = export_state_dict(net, task)
+    diff = None
     with atomic_path(Path(out)) as tmp:
         torch.save(state, tmp)
-    if not verify:
-        return model.name, None
-    image = (np.random.default_rng(0).random((model.image_size * 3 // 4, model.image_size, 3)) * 255).astype(np.uint8)
-    return model.name, verify_export(model, load_stock(out, model.name), image, task)
+        if verify:
+            image = (np.random.default_rng(0).random((net.image_size * 3 // 4, net.image_size, 3)) * 255)
+            diff = verify_export(net, load_stock(tmp, net.name), image.astype(np.uint8), task)
+            if not diff <= tolerance:  # NaN fails too
+                raise ExportVerificationError(
+                    f"{out}: the stock loader's predictions differ from the checkpoint's task-{task} predictions "
+                    f"(max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); the file was not written"
+                )
+    return net.name, diff
 
 
 def load_stock(path: str | os.PathLike, name: str) -> Sam:
@@ -90,6 +116,7 @@ def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -
     on ``image`` (H, W, 3) uint8 for point, box and box+point prompts, multimask on and off,
     each followed by a second call that feeds the model's own low-res logits back as the mask
     prompt. Every output is compared: masks at image size, IoU predictions, low-res logits.
+    NaN anywhere gives NaN (so ``diff <= tolerance`` is False).
     """
     from segment_anything import SamPredictor
 
@@ -98,12 +125,12 @@ def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -
     ours, stock = SumPredictor(model, task=task), SamPredictor(stock_sam.eval())
     ours.set_image(image)
     stock.set_image(image)
-    worst = 0.0
+    diffs = []
     for kw in _prompt_set(*image.shape[:2]):
         for multimask in (True, False):
             a = ours.predict(**kw, multimask_output=multimask, return_logits=True)
             b = stock.predict(**kw, multimask_output=multimask, return_logits=True)
             a2 = ours.predict(**kw, mask_input=a[2][:1], multimask_output=multimask, return_logits=True)
             b2 = stock.predict(**kw, mask_input=b[2][:1], multimask_output=multimask, return_logits=True)
-            worst = max([worst] + [float(np.abs(x - y).max()) for x, y in zip(a + a2, b + b2, strict=True)])
-    return worst
+            diffs += [np.abs(x - y).max() for x, y in zip(a + a2, b + b2, strict=True)]
+    return float(np.max(diffs))  # np.max propagates NaN (Python's max would hide it)
