@@ -4,8 +4,9 @@ Layout (``<id>`` is the image file's stem; each image has exactly one of the two
 
     root/images/<id>.<jpg|png|...>
     root/masks/<id>/<k>.png     one binary mask per instance: 0 background, 255 (or 1) object
+                                (any bit depth: 1-bit, or 16-bit 0/1 or 0/65535, see images.mask_levels)
     root/masks/<id>.png         or one instance-id map: 0 background, k > 0 instance k
-                                (8/16-bit gray, or palette indices; colour only if gray)
+                                (1/8/16-bit gray, or palette indices; colour only if gray)
 
 Instances are ordered by ``k`` (numerically when the names are numbers); a mask's ``ann_id`` is
 ``k``. Every mask gets ``default_task``.
@@ -19,7 +20,7 @@ import numpy as np
 
 from sumseg.data import rle as rle_utils
 from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
-from sumseg.data.images import image_size, is_image_file, load_label
+from sumseg.data.images import image_size, is_image_file, load_label, mask_levels
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
 from sumseg.tasks import DEFAULT_TASKS
@@ -39,8 +40,14 @@ def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
     return out
 
 
+def _number(stem: str) -> int | None:
+    """The int a file stem spells in ASCII digits ("²" or "١" are not), else None."""
+    return int(stem) if stem.isascii() and stem.isdigit() else None
+
+
 def _natural(p: Path) -> tuple[int, int | str]:
-    return (0, int(p.stem)) if p.stem.isdigit() else (1, p.stem)
+    k = _number(p.stem)
+    return (1, p.stem) if k is None else (0, k)
 
 
 def _instance_files(image_path: Path, folder: Path, hw: tuple[int, int], task: int) -> list[MaskRecord]:
@@ -49,21 +56,20 @@ def _instance_files(image_path: Path, folder: Path, hw: tuple[int, int], task: i
         raise DataError(f"{folder}: no mask files for image {image_path}")
     masks = []
     for p in files:
-        label = load_label(p, colour="equal")
+        label = mask_levels(load_label(p, colour="equal"), p)
         check_same_size(label.shape, hw, p, image_path)
         check_values(label, BINARY_VALUES, p, "binary instance mask")
         check_not_empty(label, p, "instance mask")
-        masks.append(
-            MaskRecord(rle_utils.encode(label > 0), task, int(p.stem) if p.stem.isdigit() else p.stem)
-        )
+        k = _number(p.stem)
+        masks.append(MaskRecord(rle_utils.encode(label > 0), task, p.stem if k is None else k))
     return masks
 
 
 def _instance_map(image_path: Path, path: Path, hw: tuple[int, int], task: int) -> list[MaskRecord]:
     label = load_label(path, colour="equal")
     check_same_size(label.shape, hw, path, image_path)
-    if label.dtype.kind not in "ui" or (label.dtype.kind == "i" and label.min() < 0):
-        raise DataError(f"{path}: instance-id map must hold non-negative integers, got {label.dtype}")
+    if label.dtype.kind == "i" and label.min() < 0:
+        raise DataError(f"{path}: instance-id map must hold non-negative integers, got {label.min()}")
     ids = [int(k) for k in np.unique(label) if k > 0]
     if not ids:
         raise DataError(f"{path}: instance-id map is empty (no pixel > 0)")

@@ -3,15 +3,18 @@
 ============  ===========  ===========  ==================================================
 benchmark     images       masks        mask values
 ============  ===========  ===========  ==================================================
-GrabCut       ``data_GT``  ``boundary_GT``  exactly 0 background, 255 object, 128 ignore band
-Berkeley      ``images``   ``masks``    0/255; object = value > 128 (RGB: channel maximum)
+GrabCut       ``data_GT``  ``boundary_GT``  exactly 0 background, 255 (or 1) object, 128 ignore band
+Berkeley      ``images``   ``masks``    0/255; object = value > 128 or 1 (RGB: channel maximum)
 DAVIS         ``img``      ``gt``       any value > 0 is the object (palette PNG)
-COCO_MVal     ``img``      ``gt``       0/255; object = value > 128
+COCO_MVal     ``img``      ``gt``       0/255; object = value > 128 or 1
 ============  ===========  ===========  ==================================================
 
-Berkeley and COCO_MVal threshold at 128 as RITM does, because the distributed Berkeley masks
-carry a few stray pixels (values 197 and 243, magenta (255, 0, 255)); GrabCut's values are
-checked exactly, since its 128 band is meaningful.
+Values are on the 8-bit scale whatever the file's bit depth (:func:`~sumseg.data.images.mask_levels`:
+a 1-bit mask's 1 is 255, a 16-bit 65535 is 255, a 16-bit 0/1 mask stays 0/1). The object is
+RITM's: its reader sets values above 128 to 1 and takes the pixels equal to 1, so a 0/1 mask is
+read as the 0/255 one. Berkeley and COCO_MVal threshold at 128 as RITM does, because the
+distributed Berkeley masks carry a few stray pixels (values 197 and 243, magenta (255, 0, 255));
+GrabCut's values are checked exactly, since its 128 band is meaningful.
 
 Images and masks pair by file stem. :func:`benchmark_layout` alone decides whether a folder is a
 benchmark and which (``read_dataset``'s detection uses it too): the benchmark is named by
@@ -32,7 +35,7 @@ import numpy as np
 from sumseg.data import rle as rle_utils
 from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data.folder import files_by_stem
-from sumseg.data.images import image_size, is_image_file, load_label
+from sumseg.data.images import image_size, is_image_file, load_label, mask_levels
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError
 from sumseg.tasks import DEFAULT_TASKS
@@ -51,7 +54,7 @@ class BenchmarkLayout:
 
 
 BENCHMARKS: dict[str, BenchmarkLayout] = {
-    "grabcut": BenchmarkLayout("GrabCut", "data_GT", "boundary_GT", 128, frozenset({0, 128, 255}), 128),
+    "grabcut": BenchmarkLayout("GrabCut", "data_GT", "boundary_GT", 128, frozenset({0, 1, 128, 255}), 128),
     "berkeley": BenchmarkLayout("Berkeley", "images", "masks", 128),
     "davis": BenchmarkLayout("DAVIS", "img", "gt", 0),
     "cocomval": BenchmarkLayout("COCO_MVal", "img", "gt", 128),
@@ -63,15 +66,14 @@ def _key(name: str) -> str:
 
 
 def _is_object_mask(path: Path) -> bool:
-    """True when ``path`` is an 8-bit one-object mask: 0 background, every other value > 128."""
+    """True when ``path`` is a one-object mask: on the 8-bit scale (:func:`mask_levels`), 0
+    background and every other value > 128. A 0/1 mask is not: it is also a one-instance id map."""
     try:
-        label = load_label(path, colour="max")
+        label = mask_levels(load_label(path, colour="max"), path)
     except DataError:
         return False
     values = np.unique(label)
-    if label.dtype != np.uint8 or values.size == 0 or values[-1] <= 128:
-        return False
-    return bool(np.all((values == 0) | (values > 128)))
+    return bool(values[-1] > 128 and np.all((values == 0) | (values > 128)))
 
 
 def is_one_object_folder(root: Path, images: str = "images", masks: str = "masks") -> bool:
@@ -123,11 +125,11 @@ def _record(
     stem: str, image_path: Path, mask_path: Path, layout: BenchmarkLayout, task: int, root: Path
 ) -> ImageRecord:
     hw = image_size(image_path)
-    label = load_label(mask_path, colour="max")
+    label = mask_levels(load_label(mask_path, colour="max"), mask_path)
     check_same_size(label.shape, hw, mask_path, image_path)
     if layout.values is not None:
         check_values(label, set(layout.values), mask_path, f"{layout.name} mask")
-    obj = label > layout.threshold
+    obj = (label > layout.threshold) | (label == 1)  # RITM: values > 128 become 1, and 1 is the object
     check_not_empty(obj, mask_path, f"{layout.name} object mask")
     ignore = rle_utils.encode(label == layout.ignore_value) if layout.ignore_value is not None else None
     return ImageRecord(
