@@ -37,6 +37,11 @@ from sumseg.tasks import DEFAULT_TASKS, TASK_ID_LIMIT
 Crowd = Literal["ignore", "instance", "drop"]
 
 
+def is_coco_doc(doc: Any) -> bool:
+    """True for a parsed COCO instance document: an object with 'images' and 'annotations'."""
+    return isinstance(doc, dict) and "images" in doc and "annotations" in doc
+
+
 def declared_tasks(doc: dict[str, Any], path: Path) -> frozenset[int]:
     """0–3 plus the ids a dataset declares in its optional top-level ``tasks`` list."""
     tasks = doc.get("tasks", [])

@@ -19,12 +19,8 @@ from sumseg.errors import DataError
 from sumseg.tasks import DEFAULT_TASKS
 
 
-def is_sa1b_json(path: Path) -> bool:
-    """True when ``path`` parses as an SA-1B per-image document (an 'image' object + 'annotations')."""
-    try:
-        doc = load_json(path)
-    except DataError:
-        return False
+def is_sa1b_doc(doc: Any) -> bool:
+    """True for a parsed SA-1B per-image document: an object with an 'image' object + 'annotations'."""
     return isinstance(doc, dict) and isinstance(doc.get("image"), dict) and "annotations" in doc
 
 
