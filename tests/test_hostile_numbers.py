@@ -221,3 +221,17 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path, tiny_c
     torch.save(state, tmp_path / "plain.pth")
     with pytest.raises(CheckpointError, match=r"plain\.pth: tensor 'mask_decoder\.iou_token\.weight' has 1 non-fin"):
         load_checkpoint(tmp_path / "plain.pth", "tiny")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * 100_000, "JSON nested too deeply to read"),  # was a RecursionError
+        ('{"images": [], "annotations": [], "x": NaN}', r"unreadable JSON file \(NaN is not"),  # was accepted
+        ('{"images": [{"id": ' + "9" * 5000 + "}]}", r"unreadable JSON file \(Exceeds the limit"),  # ValueError
+    ],
+)
+def test_json_beyond_what_python_parses_is_a_data_error(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(DataError, match=rf"a\.json: {problem}"):
+        read_dataset(tmp_path / "a.json")
