@@ -73,24 +73,31 @@ def eval_(
 ) -> None:
     """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
     from sumseg.evaluate.interactive import FirstRound
+    from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES
     from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_datasets
     from sumseg.models.checkpoint import build_model
+    from sumseg.outputs import output_dir
 
+    specs = [d.strip() for d in datasets.split(",") if d.strip()]
+    if not specs:
+        raise typer.BadParameter(f"names no dataset ({datasets!r})", param_hint="--datasets")
     try:
         if first_round not in get_args(FirstRound):
             raise ConfigError(f"--first-round must be one of {', '.join(get_args(FirstRound))}, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
-        root = benchmarks_dir or default_benchmarks_dir()
-        paths = resolve_datasets([d for d in datasets.split(",") if d], root)
+        paths = resolve_datasets(specs, benchmarks_dir or default_benchmarks_dir())
         settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
                                 limit, skip_bad=skip_bad)
-        net = build_model(model, checkpoint)
-        data, skipped = evaluate(net, paths, settings, out, progress=progress)
+        with output_dir(out, inputs=[*paths.values(), checkpoint], files=REPORT_FILES, dirs=REPORT_DIRS,
+                        label="--out"):
+            net = build_model(model, checkpoint)
+            data, skipped = evaluate(net, paths, settings, out, progress=progress)
     except SumsegError as e:
         _fail(e)
     for ds, n in skipped.items():
         if n:
-            typer.secho(f"{ds}: skipped {n} unreadable item(s), listed in {out}/results.md", fg=typer.colors.YELLOW)
+            typer.secho(f"{ds}: skipped {n} item(s), listed with the reasons in {out}/results.md",
+                        fg=typer.colors.YELLOW)
     _echo_results(data)
     typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
 

@@ -107,9 +107,9 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), 
     """
     files, dirs = list(files), list(dirs)
     folder = Path(path)
-    _make_folder(folder, label)
     out = folder.resolve()
-    _check_inputs(out, inputs, files, dirs, label)
+    _check_inputs(out, inputs, files, dirs, label)  # before creating anything
+    _make_folder(folder, label)
     for name in files:
         if (out / name).exists() and not (out / name).is_file():
             raise OutputError(f"{_where(label, folder)}: {name} exists and is not a file; remove it first")
@@ -180,8 +180,8 @@ def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{_where(label, target)}: is a folder; give a file name")
-    _make_folder(target.parent, f"{label} {target}: its folder" if label else f"{target}: its folder")
     resolved = target.resolve()
     _check_inputs(resolved, inputs, (), (), label)
+    _make_folder(target.parent, f"{label} {target}: its folder" if label else f"{target}: its folder")
     _probe_writable(resolved.parent, f"{label} {target}: its folder" if label else f"{target}: its folder")
     return resolved

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +97,7 @@ def test_skip_bad_counts_and_lists_a_corrupt_image(tmp_path: Path) -> None:
     lenient = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--skip-bad",
                     "--out", str(tmp_path / "b"))
     assert lenient.exit_code == 0, lenient.output
-    assert "task1_test: skipped 1 unreadable item(s)" in lenient.output
+    assert "task1_test: skipped 1 item(s)" in lenient.output
     assert json.loads((tmp_path / "b" / "results.json").read_text())["task1_test"]["clicks"]["n"] == 2
     md = (tmp_path / "b" / "results.md").read_text()
     assert "## Skipped items" in md and bad.name in md
@@ -128,7 +131,120 @@ def test_equal_pixels_share_one_encoder_pass_and_overlay_count(tmp_path: Path, m
     calls = []
     original = SumPredictor.set_image
     monkeypatch.setattr(SumPredictor, "set_image", lambda self, img: (calls.append(1), original(self, img)))
-    settings = EvalSettings(protocols=("clicks", "box"), rounds=1, overlays=3)
+    settings = EvalSettings(protocols=("clicks", "box"), rounds=1, overlays=3, limit=5)
     evaluate(build_model("tiny"), {"GrabCut": BENCHMARKS / "GrabCut"}, settings, tmp_path, progress=False)
-    assert len(calls) == 50  # one encoder pass per image for both protocols
+    assert len(calls) == 5  # one encoder pass per image (one instance each) for both protocols
     assert len(list((tmp_path / "overlays").iterdir())) == 3 * 2
+
+
+def _split(root: Path, name: str = "task1_test", n: int = 2) -> Path:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+
+    write_world(root, sizes={s: n if s == name else 0 for s in SPLITS}, workers=1, progress=False)
+    return root / name
+
+
+def _error_line(res) -> str:  # noqa: ANN001 - click's Result
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Path:
+    """An existing folder this process cannot create files in (root ignores modes: use /sys/kernel)."""
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        return tmp_path / "ro"
+    if _cannot_create_in(Path("/sys/kernel")):
+        return Path("/sys/kernel")
+    pytest.skip("no folder that root cannot write in")
+
+
+def _cannot_create_in(folder: Path) -> bool:
+    try:
+        (folder / ".sumseg-probe").touch()
+    except OSError:
+        return True
+    (folder / ".sumseg-probe").unlink()
+    return False
+
+
+def test_bad_out_is_one_error_line_before_any_work(tmp_path: Path, unwritable_dir: Path) -> None:
+    split = _split(tmp_path / "w")
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "results.json").mkdir()
+    cases = [
+        (tmp_path / "file", "is a file, not a folder"),
+        (tmp_path / "file" / "sub", "cannot create this folder (a parent is a file"),
+        (unwritable_dir, "cannot write in this folder"),
+        (tmp_path / "taken", "results.json exists and is not a file"),
+        (split, "would overwrite the input"),
+        (split / "images" / "eval", "lies inside the input folder"),
+    ]
+    for out, problem in cases:
+        res = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--out", str(out))
+        line = _error_line(res)
+        assert line.startswith(f"error: --out {out}: ") and problem in line, line
+    assert not list((split / "images").glob("eval*"))
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path: Path) -> None:
+    split = _split(tmp_path / "w")
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen(  # another run holds the folder's lock
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); sys.stdin.read()", str(out / ".sumseg.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        res = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--out", str(out))
+        assert "another sumseg run is writing to this folder" in _error_line(res)
+    finally:
+        holder.communicate("")
+    assert not (out / "results.json").exists()
+    res = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+
+
+def test_stale_overlays_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
+    first, second = _split(tmp_path / "a", "task1_test"), _split(tmp_path / "b", "task3_test")
+    out = tmp_path / "o"
+    for split in (first, second):
+        res = _eval("--model", "tiny", "--datasets", str(split), "--rounds", "1", "--out", str(out))
+        assert res.exit_code == 0, res.output
+    overlays = sorted(p.name for p in (out / "overlays").iterdir())
+    assert overlays and all(name.startswith("task3_test_") for name in overlays), overlays
+    assert set(json.loads((out / "results.json").read_text())) == {"task3_test"}
+
+
+def test_empty_dataset_list_is_a_usage_error(tmp_path: Path) -> None:
+    for spec in (",", "", " , "):
+        res = _eval("--model", "tiny", "--datasets", spec, "--out", str(tmp_path / "o"))
+        assert res.exit_code == 2 and "--datasets" in res.output and "no dataset" in res.output, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def _square_ann(ann_id: int, x: int, y: int, side: int, crowd: int = 0) -> dict:
+    polygon = [x, y, x + side, y, x + side, y + side, x, y + side]
+    return {"id": ann_id, "image_id": 1, "category_id": 1, "iscrowd": crowd, "segmentation": [polygon],
+            "bbox": [x, y, side, side], "area": side * side}
+
+
+def test_gt_wholly_inside_a_crowd_region_is_reported_not_scored(tmp_path: Path) -> None:
+    from tests.test_data_readers import save_rgb
+
+    save_rgb(tmp_path / "d" / "images" / "a.png", 64, 64)
+    anns = [_square_ann(1, 0, 0, 40, crowd=1), _square_ann(2, 10, 10, 12), _square_ann(3, 44, 44, 14)]
+    doc = {"images": [{"id": 1, "file_name": "images/a.png", "height": 64, "width": 64}], "annotations": anns,
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "d" / "annotations.json").write_text(json.dumps(doc))
+    res = _eval("--model", "tiny", "--datasets", str(tmp_path / "d"), "--rounds", "1", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    assert "d: skipped 1 item(s)" in res.output
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["d"]["clicks"]["n"] == 1
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "instance 2: ground-truth mask lies wholly inside the ignore region" in md

@@ -19,9 +19,13 @@ from sumseg.atomic import atomic_path
 from sumseg.data.records import SkipReport
 from sumseg.evaluate.interactive import Instance, InstanceResult
 from sumseg.evaluate.metrics import InteractiveSummary, summarize
+from sumseg.outputs import OutputError
 
 Results = dict[str, dict[str, list[InstanceResult]]]
 """dataset → protocol → per-instance results."""
+
+REPORT_FILES: tuple[str, ...] = ("results.json", "results.md", "iou_vs_clicks.png")
+REPORT_DIRS: tuple[str, ...] = ("overlays",)  # its PNGs from an earlier run are removed
 
 
 def summaries(results: Results, max_clicks: int = 20) -> dict[str, dict[str, InteractiveSummary]]:
@@ -155,7 +159,10 @@ def skipped_markdown(skipped: dict[str, SkipReport]) -> str:
 
 def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray], title: str,
                  skipped: dict[str, SkipReport] | None = None) -> dict:
-    """Write results.json, results.md, iou_vs_clicks.png and ``overlays/<name>.png``; return the JSON dict."""
+    """Write results.json, results.md, iou_vs_clicks.png and ``overlays/<name>.png``; return the JSON dict.
+
+    Overlay PNGs of an earlier run in ``overlays/`` are removed, so the folder shows this run only.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     summ = summaries(results)
     data = results_json(summ)
@@ -164,7 +171,11 @@ def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(results_markdown(results, summ, title) + skipped_markdown(skipped or {}))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")
-    (out_dir / "overlays").mkdir(exist_ok=True)
+    folder = out_dir / "overlays"
+    folder.mkdir(exist_ok=True)
+    for stale in set(folder.glob("*.png")) - {folder / f"{name}.png" for name in overlays}:
+        stale.unlink()
     for name, image in overlays.items():
-        cv2.imwrite(str(out_dir / "overlays" / f"{name}.png"), image)
+        if not cv2.imwrite(str(folder / f"{name}.png"), image):
+            raise OutputError(f"{folder / name}.png: OpenCV could not write the overlay")
     return data

@@ -15,8 +15,9 @@ from sumseg.data.images import content_key
 from sumseg.data.records import Dataset, SkipReport
 from sumseg.errors import ConfigError, DataError
 from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
-from sumseg.evaluate.report import Results, overlay, overlay_name, write_report
+from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES, Results, overlay, overlay_name, write_report
 from sumseg.models.sum_sam import SumSam
+from sumseg.outputs import output_dir
 from sumseg.predictor import SumPredictor
 
 BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
@@ -33,6 +34,11 @@ class EvalSettings:
     limit: int | None = None  # the first N instances of each dataset
     overlays: int = 4
     skip_bad: bool = False  # skip unreadable items (counted and listed in results.md) instead of failing
+
+    def __post_init__(self) -> None:
+        for p in self.protocols:
+            if p not in PROTOCOLS:
+                raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
 
 
 def default_benchmarks_dir() -> Path:
@@ -71,6 +77,8 @@ def iter_instances(
     """Every (image, mask) of ``dataset`` as an :class:`Instance`; each image is decoded once.
 
     An unreadable image raises DataError, or with ``skipped`` given is added there and left out.
+    A mask that lies wholly inside the image's ignore region (e.g. inside a crowd region) has
+    no pixel to score: it is left out and listed in ``dataset.skipped``.
     """
     n = 0
     for rec in dataset.records:
@@ -87,9 +95,15 @@ def iter_instances(
         for m in rec.masks:
             if limit is not None and n >= limit:
                 return
+            gt = m.decode()
+            if ignore is not None and not (gt & ~ignore).any():
+                dataset.skipped.add(rec.source or rec.image_path, f"image {rec.image_id}, instance {m.ann_id}: "
+                                    "ground-truth mask lies wholly inside the ignore region (e.g. a crowd "
+                                    "region); not evaluated")
+                continue
             name = rec.image_id if len(rec.masks) == 1 else f"{rec.image_id}_{m.ann_id}"
             prompt = m.task if task == "auto" else None if task is None else int(task)
-            yield Instance(name, key, image, m.decode(), ignore, task=prompt, mask_task=m.task)
+            yield Instance(name, key, image, gt, ignore, task=prompt, mask_task=m.task)
             n += 1
 
 
@@ -102,11 +116,19 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
              progress: bool = True) -> tuple[dict, dict[str, int]]:
     """Run every protocol on every dataset and write the report into ``out_dir``.
 
-    Returns results.json's dict and the number of items skipped per dataset (``skip_bad``).
+    ``out_dir`` is checked and locked first (:func:`sumseg.outputs.output_dir`): a folder that
+    cannot take the report, is an input, or is in use by another run fails before any work.
+    Returns results.json's dict and the number of items skipped per dataset (listed in results.md).
     """
-    for p in settings.protocols:
-        if p not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+    with output_dir(out_dir, inputs=datasets.values(), files=REPORT_FILES, dirs=REPORT_DIRS):
+        results, overlays, skipped = _run(model, datasets, settings, progress)
+        data = write_report(out_dir, results, overlays, f"Interactive evaluation: {model.name}", skipped)
+    return data, {ds: len(report) for ds, report in skipped.items()}
+
+
+def _run(model: SumSam, datasets: dict[str, Path], settings: EvalSettings,
+         progress: bool) -> tuple[Results, dict[str, np.ndarray], dict[str, SkipReport]]:
+    """Per-instance results, overlay images and skip reports of every dataset."""
     predictor = SumPredictor(model)
     results: Results = {}
     overlays: dict[str, np.ndarray] = {}
@@ -132,6 +154,4 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
         if not by_proto[settings.protocols[0]]:
             raise DataError(f"{path}: no instances to evaluate (no masks"
                             f"{f'; {len(dataset.skipped)} item(s) skipped' if len(dataset.skipped) else ''})")
-    title = f"Interactive evaluation: {model.name}"
-    data = write_report(out_dir, results, overlays, title, skipped)
-    return data, {ds: len(report) for ds, report in skipped.items()}
+    return results, overlays, skipped
