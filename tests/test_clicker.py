@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sumseg.prompts import clicker as clicker_mod
+from benchmarks.reference_ritm import RitmClicker
+from sumseg.prompts import _exact_max as exact_max
 from sumseg.prompts.clicker import Click, Clicker, exact_sq_edt, next_click, next_click_plain
 
 
@@ -144,14 +145,15 @@ def _random_case(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarr
     return gt, pred, ignore
 
 
-@pytest.mark.parametrize("method", [None, "edges", "offsets", "transform"])
+@pytest.mark.parametrize("method", [None, "offsets", "columns", "pairs", "tree", "transform"])
 def test_identical_to_plain_on_random_masks(monkeypatch, method):
     # None: the automatic choice; otherwise every candidate distance is computed one way.
     if method is not None:
-        monkeypatch.setattr(clicker_mod, "_exact_method", lambda *_: method)
+        monkeypatch.setattr(exact_max, "_plan", lambda *_: method)
     rng = np.random.default_rng(0)
+    cases = 600 if method is None else 300
     clicks = 0
-    for i in range(600):
+    for i in range(cases):
         gt, pred, ignore = _random_case(rng, i)
         clicked: list[tuple[int, int]] = []
         for _ in range(4):
@@ -161,18 +163,7 @@ def test_identical_to_plain_on_random_masks(monkeypatch, method):
                 break
             clicked.append((ours.y, ours.x))
             clicks += 1
-    assert clicks > 1000
-
-
-def _ritm_click(pred: np.ndarray, gt: np.ndarray) -> tuple[bool, int, int]:
-    """RITM's clicker, literally (OpenCV float32 distances), for one round without earlier clicks."""
-    fn = np.pad(gt & ~pred, 1).astype(np.uint8)
-    fp = np.pad(~gt & pred, 1).astype(np.uint8)
-    fn_dt = cv2.distanceTransform(fn, cv2.DIST_L2, 0)[1:-1, 1:-1]
-    fp_dt = cv2.distanceTransform(fp, cv2.DIST_L2, 0)[1:-1, 1:-1]
-    is_positive = fn_dt.max() > fp_dt.max()
-    ys, xs = np.where(fn_dt == fn_dt.max()) if is_positive else np.where(fp_dt == fp_dt.max())
-    return bool(is_positive), int(ys[0]), int(xs[0])
+    assert clicks > 1.6 * cases
 
 
 def test_agrees_with_ritm_up_to_exact_ties():
@@ -184,9 +175,29 @@ def test_agrees_with_ritm_up_to_exact_ties():
         ours = next_click(pred, gt)
         if ours is None:
             continue
-        pos, y, x = _ritm_click(pred, gt)
+        pos, y, x = RitmClicker(gt).next_click(pred)
         fn_d2 = exact_sq_edt(np.pad(gt & ~pred, 1))[1:-1, 1:-1]
         fp_d2 = exact_sq_edt(np.pad(~gt & pred, 1))[1:-1, 1:-1]
         ours_d2 = (fn_d2 if ours.is_positive else fp_d2)[ours.y, ours.x]
         assert ours_d2 == max(fn_d2.max(), fp_d2.max())
         assert (fn_d2 if pos else fp_d2)[y, x] == ours_d2
+
+
+def test_identical_to_plain_on_structured_masks():
+    # Larger shapes than the random cases, so the cost model picks each way on its own: a disc, a
+    # wide diagonal band, concentric rings, dense noise, a full image; three clicks each.
+    h, w = 200, 240
+    shapes = [np.zeros((h, w), np.uint8) for _ in range(3)]
+    cv2.circle(shapes[0], (120, 100), 95, 1, -1)
+    cv2.line(shapes[1], (0, 0), (w - 1, h - 1), 1, 60)
+    for r in range(10, 100, 14):
+        cv2.circle(shapes[2], (120, 100), r, 1, 5)
+    masks = [s.astype(bool) for s in shapes]
+    masks += [np.random.default_rng(3).random((h, w)) < 0.6, np.ones((h, w), bool)]
+    for gt in masks:
+        pred = np.zeros_like(gt)
+        clicked: list[tuple[int, int]] = []
+        for _ in range(3):
+            ours = next_click(pred, gt, None, clicked)
+            assert ours is not None and ours == next_click_plain(pred, gt, None, clicked)
+            clicked.append((ours.y, ours.x))

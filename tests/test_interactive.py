@@ -8,7 +8,7 @@ import torch
 
 from sumseg import SumPredictor, build_model
 from sumseg.evaluate.interactive import Instance, evaluate_instances, gt_box, run_instance
-from sumseg.evaluate.metrics import iou
+from sumseg.metrics.masks import iou
 from sumseg.prompts.clicker import next_click
 from tests.conftest import randomise_task_prompts
 
@@ -106,7 +106,7 @@ def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> N
 
 
 def test_boundary_iou_leaves_ignore_pixels_out(tiny_model, rgb_image) -> None:
-    from sumseg.evaluate.metrics import boundary_iou
+    from sumseg.metrics.masks import boundary_iou
 
     inst = _disc_instance(rgb_image)
     inst.ignore = inst.gt ^ np.pad(inst.gt[3:-3, 3:-3], 3)  # a band along the left/right/top/bottom edges

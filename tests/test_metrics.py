@@ -1,4 +1,4 @@
-"""Metrics: hand-computed values, the boundary-iou-api reference, RITM's NoC, torch == numpy."""
+"""Metrics: hand-computed values, the boundary-iou-api reference (benchmarks/), RITM's NoC, torch == numpy."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sumseg.evaluate.metrics import (
-    boundary_iou,
-    boundary_width,
-    iou,
-    mask_boundary,
-    miou_at_k,
-    noc,
-    summarize,
-)
-from sumseg.evaluate.metrics_torch import boundary_iou_torch, iou_torch, mask_boundary_torch
+from benchmarks import reference_boundary_iou as reference
+from sumseg.evaluate.metrics import miou_at_k, noc, summarize
+from sumseg.metrics.batched import _boundary_by_shifts, boundary_iou_torch, iou_torch, mask_boundary_torch
+from sumseg.metrics.masks import boundary_iou, boundary_width, iou, mask_boundary
 
 
 def square(h: int, w: int, y0: int, x0: int, sy: int, sx: int | None = None) -> np.ndarray:
@@ -82,20 +76,6 @@ def test_boundary_iou_hand_computed():
     assert boundary_iou(gt, empty) == 0.0
 
 
-def _reference_mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
-    """boundary-iou-api's mask_to_boundary, literally (uint8 in, uint8 out)."""
-    h, w = mask.shape
-    img_diag = np.sqrt(h ** 2 + w ** 2)
-    dilation = int(round(dilation_ratio * img_diag))
-    if dilation < 1:
-        dilation = 1
-    new_mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    kernel = np.ones((3, 3), dtype=np.uint8)
-    new_mask_erode = cv2.erode(new_mask, kernel, iterations=dilation)
-    mask_erode = new_mask_erode[1: h + 1, 1: w + 1]
-    return mask - mask_erode
-
-
 def _random_masks(rng: np.random.Generator, b: int, h: int, w: int) -> np.ndarray:
     masks = np.zeros((b, h, w), dtype=np.uint8)
     for m in masks:
@@ -113,9 +93,12 @@ def test_mask_boundary_matches_reference_and_torch(ratio):
         h, w = (int(v) for v in rng.integers(1, 70, 2))
         masks = _random_masks(rng, 4, h, w)
         ours = np.stack([mask_boundary(m, ratio) for m in masks])
-        ref = np.stack([_reference_mask_to_boundary(m.astype(np.uint8), ratio) for m in masks])
+        ref = np.stack([reference.mask_to_boundary(m.astype(np.uint8), ratio) for m in masks])
         assert np.array_equal(ours, ref.astype(bool))
         assert np.array_equal(mask_boundary_torch(torch.from_numpy(masks), ratio).numpy(), ours)
+        # The shifted-AND erosion used off the CPU, run here on the CPU.
+        d = boundary_width(h, w, ratio)
+        assert np.array_equal(_boundary_by_shifts(torch.from_numpy(masks), d).numpy(), ours)
 
 
 def test_torch_metrics_equal_numpy_exactly():

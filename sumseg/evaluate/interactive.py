@@ -22,9 +22,11 @@ from typing import Literal
 
 import numpy as np
 
-from sumseg.evaluate.metrics import boundary_iou, iou
+from sumseg.metrics.masks import boundary_iou, iou
 from sumseg.predictor import SumPredictor
-from sumseg.prompts.clicker import Click, Clicker
+from sumseg.prompts.clicker import Clicker
+from sumseg.prompts.geometry import Box, Click, click_points
+from sumseg.prompts.geometry import mask_box as gt_box
 
 Protocol = Literal["clicks", "box"]
 FirstRound = Literal["oracle", "score", "single"]
@@ -58,14 +60,8 @@ class InstanceResult:
     ious: list[float] = field(default_factory=list)
     bious: list[float] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
-    box: tuple[int, int, int, int] | None = None
+    box: Box | None = None
     final_pred: np.ndarray | None = None
-
-
-def gt_box(gt: np.ndarray) -> tuple[int, int, int, int]:
-    """Tight box (x0, y0, x1, y1) of a non-empty (H, W) mask, inclusive pixel coordinates."""
-    ys, xs = np.nonzero(gt)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
 def _choose(masks: np.ndarray, scores: np.ndarray, inst: Instance, first_round: FirstRound) -> int:
@@ -97,8 +93,7 @@ def run_instance(
             res.ious += [res.ious[-1]] * (rounds - r)
             res.bious += [res.bious[-1]] * (rounds - r)
             break
-        points = np.array([[c.x, c.y] for c in clicker.clicks]) if clicker.clicks else None
-        labels = np.array([int(c.is_positive) for c in clicker.clicks]) if clicker.clicks else None
+        points, labels = click_points(clicker.clicks)
         multimask = r == 0 and first_round != "single"
         logits, scores, low = predictor.predict(
             point_coords=points, point_labels=labels, box=box, mask_input=low_res,

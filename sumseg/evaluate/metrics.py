@@ -1,14 +1,10 @@
-"""Segmentation and interactive-segmentation metrics (numpy). Masks are ``(H, W)`` bool, indexed ``[y, x]``.
+"""Interactive-segmentation summaries: NoC and per-round aggregates of per-instance curves.
 
-- :func:`iou`: ``|G ∩ P| / |G ∪ P|`` over the non-ignored pixels; ``1.0`` when both are empty there.
-- :func:`boundary_iou`: IoU of the two masks' boundaries (Cheng et al. 2021, boundary-iou-api): the
-  boundary of a mask is the mask minus its erosion by a 3×3 square applied ``d`` times after one
-  pixel of zero padding (so the image border counts as background), with
-  ``d = max(1, round(dilation_ratio · sqrt(H² + W²)))`` (Python ``round``: halves go to even).
-  ``NaN`` when both boundaries are empty (both masks empty); aggregates leave NaN out and count it.
 - :func:`noc`: number of clicks to reach an IoU threshold, ``max_clicks`` if never (RITM's
   ``compute_noc_metric``).
 - :func:`summarize`: per-round mIoU / boundary IoU, NoC@85/90 and failures from per-instance curves.
+
+The per-mask metrics themselves (IoU, boundary IoU) are in :mod:`sumseg.metrics`.
 """
 
 from __future__ import annotations
@@ -17,64 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
-
-
-def _check(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    gt, pred = np.asarray(gt, dtype=bool), np.asarray(pred, dtype=bool)
-    if gt.shape != pred.shape or gt.ndim != 2:
-        raise ValueError(f"gt {gt.shape} and pred {pred.shape} must be the same (H, W) shape")
-    valid = np.ones_like(gt) if ignore is None else ~np.asarray(ignore, dtype=bool)
-    if valid.shape != gt.shape:
-        raise ValueError(f"ignore {valid.shape} must have the shape of gt {gt.shape}")
-    return gt, pred, valid
-
-
-def iou(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """IoU of ``(H, W)`` bool masks; ``ignore`` pixels are left out of intersection and union.
-
-    Returns ``1.0`` when the union is empty (both masks empty outside ``ignore``): the prediction
-    is then perfect. (RITM's ``get_iou`` would return NaN.)
-    """
-    gt, pred, valid = _check(gt, pred, ignore)
-    inter = int(np.count_nonzero(gt & pred & valid))
-    union = int(np.count_nonzero((gt | pred) & valid))
-    return 1.0 if union == 0 else inter / union
-
-
-def boundary_width(height: int, width: int, dilation_ratio: float = 0.02) -> int:
-    """Boundary width ``d = max(1, round(dilation_ratio · sqrt(height² + width²)))``, halves to even."""
-    return max(1, int(round(dilation_ratio * math.sqrt(height * height + width * width))))
-
-
-def mask_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
-    """Inner boundary ``(H, W)`` bool of ``mask`` of width ``boundary_width(H, W, dilation_ratio)``.
-
-    Same as boundary-iou-api's ``mask_to_boundary``: pad one zero pixel, erode ``d`` times with a
-    3×3 square (outside the padded image does not erode), crop, subtract from the mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    d = boundary_width(h, w, dilation_ratio)
-    u8 = np.ascontiguousarray(mask).view(np.uint8)
-    padded = cv2.copyMakeBorder(u8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)[1:h + 1, 1:w + 1]
-    return mask & ~eroded.view(bool)
-
-
-def boundary_iou(gt: np.ndarray, pred: np.ndarray, dilation_ratio: float = 0.02,
-                 ignore: np.ndarray | None = None) -> float:
-    """Boundary IoU ``|Bg ∩ Bp| / |Bg ∪ Bp|`` of ``(H, W)`` bool masks; NaN if both boundaries are empty.
-
-    ``ignore`` pixels (optional) are left out of intersection and union, after the boundaries are
-    taken from the full masks.
-    """
-    gt, pred, valid = _check(gt, pred, ignore)
-    bg, bp = mask_boundary(gt, dilation_ratio), mask_boundary(pred, dilation_ratio)
-    inter = int(np.count_nonzero(bg & bp & valid))
-    union = int(np.count_nonzero((bg | bp) & valid))
-    return math.nan if union == 0 else inter / union
 
 
 def noc(ious_per_click: Sequence[float] | np.ndarray, threshold: float, max_clicks: int = 20) -> int:

@@ -1,6 +1,9 @@
-"""Prompts: the training-time sampler (uncertainty-weighted, torch) and the evaluation clicker (numpy)."""
+"""Prompts: shared geometry (coordinate order, boxes, error regions), the training-time sampler
+(uncertainty-weighted, torch) and the evaluation clicker (numpy)."""
 
-from sumseg.prompts.clicker import Click, Clicker, next_click
+from sumseg.prompts.clicker import Clicker, next_click
+from sumseg.prompts.geometry import Click, click_points, error_regions, mask_box, tight_boxes
 from sumseg.prompts.sampler import RoundPrompts, UncertaintySampler
 
-__all__ = ["Click", "Clicker", "RoundPrompts", "UncertaintySampler", "next_click"]
+__all__ = ["Click", "Clicker", "RoundPrompts", "UncertaintySampler", "click_points", "error_regions", "mask_box",
+           "next_click", "tight_boxes"]

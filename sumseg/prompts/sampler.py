@@ -1,6 +1,6 @@
 """Training-time prompt sampler: uncertainty-weighted points, jittered boxes (torch, batched, any device).
 
-Conventions (SAM's, in the pixel frame of the masks given):
+Conventions (SAM's, in the pixel frame of the masks given; :mod:`sumseg.prompts.geometry` fixes them):
 
 - masks (``gt``, ``pred``, ``ignore``) are ``(B, H, W)`` bool tensors indexed ``[b, y, x]``;
   ``confidence`` is ``(B, H, W)`` float in ``[0, 1]`` (``c = 1 - U``), or ``None`` for human labels;
@@ -33,6 +33,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from sumseg.prompts.geometry import error_regions, flat_to_xy, tight_boxes
+
+__all__ = ["RoundPrompts", "UncertaintySampler", "draw_pixels", "jitter_boxes", "tight_boxes"]
 
 
 @dataclass
@@ -90,25 +94,6 @@ def draw_pixels(
     return torch.where(valid, flat, torch.zeros_like(flat)), valid
 
 
-def _xy(flat: Tensor, width: int) -> Tensor:
-    """``(B,)`` flat indices → ``(B, 1, 2)`` float32 ``(x, y)``."""
-    return torch.stack([flat % width, flat // width], dim=-1).float()[:, None, :]
-
-
-def tight_boxes(masks: Tensor) -> tuple[Tensor, Tensor]:
-    """Tight boxes ``(B, 4)`` float32 ``(x0, y0, x1, y1)`` (inclusive) of ``(B, H, W)`` bool masks, and
-    ``(B,)`` bool non-empty flags (the box of an empty mask is all zeros)."""
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (B, H), (B, W)
-    h, w = rows.shape[1], cols.shape[1]
-    y0 = rows.int().argmax(1)
-    y1 = h - 1 - rows.flip(1).int().argmax(1)
-    x0 = cols.int().argmax(1)
-    x1 = w - 1 - cols.flip(1).int().argmax(1)
-    valid = rows.any(1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(valid[:, None], boxes, torch.zeros_like(boxes)), valid
-
-
 def jitter_boxes(boxes: Tensor, height: int, width: int, generator: torch.Generator,
                  jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> Tensor:
     """Jitter ``(B, 4)`` ``(x0, y0, x1, y1)`` boxes as described in the module docstring."""
@@ -160,7 +145,7 @@ class UncertaintySampler:
         tight, non_empty = tight_boxes(gt)
         boxes = jitter_boxes(tight, h, w, self.generator, self.jitter_ratio, self.max_jitter)
         is_point = valid & ~use_box
-        prompts = _point_prompts(_xy(flat, w) * is_point[:, None, None], torch.where(is_point, 1, -1))
+        prompts = _point_prompts(flat_to_xy(flat, w) * is_point[:, None, None], torch.where(is_point, 1, -1))
         prompts.has_box = use_box & non_empty
         prompts.boxes = boxes * prompts.has_box[:, None]
         return prompts
@@ -173,11 +158,8 @@ class UncertaintySampler:
         """
         _check_masks(gt, pred, ignore)
         _check_confidence(confidence, gt.shape)
-        fn = gt & ~pred
-        errors = fn | (~gt & pred)
-        if ignore is not None:
-            errors &= ~ignore
-        flat, valid = draw_pixels(errors, confidence, self.generator)
+        fn, fp = error_regions(pred, gt, ignore)
+        flat, valid = draw_pixels(fn | fp, confidence, self.generator)
         positive = fn.flatten(1).gather(1, flat[:, None]).squeeze(1)
         labels = torch.where(valid, positive.long(), -1)
-        return _point_prompts(_xy(flat, gt.shape[2]) * valid[:, None, None], labels)
+        return _point_prompts(flat_to_xy(flat, gt.shape[2]) * valid[:, None, None], labels)
