@@ -125,9 +125,11 @@ def demo(
 ) -> None:
     """Smoke run of every built stage on the synthetic world (the full demo comes with training)."""
     from sumseg.demo import run_demo
+    from sumseg.outputs import output_dir
 
     try:
-        data, diff = run_demo(out, rounds, progress)
+        with output_dir(out, label="--out"):
+            data, diff = run_demo(out, rounds, progress)
     except SumsegError as e:
         _fail(e)
     typer.echo(f"exported task 1 to {out / 'tiny_task1_stock.pth'}; stock vs sumseg max |logit diff| = {diff:.1e}")
@@ -187,15 +189,17 @@ def data_synth(
     task_train: Annotated[int, typer.Option(help="images in each 'task<k>_train'")] = 32,
     test: Annotated[int, typer.Option(help="images in each 'task<k>_test' and 'general_test'")] = 64,
     image_size: Annotated[int, typer.Option(help="image side in pixels")] = 256,
-    workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="processes (0 = all cores)")] = 0,
 ) -> None:
     """Write the synthetic world (resumable: identical images already on disk are not rewritten)."""
     from sumseg.data.synthetic_world import write_world
+    from sumseg.outputs import output_dir
 
     sizes = {"pretrain": pretrain, "unlabeled": unlabeled, "general_test": test}
     sizes |= {f"task{k}_train": task_train for k in (1, 2, 3)} | {f"task{k}_test": test for k in (1, 2, 3)}
     try:
-        summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
+        with output_dir(out, label="--out"):
+            summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
     except SumsegError as e:
         _fail(e)
     for split, s in summary.items():

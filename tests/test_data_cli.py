@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,29 @@ def test_inspect_grabcut() -> None:
     res = runner.invoke(app, ["data", "inspect", str(BENCHMARKS / "GrabCut")])
     assert res.exit_code == 0, res.output
     assert "format ritm:GrabCut, 50 images, 50 masks, 50 with an ignore map" in res.output
+
+
+def test_synth_refuses_negative_workers_and_a_bad_out(tmp_path: Path) -> None:
+    args = ["data", "synth", "--pretrain", "1", "--unlabeled", "0", "--task-train", "0", "--test", "0"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "w"), "--workers", "-2"])
+    assert res.exit_code == 2 and "--workers" in res.output
+    (tmp_path / "file").write_text("x")
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "file"), "--workers", "1"])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"error: --out {tmp_path / 'file'}: is a file, not a folder"], res.output
+
+
+def test_write_world_refuses_negative_workers_and_locks_its_folder(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+    from sumseg.errors import ConfigError
+    from sumseg.outputs import OutputError
+
+    sizes = {s: 1 if s == "pretrain" else 0 for s in SPLITS}
+    with pytest.raises(ConfigError, match="workers must be >= 0"):
+        write_world(tmp_path / "w", sizes=sizes, workers=-2, progress=False)
+    (tmp_path / "w").mkdir()
+    with open(tmp_path / "w" / ".sumseg.lock", "w") as other:  # another writer of the same folder
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(OutputError, match="another sumseg run is writing to this folder"):
+            write_world(tmp_path / "w", sizes=sizes, workers=1, progress=False)
+    assert write_world(tmp_path / "w", sizes=sizes, workers=1, progress=False)["pretrain"]["images"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -12,6 +13,14 @@ from sumseg.cli import app
 from sumseg.models import build_sam
 
 
+def test_demo_refuses_a_bad_out_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "file"), "--no-progress"])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"error: --out {tmp_path / 'file'}: is a file, not a folder"], res.output
+
+
+@pytest.mark.slow  # ~a third of the suite; every stage it runs has its own fast tests
 def test_demo_runs_every_stage(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--rounds", "2", "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -35,6 +35,7 @@ from sumseg.data import rle as rle_utils
 from sumseg.data.checks import load_json
 from sumseg.data.synthetic import Scene, render_scene, scene_rng
 from sumseg.errors import ConfigError, DataError
+from sumseg.outputs import output_dir
 from sumseg.tasks import TASK_NAMES
 
 GENERATOR_VERSION = 1
@@ -209,6 +210,7 @@ def write_world(
 
     ``sizes`` overrides image counts of :data:`DEFAULT_SIZES` (0 leaves a split out);
     ``workers`` processes render in parallel (default: all cores; 1 = in this process).
+    ``out_dir`` is checked and locked first (:func:`sumseg.outputs.output_dir`).
     Returns per split: images, annotations, PNGs written, PNGs already identical on disk.
     """
     unknown = set(sizes or {}) - set(SPLITS)
@@ -217,9 +219,15 @@ def write_world(
     counts = {**DEFAULT_SIZES, **(sizes or {})}
     if any(n < 0 for n in counts.values()) or image_size < 64:
         raise ConfigError(f"split sizes must be >= 0 and image_size >= 64, got {counts}, {image_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    workers = workers or os.cpu_count() or 1
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers must be >= 0 (0 or None = all cores), got {workers}")
+    with output_dir(out_dir, dirs=[s for s, n in counts.items() if n]):  # one writer per folder
+        return _write_world(Path(out_dir), seed, counts, image_size, workers or os.cpu_count() or 1, progress)
+
+
+def _write_world(out: Path, seed: int, counts: dict[str, int], image_size: int, workers: int,
+                 progress: bool) -> dict[str, dict[str, int]]:
+    """:func:`write_world` once its folder is locked."""
     pool = _pool(workers) if workers > 1 else None
     summary: dict[str, dict[str, int]] = {}
     try:
