@@ -8,10 +8,13 @@ Works for SAM and HQ-SAM models built by :func:`sumseg.build_model`.
 from __future__ import annotations
 
 import enum
+import numbers
 
+import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import ImageFeatures, SumSam
 
 
@@ -30,15 +33,27 @@ class SumPredictor(SamPredictor):
 
     ``task`` given to the constructor is the default for every call; a ``task=`` argument to
     ``predict``/``predict_torch`` overrides it for that call, ``task=None`` included (no task
-    prompt, as in every interactive round after the first).
+    prompt, as in every interactive round after the first). A task must be an int (numpy
+    integers too) the model knows, checked where it is given: ConfigError otherwise.
     """
 
     def __init__(self, model: SumSam, task: int | None = None) -> None:
         self.sum_model = model
-        self.task = task
+        self.task = self._checked(task)
         self._call_task: TaskChoice = DEFAULT
         self.image_features: ImageFeatures | None = None
         super().__init__(model.sam)
+
+    def _checked(self, task: object) -> int | None:
+        """``task`` as an int id this model knows, or None; anything else (1.9, True, "1") raises ConfigError."""
+        if task is None:
+            return None
+        if not isinstance(task, numbers.Integral) or isinstance(task, bool | np.bool_):
+            raise ConfigError(f"task must be a task id (an int) or None, got {task!r} ({type(task).__name__})")
+        if int(task) not in self.sum_model.task_prompts.task_ids:
+            raise ConfigError(f"unknown task id(s) [{int(task)}]; this model knows tasks "
+                              f"{list(self.sum_model.task_prompts.task_ids)}")
+        return int(task)
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
@@ -81,7 +96,7 @@ class SumPredictor(SamPredictor):
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         if task is DEFAULT:
             task = self._call_task
-        chosen = self.task if isinstance(task, _PredictorTask) else task
+        chosen = self.task if isinstance(task, _PredictorTask) else self._checked(task)
         points = None
         if point_coords is not None:
             if point_labels is None:

@@ -1,0 +1,37 @@
+"""SumPredictor's task argument is checked where it is given, in the constructor and in each call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sumseg import SumPredictor
+from sumseg.errors import ConfigError
+from sumseg.models.sum_sam import SumSam
+from tests.conftest import randomise_task_prompts
+
+
+@pytest.mark.parametrize("task", [1.9, True, "1", 9, -1])
+def test_bad_task_is_refused_by_the_constructor(tiny_model: SumSam, task: object) -> None:
+    with pytest.raises(ConfigError, match="task"):
+        SumPredictor(tiny_model, task=task)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("task", [1.0, False, 7])
+def test_bad_task_is_refused_by_predict(tiny_model: SumSam, rgb_image: np.ndarray, task: object) -> None:
+    predictor = SumPredictor(tiny_model)
+    predictor.set_image(rgb_image)
+    with pytest.raises(ConfigError, match="task"):
+        predictor.predict(point_coords=np.array([[10, 10]]), point_labels=np.array([1]), task=task)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_task_is_the_same_task(rgb_image: np.ndarray) -> None:
+    from sumseg import build_model
+
+    model = randomise_task_prompts(build_model("tiny"))
+    kw = dict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]), return_logits=True)
+    a, b = SumPredictor(model, task=2), SumPredictor(model, task=np.int64(2))  # type: ignore[arg-type]
+    a.set_image(rgb_image)
+    b.set_image(rgb_image)
+    np.testing.assert_array_equal(a.predict(**kw)[2], b.predict(**kw)[2])
+    np.testing.assert_array_equal(a.predict(**kw)[2], a.predict(**kw, task=np.int32(2))[2])
