@@ -1,0 +1,199 @@
+"""``sumseg pseudo-label``: read the input, resolve thresholds, label every image of a shard, resume.
+
+One store folder takes every shard (``--shard i/N`` labels the images at input positions
+p ≡ i mod N); each shard holds its own lock and writes its own index, and the reader merges
+them. A per-image JSON is written last, so a killed run resumes at the first image without
+one; every file depends only on the input, the model and the settings, so a resumed or
+sharded store equals an uninterrupted single run's file for file (``meta.json`` included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sumseg.atomic import atomic_path
+from sumseg.data.dataset import read_dataset
+from sumseg.data.embedding_cache import EmbeddingCache, encode_image
+from sumseg.data.records import ImageRecord
+from sumseg.errors import ConfigError, DataError
+from sumseg.models.sum_sam import SumSam
+from sumseg.outputs import check_output_dir, folder_lock
+from sumseg.pseudo_label_store import (
+    AREA_BINS,
+    FORMAT,
+    VERSION,
+    Shard,
+    StoreEntry,
+    image_stem,
+    open_store,
+    read_entry,
+    read_meta,
+    state_fingerprint,
+    write_image,
+    write_index,
+)
+from sumseg.pseudo_labels import PseudoLabelSettings, calibrate, calibration_positions, label_image
+
+INDEX_EVERY = 16  # images between index rewrites (the index is a summary; the per-image JSONs are the truth)
+
+
+@dataclass
+class StoreSummary:
+    """What ``sumseg pseudo-label`` reports at the end (over the whole store, all shards)."""
+
+    root: Path
+    images: int
+    labelled_now: int
+    masks_per_image: list[int]
+    area_hist: list[int]
+    skipped: list[dict[str, Any]]
+    bytes_per_image: float
+    thresholds: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+
+
+def _input(images: Path) -> tuple[list[ImageRecord], list[str], list[dict[str, Any]]]:
+    """Readable records (sorted as the reader gives them), their store ids, and the files refused."""
+    ds = read_dataset(images, skip_bad=True)
+    root = ds.root if ds.root.is_dir() else ds.root.parent
+    ids: dict[str, Path] = {}
+    out = []
+    for rec in ds.records:
+        path = Path(rec.image_path)
+        try:
+            image_id = path.resolve().relative_to(root.resolve()).with_suffix("").as_posix()
+        except ValueError:
+            image_id = rec.image_id
+        if image_id in ids:
+            raise DataError(f"{path}: image id {image_id!r} twice in {images} (also {ids[image_id]})")
+        ids[image_id] = path
+        out.append(image_id)
+    skipped = [{"position": None, "path": str(p), "reason": r} for p, r in ds.skipped]
+    return ds.records, out, skipped
+
+
+def _meta(model: SumSam, images: Path, records: list[ImageRecord], ids: list[str],
+          settings: PseudoLabelSettings) -> dict[str, Any]:
+    listing = "\n".join(f"{i}|{r.height}x{r.width}" for i, r in zip(ids, records, strict=True))
+    return {
+        "format": FORMAT, "version": VERSION, "model": model.name, "image_size": model.image_size,
+        "lowres_size": model.image_size // 4, "model_fingerprint": state_fingerprint(model),
+        "input": str(images), "input_digest": hashlib.blake2b(listing.encode(), digest_size=16).hexdigest(),
+        "num_images": len(records), "settings": settings.to_dict(),
+    }
+
+
+def _check_out(out: Path, images: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Check ``--out``; return the stored meta when it is this store already (same model, input, settings)."""
+    out = check_output_dir(out, inputs=[images], dirs=["labels", "index"], label="--out")
+    if not (out / "meta.json").is_file():
+        if any(not p.name.startswith(".") for p in out.iterdir()):
+            raise ConfigError(f"--out {out}: not empty and not a pseudo-label store; choose an empty or new folder")
+        return None
+    stored = read_meta(out)
+    differ = [k for k in meta if k != "input" and stored.get(k) != meta[k]]
+    if differ:
+        shown = "; ".join(f"{k}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in differ[:4])
+        raise ConfigError(f"{out / 'meta.json'}: this store was made with another model, input or settings "
+                          f"({shown}); use the same ones to resume or add shards, or another --out")
+    return stored
+
+
+def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None) -> torch.Tensor:
+    """(1, C, h, w) embeddings on the model's device: from the cache (float16) or one encoder pass."""
+    device = next(model.parameters()).device
+    if cache is None:
+        return encode_image(model.sam, rec.load_image())[None].to(device)
+    key = cache.build([rec], progress=False)[0]
+    return cache.get(key)[None].to(device)
+
+
+def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settings: PseudoLabelSettings,
+                      shard: Shard = Shard(), cache: EmbeddingCache | None = None,
+                      progress: bool = True) -> StoreSummary:
+    """Label shard ``shard`` of the images under ``images`` into the store ``out`` (resumes a killed run)."""
+    images, out = Path(images), Path(out)
+    records, ids, refused = _input(images)
+    meta = _meta(model, images, records, ids, settings)
+    stored = _check_out(out, images, meta)
+    labels_dir, index_dir = out / "labels", out / "index"
+    labels_dir.mkdir(exist_ok=True)
+    index_dir.mkdir(exist_ok=True)
+
+    def features(p: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        return image_features(model, records[p], cache), (records[p].height, records[p].width)
+
+    with folder_lock(out, name=f".{shard.name}.lock", label="--out",
+                     busy=f"another run is writing {shard.name} of this store"):
+        if stored is None:
+            sample = calibration_positions(len(records), settings.calibration_images)
+            thresholds, counted = calibrate(model, features, sample, settings)
+            stored = meta | {"thresholds": thresholds,
+                             "calibration": {"images": [ids[p] for p in sample], "candidates": counted}
+                             if counted else None}
+            with atomic_path(out / "meta.json") as tmp:
+                tmp.write_text(json.dumps(stored, indent=1))
+        thresholds = stored["thresholds"]
+        entries: list[StoreEntry] = []
+        skipped = list(refused)
+        todo = [p for p in range(len(records)) if shard.selects(p)]
+        done_now = 0
+        for n, p in enumerate(tqdm(todo, desc=f"pseudo-labels {shard.index}/{shard.count}", unit="img",
+                                   disable=not progress)):
+            rec, stem = records[p], image_stem(ids[p])
+            entry = read_entry(labels_dir, stem)
+            if entry is None:
+                try:
+                    labels, hist = label_image(model, features(p)[0], (rec.height, rec.width), settings, thresholds)
+                except DataError as e:
+                    skipped.append({"position": p, "path": str(rec.image_path), "reason": str(e)})
+                    continue
+                rel = os.path.relpath(Path(rec.image_path).resolve(), labels_dir.resolve())
+                entry = StoreEntry(p, ids[p], stem, Path(rel).as_posix(), rec.height, rec.width, len(labels), hist)
+                write_image(labels_dir, entry, labels)
+                done_now += 1
+            entries.append(entry)
+            if (n + 1) % INDEX_EVERY == 0:
+                write_index(index_dir, shard, entries, skipped, complete=False)
+        write_index(index_dir, shard, entries, skipped, complete=True)
+    return summarise(out, done_now)
+
+
+def summarise(root: Path, labelled_now: int = 0) -> StoreSummary:
+    """Counts, area histogram, skipped files and bytes per image of a (possibly partial) store."""
+    store = open_store(root, allow_partial=True)
+    per_image = [e.num_masks for e in store.images]
+    hist = np.sum([e.area_hist for e in store.images], axis=0).astype(int).tolist() if store.images \
+        else [0] * (len(AREA_BINS) - 1)
+    size = sum(f.stat().st_size for e in store.images for f in store.labels_dir.glob(f"{e.stem}.*"))
+    return StoreSummary(root, len(store), labelled_now, per_image, hist, store.skipped,
+                        size / max(1, len(store)), store.thresholds, store.meta["settings"], store.complete)
+
+
+def format_summary(s: StoreSummary) -> str:
+    """The end-of-run report (plain text)."""
+    k = np.array(s.masks_per_image or [0])
+    lines = [f"pseudo-label store {s.root}: {s.images} images ({s.labelled_now} labelled by this run), "
+             f"{int(k.sum())} masks; per image mean {k.mean():.1f}, min {k.min()}, max {k.max()}"
+             + ("" if s.complete else " [other shards not finished yet]"),
+             "thresholds: predicted IoU > {pred_iou_thresh:.4g}, stability >= {stability_score_thresh:.4g}".format(
+                 **s.thresholds) + f" (given: {s.settings.get('pred_iou_thresh')}, "
+             f"{s.settings.get('stability_score_thresh')})",
+             "mask area / image area: " + ", ".join(
+                 f"[{lo:g}, {min(hi, 1):g}{']' if hi > 1 else ')'}: {c}"
+                 for lo, hi, c in zip(AREA_BINS[:-1], AREA_BINS[1:], s.area_hist, strict=True)),
+             f"bytes per image: {s.bytes_per_image / 1024:.1f} KiB"]
+    if s.skipped:
+        lines.append(f"skipped {len(s.skipped)} file(s):")
+        lines.extend(f"  {x['path']}: {x['reason']}" for x in s.skipped)
+    return "\n".join(lines)

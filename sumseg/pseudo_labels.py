@@ -1,0 +1,197 @@
+"""Automatic-mask-generator pseudo-labels: ``SamAutomaticMaskGenerator``'s semantics, faster.
+
+Per image (one encoder pass): a ``points_per_side``² point grid, three multimask outputs per
+point, keep predicted IoU > ``pred_iou_thresh`` and stability ≥ ``stability_score_thresh``
+(``segment_anything``'s ``calculate_stability_score`` on the logits at the image's resolution,
+offset ``stability_score_offset``; a threshold ≤ 0 filters nothing, as in the stock generator),
+drop masks with area ≥ ``max_area_ratio``·H·W or < ``min_area_ratio``·H·W, then box NMS
+(torchvision ``batched_nms`` on the masks' boxes, scores = predicted IoU) and keep at most
+``max_per_image`` masks, best predicted IoU first. With the area filters off (``max_area_ratio``
+> 1, ``min_area_ratio`` 0) the kept masks are the stock generator's (``crop_n_layers=0``,
+``min_mask_region_area=0``).
+
+Where the time goes differently: the predicted IoU is scored before any mask logits are made
+(:mod:`sumseg.pseudo_label_decoder`), and only the candidates that pass it are upsampled to the
+image's resolution. A threshold may be a quantile of the model's own scores (``"q0.7"``),
+resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.ops import batched_nms
+
+from sumseg.data import rle as rle_utils
+from sumseg.errors import ConfigError
+from sumseg.models.sum_sam import SumSam
+from sumseg.pseudo_label_decoder import Candidates, decode_grid
+from sumseg.pseudo_label_store import AREA_BINS, ImageLabels, input_size
+
+Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")
+FeatureFn = Callable[[int], tuple[torch.Tensor, tuple[int, int]]]  # position → ((1, C, h, w), (H, W))
+
+
+@dataclass
+class PseudoLabelSettings:
+    """Every knob of ``sumseg pseudo-label`` (the ``pseudo_labels`` config section; defaults = SAM's)."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: Threshold = 0.88
+    stability_score_thresh: Threshold = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    max_area_ratio: float = 0.95
+    min_area_ratio: float = 0.0005
+    max_per_image: int | None = None
+    calibration_images: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("pred_iou_thresh", "stability_score_thresh"):
+            setattr(self, name, parse_threshold(getattr(self, name), name))
+        if self.points_per_side < 1 or self.points_per_batch < 1 or self.calibration_images < 0:
+            raise ConfigError("points_per_side and points_per_batch must be >= 1, calibration_images >= 0")
+        if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.min_area_ratio < 1 and self.max_area_ratio > 0):
+            raise ConfigError("box_nms_thresh must be in [0, 1], min_area_ratio in [0, 1), max_area_ratio > 0")
+        if self.max_per_image is not None and self.max_per_image < 1:
+            raise ConfigError("max_per_image must be >= 1 (or None for no cap)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_threshold(value: Threshold, name: str) -> Threshold:
+    """A float, or ``"q<x>"`` with 0 ≤ x ≤ 1 kept as text (a number given as text becomes a float)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        if text.startswith("q"):
+            q = float(text[1:])
+            if not 0.0 <= q <= 1.0:
+                raise ValueError
+            return f"q{q:g}"
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number or a quantile q<0..1> (e.g. q0.7), not {value!r}") from None
+
+
+def quantile_of(value: Threshold) -> float | None:
+    """The quantile of a ``"q<x>"`` threshold, None for a fixed number."""
+    return float(value[1:]) if isinstance(value, str) else None
+
+
+def grid_points(n: int, hw: tuple[int, int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stock generator's grid: (N, 2) xy image pixels and the same in the S×S input frame (float64)."""
+    points = build_point_grid(n) * np.array(hw)[None, ::-1]
+    return points, ResizeLongestSide(image_size).apply_coords(points, hw)
+
+
+def _candidates(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
+                iou_thresh: float) -> tuple[np.ndarray, Candidates]:
+    points, coords = grid_points(settings.points_per_side, hw, model.image_size)
+    _, cand = decode_grid(model, embeddings, torch.as_tensor(coords, device=embeddings.device), iou_thresh,
+                          settings.points_per_batch)
+    return points, cand
+
+
+def _full_res(model: SumSam, cand: Candidates, hw: tuple[int, int],
+              settings: PseudoLabelSettings) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(start, logits (n, H, W), stability (n,)) of candidates, a batch at a time, at the image's size."""
+    in_hw = input_size(hw[0], hw[1], model.image_size)
+    for start in range(0, len(cand.iou), settings.points_per_batch):
+        up = model.upscale(cand.logits[start : start + settings.points_per_batch, None], in_hw, hw)[:, 0]
+        yield start, up, calculate_stability_score(up, model.sam.mask_threshold, settings.stability_score_offset)
+
+
+@torch.inference_mode()
+def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
+                thresholds: dict[str, float]) -> tuple[ImageLabels, list[int]]:
+    """Pseudo-labels of one image from its (1, C, h, w) embeddings; also the area histogram (AREA_BINS)."""
+    h, w = hw
+    points, cand = _candidates(model, embeddings, hw, settings, thresholds["pred_iou_thresh"])
+    stab_thresh = thresholds["stability_score_thresh"]
+    idx, stab, boxes, rles = [], [], [], []
+    for start, up, stability in _full_res(model, cand, hw, settings):
+        keep = stability >= stab_thresh if stab_thresh > 0 else torch.ones_like(stability, dtype=torch.bool)
+        binary = up[keep] > model.sam.mask_threshold
+        area = binary.flatten(1).sum(1)
+        ok = (area >= settings.min_area_ratio * h * w) & (area < settings.max_area_ratio * h * w)
+        rows = keep.nonzero().squeeze(1)[ok]
+        idx.append(rows + start)
+        stab.append(stability[rows])
+        boxes.append(batched_mask_to_box(binary[ok]))
+        rles.extend(rle_utils.encode(m) for m in binary[ok].cpu().numpy())
+    if not rles:
+        n = model.image_size // 4
+        empty = ImageLabels([], torch.zeros(0, n, n), torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0),
+                            torch.zeros(0))
+        return empty, [0] * (len(AREA_BINS) - 1)
+    sel, all_boxes = torch.cat(idx), torch.cat(boxes)
+    order = batched_nms(all_boxes.float(), cand.iou[sel], torch.zeros_like(sel), settings.box_nms_thresh)
+    order = order[: settings.max_per_image]
+    keep_sel = sel[order]
+    labels = ImageLabels(
+        rles=[rles[i] for i in order.tolist()],
+        logits=cand.logits[keep_sel].float().cpu(),
+        boxes=all_boxes[order].float().cpu(),
+        points=torch.as_tensor(points[cand.prompt[keep_sel].cpu().numpy()], dtype=torch.float32),
+        predicted_iou=cand.iou[keep_sel].float().cpu(),
+        stability=torch.cat(stab)[order].float().cpu(),
+    )
+    ratios = [rle_utils.area(r) / (h * w) for r in labels.rles]
+    return labels, np.histogram(ratios, bins=AREA_BINS)[0].astype(int).tolist()
+
+
+@torch.inference_mode()
+def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
+              settings: PseudoLabelSettings) -> tuple[dict[str, float], int]:
+    """Resolve quantile thresholds on the images at ``positions``; also return the candidates counted.
+
+    The predicted-IoU quantile is over all N·3 candidates of those images; the stability quantile
+    over the candidates that pass the (resolved) predicted-IoU threshold, the population the
+    stock generator scores for stability. Fixed thresholds pass through unchanged.
+    """
+    q_iou, q_stab = quantile_of(settings.pred_iou_thresh), quantile_of(settings.stability_score_thresh)
+    resolved = {"pred_iou_thresh": settings.pred_iou_thresh, "stability_score_thresh": settings.stability_score_thresh}
+    if q_iou is None and q_stab is None:
+        return {k: float(v) for k, v in resolved.items()}, 0
+    if not positions:
+        raise ConfigError("quantile thresholds need at least one readable image to calibrate on")
+    counted = 0
+    if q_iou is not None:
+        scores = []
+        for p in positions:
+            embeddings, hw = features(p)
+            _, coords = grid_points(settings.points_per_side, hw, model.image_size)
+            iou, _ = decode_grid(model, embeddings, torch.as_tensor(coords, device=embeddings.device), None,
+                                 settings.points_per_batch)
+            scores.append(iou.flatten().float().cpu().numpy())
+        resolved["pred_iou_thresh"] = float(np.quantile(np.concatenate(scores), q_iou))
+        counted = sum(len(s) for s in scores)
+    if q_stab is not None:
+        stabs = []
+        for p in positions:
+            embeddings, hw = features(p)
+            _, cand = _candidates(model, embeddings, hw, settings, float(resolved["pred_iou_thresh"]))
+            stabs.extend(s.float().cpu().numpy() for _, _, s in _full_res(model, cand, hw, settings))
+        values = np.concatenate(stabs) if stabs else np.zeros(0)
+        if values.size == 0:
+            raise ConfigError(f"no candidate passes the predicted-IoU threshold {resolved['pred_iou_thresh']:.4g} on "
+                              "the calibration images: a stability quantile has nothing to rank; lower it")
+        resolved["stability_score_thresh"] = float(np.quantile(values, q_stab))
+        counted = max(counted, int(values.size))
+    return {k: float(v) for k, v in resolved.items()}, counted
+
+
+def calibration_positions(n: int, k: int) -> list[int]:
+    """k positions spread evenly over 0..n-1 (all of them when k = 0 or k ≥ n)."""
+    if k == 0 or k >= n:
+        return list(range(n))
+    return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})

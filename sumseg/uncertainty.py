@@ -1,0 +1,198 @@
+"""``sumseg uncertainty``: refiner inference on every stored pseudo-label → U = |σ(s) − σ(r)|.
+
+Per image (one encoder pass of the refiner): every pseudo-label's stored logits ``s`` go in as
+the mask prompt, with its box and its grid point (positive), all masks of the image in batches,
+one output each (``multimask=False``, no task prompt), exactly what ``SamPredictor.predict(
+point_coords, point_labels, box, mask_input, multimask_output=False)`` does for one mask. The
+map ``U`` at the low resolution (K, L, L) is stored as ``round(255·U)`` uint8 in
+``labels/<stem>.uncertainty.safetensors`` (|error| ≤ 1/510); ``c = 1 − U``. Resumable (an image
+whose file exists for this refiner and these pseudo-labels is skipped) and shardable (``--shard
+i/N`` takes the store's images i, i+N, ...). ``show`` writes overlay PNGs of the first masks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from sumseg.atomic import atomic_path
+from sumseg.data.embedding_cache import EmbeddingCache
+from sumseg.errors import ConfigError, DataError
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.outputs import check_output_dir, folder_lock
+from sumseg.pseudo_label_run import image_features
+from sumseg.pseudo_label_store import (
+    UNCERTAINTY_FORMAT,
+    VERSION,
+    ImageLabels,
+    PseudoLabelStore,
+    Shard,
+    file_digest,
+    lowres_to_image,
+    open_store,
+    read_tensors,
+    state_fingerprint,
+)
+
+QUANTISATION = "uint8 = round(255 * U); |error| <= 1/510"
+
+
+def uncertainty_map(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """U = |σ(s) − σ(r)| of pseudo-label logits ``s`` and refiner logits ``r`` (same shape)."""
+    return (torch.sigmoid(s.float()) - torch.sigmoid(r.float())).abs()
+
+
+def quantise(u: torch.Tensor) -> torch.Tensor:
+    """U in [0, 1] → uint8 round(255·U) (error ≤ 1/510 after /255)."""
+    return torch.round(u.clamp(0, 1) * 255).to(torch.uint8)
+
+
+@torch.inference_mode()
+def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: tuple[int, int],
+           batch: int = 64) -> torch.Tensor:
+    """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings).
+
+    Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box,
+    ResizeLongestSide-transformed to the input frame as float32; ``s`` (K, 1, L, L) as mask input.
+    """
+    device = embeddings.device
+    transform = ResizeLongestSide(refiner.image_size)
+    points = torch.as_tensor(transform.apply_coords(labels.points.double().numpy(), hw), dtype=torch.float)
+    boxes = torch.as_tensor(transform.apply_boxes(labels.boxes.double().numpy(), hw), dtype=torch.float)
+    out = []
+    for a in range(0, len(labels), batch):
+        pts = points[a : a + batch, None, :].to(device)
+        ones = torch.ones(pts.shape[:2], dtype=torch.int, device=device)
+        low, _ = refiner.decode(ImageFeatures(embeddings), (pts, ones), boxes[a : a + batch].to(device),
+                                labels.logits[a : a + batch, None].to(device), task=None, multimask=False)
+        out.append(low[:, 0].float().cpu())
+    n = labels.logits.shape[-1]
+    return torch.cat(out) if out else torch.zeros(0, n, n)
+
+
+def overlay(rgb: np.ndarray, pseudo: np.ndarray, refined: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(H, 4W, 3) BGR panels: image, pseudo-label (red), refined mask (blue), U heat map (0 → 1)."""
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def tint(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+        out = img.astype(np.float32)
+        out[mask] = 0.5 * out[mask] + 0.5 * np.array(colour, np.float32)
+        return out.astype(np.uint8)
+
+    heat = cv2.applyColorMap(np.round(np.clip(u, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return np.concatenate([img, tint(pseudo, (40, 40, 230)), tint(refined, (230, 120, 40)), heat], axis=1)
+
+
+@dataclass
+class UncertaintySummary:
+    """Masks and images with U maps in the store, what this run computed, mean U over the store's masks."""
+
+    images: int
+    images_done: int
+    computed_now: int
+    masks: int
+    mean_u: float
+    overlays: list[Path]
+
+
+def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
+    """The refiner's fingerprint, after checking it fits the store and made its existing U maps."""
+    if refiner.is_hq or refiner.image_size != store.image_size:
+        raise ConfigError(f"refiner {refiner.name} (input {refiner.image_size} px) does not fit the store "
+                          f"{store.root} ({store.model}, {store.image_size} px); refiners are plain SAM models")
+    fp = state_fingerprint(refiner)
+    path = store.root / "uncertainty.json"
+    if path.is_file():
+        meta = json.loads(path.read_text())
+        if meta.get("format") != UNCERTAINTY_FORMAT or meta.get("refiner_fingerprint") != fp:
+            raise ConfigError(f"{path}: the U maps here come from another refiner; delete {path} and "
+                              f"{store.labels_dir}/*.uncertainty.safetensors to recompute them")
+    else:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
+                                       "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1))
+    return fp
+
+
+def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
+    path = store.uncertainty_path(i)
+    if not path.is_file():
+        return False
+    try:
+        _, meta = read_tensors(path, UNCERTAINTY_FORMAT)
+    except DataError:
+        return False  # a damaged file is recomputed
+    labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
+    return meta.get("refiner_fingerprint") == fp and meta.get("labels_digest") == file_digest(labels_file)
+
+
+def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: EmbeddingCache | None,
+           want_overlays: int, write: bool) -> list[np.ndarray]:
+    """Compute image i's U maps (and write them); return up to ``want_overlays`` overlay images."""
+    rec, labels = store.record(i), store.load(i, confidence=False)
+    hw = (rec.height, rec.width)
+    r = refine(refiner, image_features(refiner, rec, cache), labels, hw)
+    u8 = quantise(uncertainty_map(labels.logits, r))
+    labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
+    if write:
+        with atomic_path(store.uncertainty_path(i)) as tmp:
+            save_file({"uncertainty": u8.contiguous()}, tmp, metadata={
+                "format": UNCERTAINTY_FORMAT, "version": str(VERSION), "refiner_fingerprint": fp,
+                "labels_digest": file_digest(labels_file)})
+    pictures: list[np.ndarray] = []
+    if want_overlays and len(labels):
+        rgb, n = rec.load_image(), min(want_overlays, len(labels))
+        pseudo = store.masks(i)[:n]
+        refined = (lowres_to_image(r[:n], store.image_size, hw) > 0).numpy()
+        heat = lowres_to_image(u8[:n].float() / 255, store.image_size, hw).numpy()
+        pictures = [overlay(rgb, pseudo[k], refined[k], heat[k]) for k in range(n)]
+    return pictures
+
+
+def run_uncertainty(refiner: SumSam, store_path: str | Path, shard: Shard = Shard(), show: int = 0,
+                    cache: EmbeddingCache | None = None, progress: bool = True) -> UncertaintySummary:
+    """Write U maps for shard ``shard`` of a finished pseudo-label store; overlays under ``<store>/overlays``."""
+    from tqdm import tqdm
+
+    store = open_store(store_path)
+    check_output_dir(store.root, dirs=["overlays"] if show else [], label="--pseudo-labels")
+    computed, shown = 0, []
+    with folder_lock(store.root, name=f".uncertainty-{shard.name}.lock", label="--pseudo-labels",
+                     busy=f"another run is computing uncertainty {shard.name} of this store"):
+        fp = _check_refiner(store, refiner)
+        mine = [i for i in range(len(store)) if shard.selects(i)]
+        for i in tqdm(mine, desc=f"uncertainty {shard.index}/{shard.count}", unit="img", disable=not progress):
+            done = _done(store, i, fp)
+            if done and len(shown) >= show:
+                continue
+            pictures = _image(store, i, refiner, fp, cache, show - len(shown), write=not done)
+            computed += not done
+            for k, pic in enumerate(pictures):
+                path = store.root / "overlays" / f"{store.images[i].stem}_{k}.png"
+                path.parent.mkdir(exist_ok=True)
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(cv2.imencode(".png", pic)[1].tobytes())
+                shown.append(path)
+    return summarise_uncertainty(store, computed, shown)
+
+
+def summarise_uncertainty(store: PseudoLabelStore, computed: int = 0, shown: list[Path] | None = None
+                          ) -> UncertaintySummary:
+    """Mean U over every mask pixel that has a U map (all shards)."""
+    total, pixels, masks, images = 0.0, 0, 0, 0
+    for i in range(len(store)):
+        u = store.uncertainty_u8(i)
+        if u is None:
+            continue
+        images += 1
+        masks += u.shape[0]
+        total += float(u.double().sum()) / 255
+        pixels += u.numel()
+    return UncertaintySummary(len(store), images, computed, masks, total / max(1, pixels), shown or [])
