@@ -27,9 +27,44 @@ def _not_built(command: str, issue: str) -> None:
 
 
 @app.command("pseudo-label")
-def pseudo_label() -> None:
-    """Automatic-mask-generator pseudo-labels of unlabelled images (not built yet)."""
-    _not_built("pseudo-label", "pseudo-label issue")
+def pseudo_label(
+    images: Annotated[Path, typer.Option(help="unlabelled images: an image folder or any readable dataset")],
+    out: Annotated[Path, typer.Option(help="pseudo-label store folder (docs/pseudo-labels.md)")],
+    model: Annotated[str | None, typer.Option(help="registry name; optional for a sumseg checkpoint")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="foundation model weights")] = None,
+    points_per_side: Annotated[int, typer.Option(min=1, help="point grid side")] = 32,
+    points_per_batch: Annotated[int, typer.Option(min=1, help="grid points per decoder call")] = 64,
+    iou_thresh: Annotated[str, typer.Option(help="keep predicted IoU > this; qX = quantile X of the scores")] = "0.88",
+    stability_thresh: Annotated[str, typer.Option(help="keep stability >= this; qX = quantile")] = "0.95",
+    stability_offset: Annotated[float, typer.Option(help="stability score logit offset")] = 1.0,
+    nms_thresh: Annotated[float, typer.Option(help="box NMS IoU threshold")] = 0.7,
+    max_area_ratio: Annotated[float, typer.Option(help="drop masks covering >= this fraction (>1: off)")] = 0.95,
+    min_area_ratio: Annotated[float, typer.Option(help="drop masks covering < this fraction (0: off)")] = 0.0005,
+    max_per_image: Annotated[int | None, typer.Option(min=1, help="keep at most N masks per image")] = None,
+    calibration_images: Annotated[int, typer.Option(min=0, help="images for quantile thresholds (0: all)")] = 32,
+    shard: Annotated[str | None, typer.Option(help="i/N: label every N-th image from the i-th")] = None,
+    cache: Annotated[Path | None, typer.Option(help="embedding cache folder (float16 embeddings)")] = None,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
+    from sumseg.data.embedding_cache import EmbeddingCache
+    from sumseg.models.checkpoint import build_model
+    from sumseg.pseudo_label_run import format_summary, run_pseudo_labels
+    from sumseg.pseudo_label_store import Shard
+    from sumseg.pseudo_labels import PseudoLabelSettings
+
+    try:
+        settings = PseudoLabelSettings(points_per_side, points_per_batch, iou_thresh, stability_thresh,
+                                       stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
+                                       calibration_images)
+        part = Shard.parse(shard)
+        net = build_model(model, checkpoint).to(device)
+        emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
+        summary = run_pseudo_labels(net, images, out, settings, part, emb_cache, progress)
+    except SumsegError as e:
+        _fail(e)
+    typer.echo(format_summary(summary))
 
 
 @refiner_app.command("train")
@@ -39,9 +74,32 @@ def refiner_train() -> None:
 
 
 @app.command()
-def uncertainty() -> None:
-    """Refiner inference on pseudo-labels → uncertainty / confidence maps (not built yet)."""
-    _not_built("uncertainty", "uncertainty issue")
+def uncertainty(
+    pseudo_labels: Annotated[Path, typer.Option(help="pseudo-label store made by sumseg pseudo-label")],
+    refiner: Annotated[Path, typer.Option(help="refiner checkpoint (sumseg refiner train)")],
+    show: Annotated[int, typer.Option(min=0, help="write overlay PNGs of the first N masks")] = 0,
+    shard: Annotated[str | None, typer.Option(help="i/N: every N-th image of the store from the i-th")] = None,
+    cache: Annotated[Path | None, typer.Option(help="embedding cache folder of the refiner's encoder")] = None,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Refiner inference on every pseudo-label → U = |σ(s) − σ(r)| maps beside the labels (resumable)."""
+    from sumseg.data.embedding_cache import EmbeddingCache
+    from sumseg.models.checkpoint import build_model
+    from sumseg.pseudo_label_store import Shard
+    from sumseg.uncertainty import run_uncertainty
+
+    try:
+        part = Shard.parse(shard)
+        net = build_model(None, refiner).to(device)
+        emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
+        s = run_uncertainty(net, pseudo_labels, part, show, emb_cache, progress)
+    except SumsegError as e:
+        _fail(e)
+    typer.echo(f"U maps: {s.images_done} of {s.images} images ({s.computed_now} computed by this run), "
+               f"{s.masks} masks, mean U {s.mean_u:.4f}")
+    if s.overlays:
+        typer.echo(f"wrote {len(s.overlays)} overlay(s) to {s.overlays[0].parent}")
 
 
 @app.command()
