@@ -109,9 +109,25 @@ def train() -> None:
 
 
 @app.command()
-def pretrain() -> None:
-    """Train the tiny foundation checkpoint on the synthetic world (not built yet)."""
-    _not_built("pretrain", "pretrain issue")
+def pretrain(
+    out: Annotated[Path, typer.Option(help="run folder (world/, last.ckpt, metrics.jsonl); rerun to resume")],
+    steps: Annotated[int | None, typer.Option(min=1, help="training steps (default: PretrainConfig.steps)")] = None,
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
+    from dataclasses import replace
+
+    from sumseg.pretrain import PretrainConfig
+    from sumseg.pretrain import pretrain as run_pretrain
+
+    cfg = PretrainConfig(seed=seed)
+    cfg = replace(cfg, steps=steps) if steps else cfg
+    try:
+        row = run_pretrain(out, cfg, progress)
+    except SumsegError as e:
+        _fail(e)
+    typer.echo(f"pretrained to {out / 'last.ckpt'}: step {row.get('step')}, loss {row.get('loss', float('nan')):.3f}")
 
 
 @app.command("eval")

@@ -15,3 +15,7 @@ class DataError(SumsegError):
 
 class ConfigError(SumsegError):
     """A configuration value or command-line argument is invalid."""
+
+
+class TrainingError(SumsegError):
+    """Training cannot go on (non-finite loss, a run folder that cannot be resumed)."""

@@ -38,6 +38,33 @@ class ImageFeatures:
         return ImageFeatures(self.embeddings[i : i + 1], interm)
 
 
+@dataclass
+class PromptBatch:
+    """Prompts of N masks spread over B images (conventions in the module docstring).
+
+    image_index: (N,) long, the image of each prompt; points: (N, P, 2) xy, or None;
+    labels: (N, P) long, 1 / 0 / -1 (-1 = no point); boxes: (N, 4) xyxy, used where
+    has_box (N,) bool.
+    """
+
+    image_index: torch.Tensor
+    points: torch.Tensor | None
+    labels: torch.Tensor | None
+    boxes: torch.Tensor
+    has_box: torch.Tensor
+
+    def points_of(self, sel: torch.Tensor, drop_unused: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Points of the prompts ``sel``; with ``drop_unused``, without the columns none of them uses
+        (None when no column is left). Without a box a prompt keeps its columns: SAM needs a token."""
+        if self.points is None or self.labels is None:
+            return None
+        points, labels = self.points[sel], self.labels[sel]
+        if not drop_unused:
+            return points, labels
+        used = (labels != -1).any(0)
+        return (points[:, used], labels[:, used]) if bool(used.any()) else None
+
+
 class SumSam(nn.Module):
     """SAM with one zero-initialised task prompt per task id.
 
@@ -107,6 +134,40 @@ class SumSam(nn.Module):
             multimask_output=multimask,
             **kwargs,
         )
+
+    def forward(
+        self,
+        features: ImageFeatures,
+        prompts: PromptBatch,
+        mask_inputs: torch.Tensor | None = None,
+        task: TaskArg = None,
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode N prompts spread over the B images of ``features`` (the module DDP wraps).
+
+        SAM's prompt encoder embeds a box for every prompt of a call or for none, so each image's
+        prompts are split into a with-box and a without-box group (one :meth:`decode` each); point
+        columns whose label is -1 for a whole group are dropped (a box-first mask has no round-1
+        point). Outputs come back in prompt order: low-res logits (N, M, 4h, 4w), IoUs (N, M).
+        ``mask_inputs``: (N, 1, 4h, 4w) or None; ``task``: one id, (N,) ids or None.
+        """
+        pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for b in prompts.image_index.unique().tolist():
+            on_image = prompts.image_index == b
+            for with_box in (True, False):
+                sel = (on_image & (prompts.has_box == with_box)).nonzero().squeeze(1)
+                if sel.numel():
+                    low, iou = self.decode(
+                        features.select(b),
+                        prompts.points_of(sel, drop_unused=with_box),
+                        prompts.boxes[sel] if with_box else None,
+                        None if mask_inputs is None else mask_inputs[sel],
+                        task[sel] if isinstance(task, torch.Tensor) and task.dim() else task,
+                        multimask,
+                    )
+                    pieces.append((sel, low, iou))
+        order = torch.cat([p[0] for p in pieces]).argsort()
+        return torch.cat([p[1] for p in pieces])[order], torch.cat([p[2] for p in pieces])[order]
 
     def upscale(
         self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]

@@ -1,0 +1,85 @@
+"""SAM's training loss and SUM's uncertainty-aware form: pure tensor functions.
+
+Shapes: ``logits`` and ``target`` are ``(N, H, W)`` (mask logits and a {0, 1} float target, any
+resolution as long as they match); ``confidence`` is ``(N, H, W)`` in ``[0, 1]`` (``c = 1 - U``;
+0 on ignored pixels; all ones for human labels); ``iou_pred`` is ``(N,)``. Every function returns
+a per-mask ``(N,)`` loss, so callers choose how to reduce (the trainer averages over masks).
+
+Uncertainty-aware loss (DESIGN §1), per mask::
+
+    L = 20 · mean_over_all_pixels(c · focal(logits, y; α=0.25, γ=2))
+        + dice(logits, y) over the pixels with c > θ
+        + (iou_pred − IoU(logits > 0, y))²
+
+With ``c ≡ 1`` this is exactly SAM's loss (20 · focal + dice + IoU MSE). The IoU target is
+measured over the pixels with ``c > 0`` (ignored pixels left out) and is not differentiated.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from sumseg.metrics.batched import iou_torch
+
+FOCAL_WEIGHT = 20.0
+
+
+def focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
+               alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Sigmoid focal loss (Lin et al.), ``(N,)``: mean over *all* pixels of ``weight · focal``.
+
+    ``focal = α_t · (1 − p_t)^γ · BCE`` with ``p_t = p`` on foreground and ``1 − p`` on background,
+    ``α_t = α`` on foreground and ``1 − α`` on background. ``weight`` (the confidence) scales each
+    pixel; the mean divides by the pixel count, not by the weight sum (the paper's form).
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    alpha_t = alpha * target + (1 - alpha) * (1 - target)
+    loss = alpha_t * (1 - p_t) ** gamma * ce
+    if weight is not None:
+        loss = loss * weight
+    return loss.flatten(1).mean(1)
+
+
+def dice_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None, smooth: float = 1.0) -> Tensor:
+    """Soft dice loss ``1 − (2 Σ p·y + s) / (Σ p + Σ y + s)`` per mask ``(N,)`` over ``valid`` pixels."""
+    prob = logits.sigmoid()
+    if valid is not None:
+        prob = prob * valid
+        target = target * valid
+    inter = (prob * target).flatten(1).sum(1)
+    total = prob.flatten(1).sum(1) + target.flatten(1).sum(1)
+    return 1 - (2 * inter + smooth) / (total + smooth)
+
+
+def mask_iou(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """IoU ``(N,)`` of ``logits > 0`` with ``target > 0.5`` over ``valid`` pixels (1.0 if both empty)."""
+    ignore = None if valid is None else ~valid
+    return iou_torch(target > 0.5, logits > 0, ignore).to(logits.dtype)
+
+
+def iou_loss(iou_pred: Tensor, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """MSE ``(N,)`` between the IoU head's prediction and the true IoU of the mask it scored."""
+    return (iou_pred - mask_iou(logits.detach(), target, valid)) ** 2
+
+
+def sum_loss(logits: Tensor, iou_pred: Tensor, target: Tensor, confidence: Tensor | None = None,
+             theta: float = 0.6) -> dict[str, Tensor]:
+    """The uncertainty-aware loss of one round, per mask: ``{"focal", "dice", "iou"}`` each ``(N,)``.
+
+    ``focal`` already carries the ×20 weight; ``confidence=None`` means ``c ≡ 1`` (human labels).
+    """
+    if confidence is None:
+        return {
+            "focal": FOCAL_WEIGHT * focal_loss(logits, target),
+            "dice": dice_loss(logits, target),
+            "iou": iou_loss(iou_pred, logits, target),
+        }
+    confident = (confidence > theta).to(logits.dtype)
+    return {
+        "focal": FOCAL_WEIGHT * focal_loss(logits, target, confidence),
+        "dice": dice_loss(logits, target, confident),
+        "iou": iou_loss(iou_pred, logits, target, confidence > 0),
+    }

@@ -1,0 +1,72 @@
+"""``sumseg pretrain``: train the tiny SAM on the synthetic world's general masks (task 0).
+
+SAM-style interactive training (round 1 box or point, correction rounds, a final round) of every
+weight of the ``tiny`` configuration from random initialisation, on the ``pretrain`` split: every
+entity and every part, so the model learns all granularities and an IoU head that ranks them.
+The result plays the foundation model in the demo (``tiny_foundation``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sumseg.data.coco import read_coco
+from sumseg.data.synthetic_world import SPLITS, write_world
+from sumseg.models.checkpoint import build_model
+from sumseg.prompts.sampler import UncertaintySampler
+from sumseg.train.batch import collate
+from sumseg.train.data import LabelledSource, draw_samples, step_rng
+from sumseg.train.loop import LoopConfig, run_loop
+from sumseg.train.step import InteractiveStep
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines the pretrained checkpoint (saved in it)."""
+
+    world_seed: int = 0
+    images: int = 2000
+    seed: int = 0
+    steps: int = 1400
+    images_per_step: int = 4
+    masks_per_image: int = 6
+    corrections: int = 2
+    final_round: bool = False
+    p_box: float = 0.5
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    save_every: int = 100
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The prompt sampler's generator of one step and rank."""
+    return torch.Generator().manual_seed(int(step_rng(seed, step, rank, 99).integers(2**62)))
+
+
+def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[str, float]:
+    """Write (or reuse) the world's ``pretrain`` split under ``out_dir/world`` and train into ``out_dir``."""
+    out_dir = Path(out_dir)
+    world = out_dir / "world"
+    write_world(world, seed=cfg.world_seed, sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS},
+                progress=progress)
+    source = LabelledSource(read_coco(world / "pretrain" / "annotations.json"), cfg.masks_per_image)
+    model = build_model("tiny")
+    torch.manual_seed(cfg.seed)
+    # no task prompt: the foundation is a plain SAM (its task prompts stay 0)
+    step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, use_task=False)
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        samples = draw_samples(source, cfg.seed, step, 0, 1, cfg.images_per_step)
+        batch = collate(samples, model)
+        return step_module(batch, UncertaintySampler(step_generator(cfg.seed, step, 0), p_box=cfg.p_box))
+
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                      min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip, save_every=cfg.save_every)
+    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    return run_loop(step_fn, model, params, loop, out_dir, {"pretrain": asdict(cfg)}, cfg.images_per_step, progress)

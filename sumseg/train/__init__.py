@@ -1,0 +1,1 @@
+"""The trainer: typed batches, the interactive step, the loop (checkpoints, resume, logs)."""

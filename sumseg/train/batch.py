@@ -1,0 +1,114 @@
+"""Training batches: masks of a few images in the model's input frame, with targets and confidence.
+
+Frames (SAM's): an image of size (H, W) is resized so its longest side is S (``image_size``) and
+padded bottom/right to S×S — the *input frame*. The decoder's low-resolution frame is
+(4h, 4w) = (S/4, S/4) and covers the whole padded input; a low-res pixel (i, j) covers input pixels
+[4i, 4i + 4) × [4j, 4j + 4). Prompts (points, boxes) are (x, y) pixels of the input frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import Tensor
+
+from sumseg.models.sum_sam import SumSam
+
+
+@dataclass
+class MaskSample:
+    """One image and the masks drawn from it for a step (K ≥ 1 masks).
+
+    image: (H, W, 3) uint8 RGB; masks: (K, H, W) bool targets; ignore: (H, W) bool or None;
+    confidence: (K, 4h, 4w) float32 ``c = 1 − U`` in the low-res frame, or None (human labels, c ≡ 1);
+    tasks: (K,) int64 task ids.
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    tasks: np.ndarray
+    ignore: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+
+@dataclass
+class MaskBatch:
+    """N masks over B images, ready for the interactive step (frames in the module docstring).
+
+    images: (B, 3, S, S) preprocessed (normalised, padded), or None when ``embeddings`` are given;
+    embeddings: (B, C, h, w) cached image embeddings (frozen encoder), or None;
+    image_index: (N,) int64, the image of each mask;
+    gt: (N, S, S) bool masks in the input frame (False on padding);
+    ignore: (N, S, S) bool pixels no prompt is drawn from (padding and the dataset's ignore map);
+    target: (N, 4h, 4w) float32 fraction of each low-res pixel inside the mask;
+    confidence: (N, 4h, 4w) float32 c: 1 for human labels, 1 − U for pseudo-labels, 0 on
+    ignored and padding pixels;
+    tasks: (N,) int64 task ids.
+    """
+
+    images: Tensor | None
+    embeddings: Tensor | None
+    image_index: Tensor
+    gt: Tensor
+    ignore: Tensor
+    target: Tensor
+    confidence: Tensor
+    tasks: Tensor
+
+    def to(self, device: torch.device | str) -> MaskBatch:
+        moved = {k: None if v is None else v.to(device) for k, v in self.__dict__.items()}
+        return MaskBatch(**moved)
+
+
+def _to_input_frame(masks: np.ndarray, size: int) -> Tensor:
+    """(K, H, W) bool → (K, S, S) bool: nearest-neighbour resize of the longest side to S, padded."""
+    k, h, w = masks.shape
+    nh, nw = ResizeLongestSide.get_preprocess_shape(h, w, size)
+    out = np.zeros((k, size, size), dtype=bool)
+    for i in range(k):
+        m = masks[i] if (nh, nw) == (h, w) else cv2.resize(
+            masks[i].astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        out[i, :nh, :nw] = m
+    return torch.from_numpy(out)
+
+
+def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None = None) -> MaskBatch:
+    """Build a :class:`MaskBatch` from ``samples`` (one per image), preprocessing as SamPredictor does.
+
+    With ``embeddings`` ((B, C, h, w), from the embedding cache) the images are not preprocessed.
+    """
+    size = model.image_size
+    low = size // 4
+    resize = ResizeLongestSide(size)
+    images, gts, ignores, confs, index = [], [], [], [], []
+    for b, s in enumerate(samples):
+        h, w = s.image.shape[:2]
+        k = len(s.masks)
+        if embeddings is None:
+            img = torch.as_tensor(resize.apply_image(s.image)).permute(2, 0, 1)[None].float()
+            images.append(model.preprocess(img))
+        outside = np.ones((1, h, w), dtype=bool) if s.ignore is None else ~s.ignore[None]
+        valid = _to_input_frame(outside, size)  # (1, S, S): inside the image and not ignored
+        gts.append(_to_input_frame(s.masks, size))
+        ignores.append((~valid).expand(k, -1, -1))
+        valid_low = F.interpolate(valid[None].float(), size=(low, low), mode="area")[0] == 1
+        conf = torch.ones(k, low, low) if s.confidence is None else torch.as_tensor(s.confidence).float()
+        confs.append(conf * valid_low)
+        index.append(torch.full((k,), b, dtype=torch.long))
+    gt = torch.cat(gts)
+    target = F.interpolate(gt[:, None].float(), size=(low, low), mode="area")[:, 0]
+    return MaskBatch(
+        images=torch.cat(images) if embeddings is None else None,
+        embeddings=embeddings,
+        image_index=torch.cat(index),
+        gt=gt,
+        ignore=torch.cat(ignores),
+        target=target,
+        confidence=torch.cat(confs),
+        tasks=torch.as_tensor(np.concatenate([s.tasks for s in samples]), dtype=torch.long),
+    )
