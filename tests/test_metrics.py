@@ -11,7 +11,14 @@ import torch
 
 from benchmarks import reference_boundary_iou as reference
 from sumseg.evaluate.metrics import miou_at_k, noc, summarize
-from sumseg.metrics.batched import _boundary_by_shifts, boundary_iou_torch, iou_torch, mask_boundary_torch
+from sumseg.metrics.batched import (
+    _boundary_by_shifts,
+    _boundary_iou_by_ops,
+    _iou_by_ops,
+    boundary_iou_torch,
+    iou_torch,
+    mask_boundary_torch,
+)
 from sumseg.metrics.masks import boundary_iou, boundary_width, iou, mask_boundary
 
 
@@ -113,11 +120,17 @@ def test_torch_metrics_equal_numpy_exactly():
         ratio = (0.02, 0.2)[i % 2]
         expect_iou = np.array([iou(g, p, m) for g, p, m in zip(gt, pred, per, strict=True)])
         expect_biou = np.array([boundary_iou(g, p, ratio, m) for g, p, m in zip(gt, pred, per, strict=True)])
-        got_iou = iou_torch(torch.from_numpy(gt), torch.from_numpy(pred), ign_t)
-        got_biou = boundary_iou_torch(torch.from_numpy(gt), torch.from_numpy(pred), ratio, ign_t)
+        gt_t, pred_t = torch.from_numpy(gt), torch.from_numpy(pred)
+        got_iou = iou_torch(gt_t, pred_t, ign_t)
+        got_biou = boundary_iou_torch(gt_t, pred_t, ratio, ign_t)
         assert got_iou.dtype == torch.float64 and np.array_equal(got_iou.numpy(), expect_iou)
         assert np.array_equal(got_biou.numpy(), expect_biou, equal_nan=True)
         assert math.isnan(got_biou[0]) and got_iou[0] == 1.0
+        # The batched tensor ops used off the CPU, run here on the CPU.
+        valid = None if ign_t is None else ~ign_t
+        assert np.array_equal(_iou_by_ops(gt_t, pred_t, valid).numpy(), expect_iou)
+        d = boundary_width(h, w, ratio)
+        assert np.array_equal(_boundary_iou_by_ops(gt_t, pred_t, d, valid).numpy(), expect_biou, equal_nan=True)
 
 
 def test_torch_hand_cases():

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 
-def _check(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> tuple[np.ndarray, ...]:
+def _check(gt: np.ndarray, pred: np.ndarray,
+           ignore: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Both masks as bool ``(H, W)`` and the valid-pixel mask (``None`` when nothing is ignored)."""
     gt, pred = np.asarray(gt, dtype=bool), np.asarray(pred, dtype=bool)
     if gt.shape != pred.shape or gt.ndim != 2:
