@@ -18,7 +18,7 @@ from sumseg.data import rle as rle_utils
 from sumseg.data.coco import read_coco
 from sumseg.data.dataset import read_dataset
 from sumseg.errors import CheckpointError, DataError
-from tests.test_data_readers import H, W, coco_doc, sa1b_folder, write_json
+from tests.test_data_readers import H, W, box_mask, coco_doc, sa1b_folder, save_gray, save_rgb, write_json
 
 
 def _ann(doc: dict[str, Any], i: int, **fields: Any) -> dict[str, Any]:
@@ -235,3 +235,10 @@ def test_json_beyond_what_python_parses_is_a_data_error(tmp_path: Path, text: st
     (tmp_path / "a.json").write_text(text)
     with pytest.raises(DataError, match=rf"a\.json: {problem}"):
         read_dataset(tmp_path / "a.json")
+
+
+def test_unicode_digit_file_names_are_names_not_numbers(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "f" / "images" / "a.png")
+    save_gray(tmp_path / "f" / "masks" / "a" / "².png", box_mask(0, 5, 0, 5) * 255)  # "²".isdigit() is True
+    save_gray(tmp_path / "f" / "masks" / "a" / "10.png", box_mask(5, 9, 0, 5) * 255)
+    assert [m.ann_id for m in read_dataset(tmp_path / "f").records[0].masks] == [10, "²"]
