@@ -82,9 +82,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _check_inputs(out: Path, inputs: Iterable[PathLike | None], files: Iterable[str], dirs: Iterable[str],
+def _check_inputs(given_out: Path, inputs: Iterable[PathLike | None], files: Iterable[str], dirs: Iterable[str],
                   label: str) -> None:
     """Refuse an output that is, or would overwrite or delete, an input (symlinks resolved)."""
+    out = given_out.resolve()
     written = [out / f for f in files]
     cleaned = [out / d for d in dirs]
     for given in inputs:
@@ -92,9 +93,10 @@ def _check_inputs(out: Path, inputs: Iterable[PathLike | None], files: Iterable[
             continue
         src = Path(given).resolve()
         if src == out or src in written or any(_inside(src, d) for d in cleaned):
-            raise OutputError(f"{_where(label, out)}: would overwrite the input {given}; choose another output")
+            raise OutputError(f"{_where(label, given_out)}: would overwrite the input {given}; choose another output")
         if src.is_dir() and src in out.parents:
-            raise OutputError(f"{_where(label, out)}: lies inside the input folder {given}; choose another output")
+            raise OutputError(f"{_where(label, given_out)}: lies inside the input folder {given}; "
+                              "choose another output")
 
 
 def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), files: Iterable[str] = (),
@@ -108,7 +110,7 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), 
     files, dirs = list(files), list(dirs)
     folder = Path(path)
     out = folder.resolve()
-    _check_inputs(out, inputs, files, dirs, label)  # before creating anything
+    _check_inputs(folder, inputs, files, dirs, label)  # before creating anything
     _make_folder(folder, label)
     for name in files:
         if (out / name).exists() and not (out / name).is_file():
@@ -167,7 +169,7 @@ def output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), files:
                dirs: Iterable[str] = (), label: str = "output folder") -> Iterator[Path]:
     """:func:`check_output_dir`, then hold the folder's lock for the block; yields the resolved folder."""
     out = check_output_dir(path, inputs=inputs, files=files, dirs=dirs, label=label)
-    with folder_lock(out, label=label):
+    with folder_lock(path, label=label):
         yield out
 
 
@@ -180,8 +182,8 @@ def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{_where(label, target)}: is a folder; give a file name")
-    resolved = target.resolve()
-    _check_inputs(resolved, inputs, (), (), label)
-    _make_folder(target.parent, f"{label} {target}: its folder" if label else f"{target}: its folder")
-    _probe_writable(resolved.parent, f"{label} {target}: its folder" if label else f"{target}: its folder")
-    return resolved
+    _check_inputs(target, inputs, (), (), label)
+    where = f"{_where(label, target)}: its folder"
+    _make_folder(target.parent, where)
+    _probe_writable(target.parent, where)
+    return target.resolve()

@@ -235,7 +235,8 @@ class EmbeddingCache:
                 "open the cache again for the new weights"
             )
         keys: list[str] = []
-        pending, stale = 0, []
+        pending = 0
+        stale: list[Path] = []  # array files to unlink once an index no longer names them
         with self._build_lock():
             self.refresh(writable=True)  # rows other handles added since this one read the index
             self._remove_orphans()
