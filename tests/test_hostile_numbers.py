@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sumseg import build_model, load_checkpoint, save_checkpoint
@@ -160,8 +161,6 @@ def test_sa1b_image_id_type(tmp_path: Path, image_id: Any, problem: str) -> None
 
 def _rewrite(path: Path, edit_meta: Any = None, edit_tensors: Any = None) -> Path:
     """Rewrite a sumseg checkpoint with its JSON metadata or tensors edited."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         header = dict(f.metadata())
     tensors = load_file(str(path))
@@ -242,3 +241,18 @@ def test_unicode_digit_file_names_are_names_not_numbers(tmp_path: Path) -> None:
     save_gray(tmp_path / "f" / "masks" / "a" / "².png", box_mask(0, 5, 0, 5) * 255)  # "²".isdigit() is True
     save_gray(tmp_path / "f" / "masks" / "a" / "10.png", box_mask(5, 9, 0, 5) * 255)
     assert [m.ann_id for m in read_dataset(tmp_path / "f").records[0].masks] == [10, "²"]
+
+
+def test_float_weight_stored_as_int_and_another_format_version(tmp_path: Path, tiny_ckpt: Path) -> None:
+    state = {k.removeprefix("sam."): v for k, v in load_file(str(tiny_ckpt)).items() if k.startswith("sam.")}
+    state["mask_decoder.iou_token.weight"] = state["mask_decoder.iou_token.weight"].long()  # was silently cast
+    torch.save(state, tmp_path / "int.pth")
+    with pytest.raises(CheckpointError, match=r"int\.pth: .*1 dtype mismatches: mask_decoder\.iou_token\.weight: "):
+        load_checkpoint(tmp_path / "int.pth", "tiny")
+    path = tmp_path / "v2.ckpt"
+    path.write_bytes(tiny_ckpt.read_bytes())
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**header, "format_version": "2"})
+    with pytest.raises(CheckpointError, match=r"v2\.ckpt: sumseg checkpoint format version '2'; this sumseg reads"):
+        load_checkpoint(path)
