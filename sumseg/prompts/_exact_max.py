@@ -11,7 +11,9 @@ the exact transform of the whole padded image gives (:func:`exact_sq_edt`), with
    bound every squared distance: ``max(c², ⌈l²/2⌉) ≤ d² ≤ min(l², 2c²)``.
 3. **A lower bound on the maximum**: the exact distance of the pixels maximising ``c`` and ``l``.
 4. **Candidates**: the pixels whose upper bound reaches that lower bound, in raster order. Where the
-   two bounds meet the distance is known; the others need exact values.
+   two bounds meet the distance is known. Candidates that may exceed the best known value get exact
+   values; those that can at most tie with it are resolved in raster order only until the first
+   tie (large symmetric regions have thousands of tied pixels).
 5. **Exact values**, by the cheapest way for their number and size (a cost model in nanoseconds,
    measured on one x86 core): scanning the offsets within the bound; minimising ``(x - x')² + g²``
    over the columns ``x'`` within the bound, ``g`` being the exact vertical distance to the nearest
@@ -163,18 +165,22 @@ class _Window:
         """Exact squared distances of pixels ``(ys, xs)``, each known to be ``<= max_d2``: the smallest
         ``(x - x')² + g(y, x')²`` over columns ``|x - x'| <= r``, ``g`` the vertical distance to the
         nearest zero in column ``x'`` (the columns of the strip laid end to end in one (N, 1) image:
-        the ring's zeros at both ends of every column keep their distances apart)."""
+        the ring's zeros at both ends of every column keep their distances apart). Offsets past the
+        strip are clipped to its edge column: that column is nearer than the offset says, so its
+        term still bounds a true distance from above, and the minimising column is never clipped."""
         r = math.isqrt(max_d2)
         c0, c1 = max(0, int(xs.min()) - r), min(self.win.shape[1], int(xs.max()) + r + 1)
         strip = np.ascontiguousarray(self.win[:, c0:c1].T)  # (columns, h)
-        g = cv2.distanceTransform(strip.reshape(-1, 1).view(np.uint8), cv2.DIST_L1, 3).reshape(strip.shape)
-        g2 = np.pad(g.astype(np.int64) ** 2, ((r, r), (0, 0)), constant_values=max_d2 + 1)
-        dx = np.arange(-r, r + 1)
+        g = cv2.distanceTransform(strip.reshape(-1, 1).view(np.uint8), cv2.DIST_L1, 3).ravel()
+        g2 = g.astype(np.int32)
+        g2 *= g2  # column height <= _MAX_COLUMN, so g² fits int32
+        h = strip.shape[1]
+        dx = np.arange(-r, r + 1, dtype=np.int32)
         out = np.empty(len(ys), dtype=np.int64)
         step = max(1, _PAIR_CHUNK // len(dx))
         for i in range(0, len(ys), step):
-            cols = xs[i:i + step, None] - (c0 - r) + dx
-            out[i:i + step] = (g2[cols, ys[i:i + step, None]] + dx * dx).min(axis=1)
+            cols = np.clip(xs[i:i + step, None] - c0 + dx, 0, c1 - c0 - 1)
+            out[i:i + step] = (g2[cols * h + ys[i:i + step, None]] + dx * dx).min(axis=1)
         return out
 
 def _chamfer(win: np.ndarray, clicked: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -209,16 +215,14 @@ def _plan(n: int, max_hi: int, window: _Window) -> str:
     by_offsets = NS_PAIR * n * _n_offsets(max_hi)
     if by_offsets <= NS_EDGE_PX * h * w:
         return "offsets"
-    n_edges = len(window.edges()[0])
     r = math.isqrt(max_hi)
-    costs = {
-        "offsets": by_offsets,
-        "pairs": NS_PAIR * n * n_edges,
-        "tree": NS_TREE_POINT * n_edges + NS_TREE_QUERY * n,
-        "transform": NS_SCIPY * h * w,
-    }
+    costs = {"offsets": by_offsets, "transform": NS_SCIPY * h * w}
     if h <= _MAX_COLUMN:
         costs["columns"] = NS_COLUMN_PX * h * min(w, n + 2 * r) + NS_PAIR * n * (2 * r + 1)
+    if min(NS_PAIR, NS_TREE_QUERY) * n < min(costs.values()):  # the edges could win: count them
+        n_edges = len(window.edges()[0])
+        costs["pairs"] = NS_PAIR * n * n_edges
+        costs["tree"] = NS_TREE_POINT * n_edges + NS_TREE_QUERY * n
     return min(costs, key=costs.__getitem__)
 
 
@@ -234,16 +238,38 @@ def _exact(window: _Window, method: str, ys: np.ndarray, xs: np.ndarray, max_hi:
     return (_sq_dist_to if method == "pairs" else _sq_dist_by_tree)(ys, xs, zy, zx)
 
 
-def _settle(window: _Window, cand: _Candidates, lower: int) -> np.ndarray:
-    """Exact ``d²`` wherever a candidate can still hold the maximum (``>= lower``, the exact distance
-    of some pixel); elsewhere a value below that maximum."""
-    d2 = cand.lo.copy()
-    todo = np.flatnonzero((d2 < cand.hi) & (cand.hi >= max(lower, int(d2.max()))))
-    if todo.size:
-        max_hi = int(cand.hi[todo].max())
-        method = _plan(todo.size, max_hi, window)
-        d2[todo] = _exact(window, method, cand.ys[todo], cand.xs[todo], max_hi)
-    return d2
+def _exact_at(window: _Window, cand: _Candidates, idx: np.ndarray) -> np.ndarray:
+    """Exact squared distances of the candidates ``idx``, by the cheapest way for them."""
+    max_hi = int(cand.hi[idx].max())
+    method = _plan(idx.size, max_hi, window)
+    return _exact(window, method, cand.ys[idx], cand.xs[idx], max_hi)
+
+
+def _winner(window: _Window, cand: _Candidates, lower: int) -> tuple[int, int]:
+    """``(k, d²)``: the first candidate (raster order) holding the maximum, and that maximum.
+
+    ``lower`` is the exact squared distance of some candidate. First every candidate that may exceed
+    the best value known gets its exact value; the others can at most tie with it, so they are only
+    resolved in raster order, in growing chunks, until one ties before the first known holder.
+    """
+    lo, hi = cand.lo.copy(), cand.hi.copy()
+    best = max(lower, int(lo.max()))
+    above = np.flatnonzero((lo < hi) & (hi > best))
+    if above.size:
+        lo[above] = hi[above] = _exact_at(window, cand, above)
+        best = max(best, int(lo[above].max()))
+    holders = np.flatnonzero(lo == best)
+    first = int(holders[0]) if holders.size else len(lo)
+    maybe = np.flatnonzero((lo < hi) & (hi >= best))
+    maybe = maybe[maybe < first]
+    start, size = 0, 256
+    while start < maybe.size:
+        chunk = maybe[start:start + size]
+        ties = chunk[_exact_at(window, cand, chunk) == best]
+        if ties.size:
+            return int(ties[0]), best
+        start, size = start + size, 2 * size
+    return first, best
 
 
 def region_max(region: np.ndarray, clicked: Sequence[tuple[int, int]]) -> Best:
@@ -263,6 +289,5 @@ def region_max(region: np.ndarray, clicked: Sequence[tuple[int, int]]) -> Best:
         return NOTHING
     lower = max(window.sq_dist_near(gy, gx, b) for (gy, gx), b in bounds.items() if b)
     cand = _candidates(d_c, d_l1, lower)
-    d2 = _settle(window, cand, lower)
-    k = int(np.argmax(d2))
-    return Best(int(d2[k]), y0 - 1 + int(cand.ys[k]), x0 - 1 + int(cand.xs[k]))
+    k, d2 = _winner(window, cand, lower)
+    return Best(d2, y0 - 1 + int(cand.ys[k]), x0 - 1 + int(cand.xs[k]))
