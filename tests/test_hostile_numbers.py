@@ -73,6 +73,10 @@ COCO_CASES: dict[str, tuple[Any, str]] = {  # case → (edit of the document, pr
         lambda d: _ann(d, 0, segmentation=[_star(2001, 25)]),
         "polygon outline .* pixels long",
     ),
+    "polygon coordinate of 401 digits (was an OverflowError)": (
+        lambda d: _ann(d, 0, segmentation=[[2, 2, 10**400, 2, 12, 10]]),
+        "too large for a float",
+    ),
     "boolean polygon coordinate": (
         lambda d: _ann(d, 0, segmentation=[[2, 2, True, 2, 12, 10]]),
         "coordinates must be finite numbers",
