@@ -149,18 +149,27 @@ def file_digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
-def read_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file whose metadata says ``format == fmt``."""
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a safetensors file atomically; ``meta`` goes in as ONE JSON string (key order is then fixed,
+    so equal content gives equal bytes: safetensors does not keep the order of several metadata keys)."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={"sumseg": json.dumps(meta, sort_keys=True)})
+
+
+def read_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a file written by :func:`save_tensors` whose metadata says ``format == fmt``."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (the store is incomplete; rerun the command that writes it)")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(header.get("sumseg", "{}"))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise DataError(f"{path}: unreadable safetensors file (truncated or corrupt): {e}") from e
-    if meta.get("format") != fmt:
-        raise DataError(f"{path}: not a {fmt} file (its metadata format is {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise DataError(f"{path}: not a {fmt} file (no sumseg metadata saying so)")
     return tensors, meta
 
 
@@ -176,14 +185,14 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
     """Write one image's arrays, then its SA-1B JSON (the completion marker), both atomically."""
     k = len(labels)
     tensors = {
-        "logits": labels.logits.float().clamp(-LOGIT_CLIP, LOGIT_CLIP).half().contiguous(),
-        "boxes": labels.boxes.float().contiguous(),
-        "points": labels.points.float().contiguous(),
-        "predicted_iou": labels.predicted_iou.float().contiguous(),
-        "stability_score": labels.stability.float().contiguous(),
+        "logits": labels.logits.float().clamp(-LOGIT_CLIP, LOGIT_CLIP).half(),
+        "boxes": labels.boxes.float(),
+        "points": labels.points.float(),
+        "predicted_iou": labels.predicted_iou.float(),
+        "stability_score": labels.stability.float(),
     }
-    with atomic_path(labels_dir / f"{entry.stem}.safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"format": IMAGE_FORMAT, "version": str(VERSION), "num_masks": str(k)})
+    save_tensors(labels_dir / f"{entry.stem}.safetensors", tensors,
+                 {"format": IMAGE_FORMAT, "version": VERSION, "num_masks": k})
     anns = []
     for j in range(k):
         x0, y0, x1, y1 = (float(v) for v in labels.boxes[j].tolist())

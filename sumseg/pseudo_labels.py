@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
@@ -31,7 +32,7 @@ from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import SumSam
 from sumseg.pseudo_label_decoder import Candidates, decode_grid
-from sumseg.pseudo_label_store import AREA_BINS, ImageLabels, input_size
+from sumseg.pseudo_label_store import AREA_BINS, ImageLabels, lowres_to_image
 
 Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")
 FeatureFn = Callable[[int], tuple[torch.Tensor, tuple[int, int]]]  # position → ((1, C, h, w), (H, W))
@@ -101,26 +102,26 @@ def _candidates(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], se
     return points, cand
 
 
-def _full_res(model: SumSam, cand: Candidates, hw: tuple[int, int],
+def _full_res(cand: Candidates, hw: tuple[int, int], image_size: int,
               settings: PseudoLabelSettings) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(start, logits (n, H, W), stability (n,)) of candidates, a batch at a time, at the image's size."""
-    in_hw = input_size(hw[0], hw[1], model.image_size)
     for start in range(0, len(cand.iou), settings.points_per_batch):
-        up = model.upscale(cand.logits[start : start + settings.points_per_batch, None], in_hw, hw)[:, 0]
-        yield start, up, calculate_stability_score(up, model.sam.mask_threshold, settings.stability_score_offset)
+        up = lowres_to_image(cand.logits[start : start + settings.points_per_batch], image_size, hw)
+        yield start, up, calculate_stability_score(up, Sam.mask_threshold, settings.stability_score_offset)
 
 
-@torch.inference_mode()
-def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
-                thresholds: dict[str, float]) -> tuple[ImageLabels, list[int]]:
-    """Pseudo-labels of one image from its (1, C, h, w) embeddings; also the area histogram (AREA_BINS)."""
+def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], image_size: int,
+                 settings: PseudoLabelSettings, stab_thresh: float) -> tuple[ImageLabels, list[int]]:
+    """Stability and area filters, box NMS and the per-image cap on the candidates of one image.
+
+    ``points``: (N, 2) xy image pixels of the grid (``cand.prompt`` indexes it). Returns the kept
+    masks, best predicted IoU first, and their area histogram over :data:`AREA_BINS`.
+    """
     h, w = hw
-    points, cand = _candidates(model, embeddings, hw, settings, thresholds["pred_iou_thresh"])
-    stab_thresh = thresholds["stability_score_thresh"]
     idx, stab, boxes, rles = [], [], [], []
-    for start, up, stability in _full_res(model, cand, hw, settings):
+    for start, up, stability in _full_res(cand, hw, image_size, settings):
         keep = stability >= stab_thresh if stab_thresh > 0 else torch.ones_like(stability, dtype=torch.bool)
-        binary = up[keep] > model.sam.mask_threshold
+        binary = up[keep] > Sam.mask_threshold
         area = binary.flatten(1).sum(1)
         ok = (area >= settings.min_area_ratio * h * w) & (area < settings.max_area_ratio * h * w)
         rows = keep.nonzero().squeeze(1)[ok]
@@ -129,7 +130,7 @@ def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], se
         boxes.append(batched_mask_to_box(binary[ok]))
         rles.extend(rle_utils.encode(m) for m in binary[ok].cpu().numpy())
     if not rles:
-        n = model.image_size // 4
+        n = image_size // 4
         empty = ImageLabels([], torch.zeros(0, n, n), torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0),
                             torch.zeros(0))
         return empty, [0] * (len(AREA_BINS) - 1)
@@ -147,6 +148,14 @@ def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], se
     )
     ratios = [rle_utils.area(r) / (h * w) for r in labels.rles]
     return labels, np.histogram(ratios, bins=AREA_BINS)[0].astype(int).tolist()
+
+
+@torch.inference_mode()
+def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
+                thresholds: dict[str, float]) -> tuple[ImageLabels, list[int]]:
+    """Pseudo-labels of one image from its (1, C, h, w) embeddings; also the area histogram (AREA_BINS)."""
+    points, cand = _candidates(model, embeddings, hw, settings, thresholds["pred_iou_thresh"])
+    return select_masks(cand, points, hw, model.image_size, settings, thresholds["stability_score_thresh"])
 
 
 @torch.inference_mode()
@@ -180,7 +189,7 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
         for p in positions:
             embeddings, hw = features(p)
             _, cand = _candidates(model, embeddings, hw, settings, float(resolved["pred_iou_thresh"]))
-            stabs.extend(s.float().cpu().numpy() for _, _, s in _full_res(model, cand, hw, settings))
+            stabs.extend(s.float().cpu().numpy() for _, _, s in _full_res(cand, hw, model.image_size, settings))
         values = np.concatenate(stabs) if stabs else np.zeros(0)
         if values.size == 0:
             raise ConfigError(f"no candidate passes the predicted-IoU threshold {resolved['pred_iou_thresh']:.4g} on "

@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from sumseg.atomic import atomic_path
@@ -38,6 +37,7 @@ from sumseg.pseudo_label_store import (
     lowres_to_image,
     open_store,
     read_tensors,
+    save_tensors,
     state_fingerprint,
 )
 
@@ -142,10 +142,9 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: Emb
     u8 = quantise(uncertainty_map(labels.logits, r))
     labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
     if write:
-        with atomic_path(store.uncertainty_path(i)) as tmp:
-            save_file({"uncertainty": u8.contiguous()}, tmp, metadata={
-                "format": UNCERTAINTY_FORMAT, "version": str(VERSION), "refiner_fingerprint": fp,
-                "labels_digest": file_digest(labels_file)})
+        save_tensors(store.uncertainty_path(i), {"uncertainty": u8}, {
+            "format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner_fingerprint": fp,
+            "labels_digest": file_digest(labels_file)})
     pictures: list[np.ndarray] = []
     if want_overlays and len(labels):
         rgb, n = rec.load_image(), min(want_overlays, len(labels))
