@@ -1,0 +1,93 @@
+"""LoRA on the image encoder's attention (peft), and checkpoints that hold the merged weights.
+
+``add_lora`` wraps each ``blocks.<i>.attn.<target>`` Linear of ``sam.image_encoder`` (SAM's ``qkv``
+and ``proj`` by default) in a peft LoRA layer: ``y = x W0ᵀ + b + (alpha / rank) · x Aᵀ Bᵀ``,
+B zero-initialised, so the model starts as the foundation model. Checkpoints never hold adapters:
+:func:`merged_state_dict` folds ``(alpha / rank) · B A`` into ``W0`` and names every tensor as
+stock SAM does, so a LoRA run's ``last.ckpt`` loads strictly with ``build_model``, ``sumseg eval``
+and ``sumseg export`` like any other. The run's state file keeps the adapters for resuming.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import Tensor
+
+from sumseg.errors import ConfigError
+from sumseg.models.checkpoint import save_checkpoint
+from sumseg.models.registry import build_sam
+from sumseg.models.sum_sam import SumSam
+
+ADAPTER = "default"
+
+
+def add_lora(model: SumSam, rank: int, alpha: float, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
+    """Inject LoRA adapters into the encoder's attention Linears named ``targets``; return their names.
+
+    The adapters' A matrices are drawn from torch's global generator (seed it first).
+    """
+    pattern = rf"blocks\.\d+\.attn\.({'|'.join(re.escape(t) for t in targets)})"
+    encoder = model.sam.image_encoder
+    found = [n for n, m in encoder.named_modules() if re.fullmatch(pattern, n) and isinstance(m, torch.nn.Linear)]
+    if not found:
+        raise ConfigError(f"lora.targets {list(targets)} name no Linear layer in the encoder's attention blocks "
+                          "(SAM's are qkv and proj)")
+    config = PeftLoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+    inject_adapter_in_model(config, encoder, adapter_name=ADAPTER)
+    return [f"sam.image_encoder.{n}" for n in found]
+
+
+def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
+def is_adapter(name: str) -> bool:
+    """True for the parameters peft adds (``lora_A``, ``lora_B``, ...)."""
+    return ".lora_" in name
+
+
+@torch.no_grad()
+def merged_state_dict(model: SumSam) -> dict[str, Tensor]:
+    """``model``'s state with every adapter folded into its base weight, under the stock key names.
+
+    The model itself is not changed (W0 + ΔW is computed into new tensors).
+    """
+    layers = lora_layers(model)
+    out: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if is_adapter(key):
+            continue
+        owner, _, leaf = key.rpartition(".base_layer.")
+        if owner and owner in layers:
+            if leaf == "weight":
+                value = value + layers[owner].get_delta_weight(ADAPTER).to(value.dtype)
+            key = f"{owner}.{leaf}"
+        out[key] = value.detach()
+    return out
+
+
+class MergedSaver:
+    """The loop's ``save_model`` for a LoRA run: ``last.ckpt`` holds the merged weights.
+
+    One stock :class:`SumSam` of the same architecture is kept on the CPU and receives the merged
+    weights at each save (strict load, so a key the merge missed fails loudly).
+    """
+
+    def __init__(self, model: SumSam, config: dict) -> None:
+        self.model = model
+        self.config = config
+        self.stock = SumSam(build_sam(model.name, seed=None), model.task_prompts.task_ids, model.name)
+
+    def merged(self) -> SumSam:
+        self.stock.load_state_dict({k: v.cpu() for k, v in merged_state_dict(self.model).items()}, strict=True)
+        return self.stock
+
+    def __call__(self, path: Path, step: int) -> None:
+        save_checkpoint(path, self.merged(), step=step, config=self.config)

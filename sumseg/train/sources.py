@@ -1,0 +1,118 @@
+"""The trainer's image sources: human-labelled sets and the pseudo-label store.
+
+A source yields :class:`~sumseg.train.batch.MaskSample` s (one image, up to K masks) for
+:func:`~sumseg.train.data.draw_mixed`. Human labels have c ≡ 1 (``confidence=None``). A
+pseudo-labelled image gives task 0 (general) masks and, by method:
+
+- ``confidence="maps"`` (sum): c = 1 − U from the store's U maps (the low-res (L, L) frame
+  :class:`~sumseg.train.batch.MaskBatch` uses: L = S/4 over the padded S×S input);
+- ``confidence=None`` (self-training, refined labels): c ≡ 1;
+- with a ``refiner`` (refined labels): the targets are the refiner's masks σ(r) > 0.5, r computed
+  on the fly by :func:`sumseg.uncertainty.refine` (the very computation ``sumseg uncertainty``
+  compares s against), upsampled to the image as SAM's ``postprocess_masks`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from sumseg.config import LabelledSet
+from sumseg.data.dataset import read_dataset
+from sumseg.data.records import ImageRecord
+from sumseg.errors import ConfigError, DataError
+from sumseg.models.sum_sam import SumSam
+from sumseg.pseudo_label_run import image_features
+from sumseg.pseudo_label_store import ImageLabels, PseudoLabelStore, lowres_to_image
+from sumseg.tasks import GENERAL
+from sumseg.train.batch import MaskSample
+from sumseg.uncertainty import refine
+
+
+def labelled_records(sets: Sequence[LabelledSet], known_tasks: Sequence[int]) -> list[ImageRecord]:
+    """The records of every labelled set (``set.task`` replacing the file's task ids when given).
+
+    Raises DataError for a set without masks and ConfigError for a task id the model does not know,
+    naming the set (``data.labelled[i]``) and its path.
+    """
+    out: list[ImageRecord] = []
+    for i, s in enumerate(sets):
+        ds = read_dataset(s.path)
+        records = [r for r in ds.records if r.masks]
+        if not records:
+            raise DataError(f"{s.path}: no masks to train on (data.labelled[{i}], read as {ds.format})")
+        if s.task is not None:
+            records = [replace(r, masks=[replace(m, task=s.task) for m in r.masks]) for r in records]
+        unknown = sorted({m.task for r in records for m in r.masks} - set(known_tasks))
+        if unknown:
+            key = f"data.labelled[{i}].task" if s.task is not None else f"data.labelled[{i}] ({s.path})"
+            raise ConfigError(f"{key}: task id(s) {unknown} unknown to the model, which knows {list(known_tasks)} "
+                              "(set model.tasks, or the set's task)")
+        out.extend(records)
+    return out
+
+
+def _subset(labels: ImageLabels, picked: np.ndarray) -> ImageLabels:
+    sel = list(picked)
+    return ImageLabels([labels.rles[j] for j in sel], labels.logits[sel], labels.boxes[sel], labels.points[sel],
+                       labels.predicted_iou[sel], labels.stability[sel])
+
+
+class PseudoLabelSource:
+    """The images of a pseudo-label store that hold at least one pseudo-label (see the module docstring).
+
+    Args:
+        store: an opened, finished store; its model input size must be the trained model's.
+        max_masks: K, the most masks drawn per image.
+        image_size: S of the trained model.
+        confidence: "maps" for c = 1 − U (every image needs its U maps), None for c ≡ 1.
+        refiner: when given, targets are the refiner's masks instead of the pseudo-labels.
+    """
+
+    def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, confidence: str | None,
+                 refiner: SumSam | None = None) -> None:
+        if store.image_size != image_size:
+            raise ConfigError(f"{store.root / 'meta.json'}: pseudo-labels made for {store.image_size}-px model input "
+                              f"({store.model}); the trained model takes {image_size} px")
+        if refiner is not None and refiner.image_size != image_size:
+            raise ConfigError(f"data.refiner: a {refiner.image_size}-px model; the store is {image_size} px")
+        self.store, self.max_masks, self.confidence, self.refiner = store, max_masks, confidence, refiner
+        self.index = [i for i, e in enumerate(store.images) if e.num_masks > 0]
+        if not self.index:
+            raise DataError(f"{store.root}: the pseudo-label store holds no pseudo-labels to train on")
+        if confidence == "maps":
+            missing = [store.uncertainty_path(i) for i in self.index if not store.uncertainty_path(i).is_file()]
+            if missing:
+                raise DataError(f"{missing[0]}: U map missing ({len(missing)} of {len(self.index)} images have "
+                                f"none): run `sumseg uncertainty --pseudo-labels {store.root}` first")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, index: int, rng: np.random.Generator) -> MaskSample:
+        i = self.index[index]
+        rec = self.store.record(i)
+        k = min(self.max_masks, len(rec.masks))
+        picked = np.sort(rng.choice(len(rec.masks), size=k, replace=False))
+        image = rec.load_image()
+        if self.refiner is None:
+            masks = np.stack([rec.mask(int(j)) for j in picked])
+        else:
+            masks = self._refined(rec, i, picked)
+        conf = None
+        if self.confidence == "maps":
+            c = self.store.confidence(i)
+            assert c is not None, "checked in __init__"
+            conf = c[picked].numpy()
+        return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf)
+
+    def _refined(self, rec: ImageRecord, i: int, picked: np.ndarray) -> np.ndarray:
+        """(k, H, W) bool: σ(r) > 0.5 of the refiner's output for the picked pseudo-labels of store image i."""
+        assert self.refiner is not None
+        hw = (rec.height, rec.width)
+        labels = _subset(self.store.load(i, confidence=False), picked)
+        r = refine(self.refiner, image_features(self.refiner, rec, None), labels, hw)
+        return (lowres_to_image(r, self.refiner.image_size, hw) > 0).cpu().numpy()
+

@@ -1,0 +1,204 @@
+"""``sumseg train``: a :class:`~sumseg.config.TrainConfig` → model, sources, step, param groups → the loop.
+
+One code path for every method and mode (docs/training.md):
+
+=============== ==================================================== =============== ============
+method          pseudo-labelled images give                          c               task prompt
+=============== ==================================================== =============== ============
+sum             the store's pseudo-labels                            1 − U (U maps)  yes
+vanilla         nothing (labelled images only)                       —               yes
+self_training   the store's pseudo-labels                            1               yes
+refined_labels  the refiner's masks σ(r) > 0.5 for them              1               yes
+sum_no_task     the store's pseudo-labels                            1 − U           no
+=============== ==================================================== =============== ============
+
+Modes: ``full`` trains every weight; ``decoder`` freezes the image encoder and reads image
+embeddings from an :class:`~sumseg.data.embedding_cache.EmbeddingCache` (built once, before the
+first step); ``lora`` freezes the encoder and trains peft LoRA adapters on its attention
+(:mod:`sumseg.train.lora`; checkpoints hold the merged weights). The prompt encoder, the mask
+decoder and the task prompts train in every mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sumseg.atomic import atomic_path
+from sumseg.config import Method, Mode, Schedule, TrainConfig, config_changes, to_dict, to_yaml
+from sumseg.data.embedding_cache import EmbeddingCache
+from sumseg.data.images import content_key
+from sumseg.errors import ConfigError
+from sumseg.models.checkpoint import build_model
+from sumseg.models.sum_sam import SumSam
+from sumseg.outputs import check_output_dir
+from sumseg.prompts.sampler import UncertaintySampler
+from sumseg.pseudo_label_store import open_store
+from sumseg.tasks import GENERAL
+from sumseg.train.batch import MaskBatch, collate
+from sumseg.train.data import LabelledSource, MaskSource, draw_mixed, step_generator
+from sumseg.train.distributed import Replica, barrier, setup
+from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
+from sumseg.train.lora import MergedSaver, add_lora, is_adapter
+from sumseg.train.optim import param_groups
+from sumseg.train.sources import PseudoLabelSource, labelled_records
+from sumseg.train.step import InteractiveStep
+
+RUN_FILES = ("last.ckpt", "config.yaml", "config.json", "metrics.jsonl")
+RUN_DIRS = ("state", "tensorboard", "embeddings")
+
+
+@dataclass
+class TrainingSetup:
+    """Everything the loop is handed (built by :func:`build_training`)."""
+
+    model: SumSam  # the trained model (LoRA adapters inside in mode=lora)
+    module: InteractiveStep  # the step module the loop runs (and wraps in DDP)
+    inputs: InputFn
+    params: list[dict]  # AdamW groups (see sumseg.train.optim)
+    loop: LoopConfig
+    save_model: SaveFn | None  # mode=lora: writes the merged weights
+    config: dict[str, Any]  # the resolved config, plain (saved in checkpoints)
+    images_per_call: int
+
+
+def loop_config(cfg: TrainConfig) -> LoopConfig:
+    o, r = cfg.optim, cfg.run
+    return LoopConfig(
+        steps=o.steps, lr=o.lr, weight_decay=o.weight_decay, betas=(o.betas[0], o.betas[1]), warmup=o.warmup,
+        min_lr_ratio=1.0 if o.schedule is Schedule.constant else o.min_lr_ratio, grad_clip=o.grad_clip,
+        save_every=r.save_every, log_every=r.log_every, accumulate=o.accumulate, precision=r.precision.value,
+        device=r.device, seed=r.seed)
+
+
+def set_mode(model: SumSam, cfg: TrainConfig) -> None:
+    """Mark the trainable parameters of ``cfg.mode`` (adds the LoRA adapters in mode=lora)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if cfg.mode is Mode.full:
+        return
+    if cfg.mode is Mode.lora:
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
+    for name, p in model.sam.image_encoder.named_parameters():
+        p.requires_grad_(is_adapter(name))
+
+
+def _share(cfg: TrainConfig) -> Fraction:
+    """Fraction of each step's images that are labelled."""
+    if cfg.method is Method.vanilla:
+        return Fraction(1)
+    labelled, pseudo = (Fraction(v).limit_denominator(10**6) for v in cfg.data.ratio)
+    return labelled / (labelled + pseudo)
+
+
+def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list[MaskSource | None]:
+    """[labelled source or None, pseudo-label source or None] as the method and ratio need them."""
+    share = _share(cfg)
+    known = model.task_prompts.task_ids
+    labelled = None
+    if share > 0:
+        labelled = LabelledSource(labelled_records(cfg.data.labelled, known), cfg.data.masks_per_image)
+    if share == 1:
+        return [labelled, None]
+    if cfg.method is not Method.sum_no_task and GENERAL not in known:
+        raise ConfigError(f"model.tasks: pseudo-labels carry task {GENERAL} (general), which the model does not "
+                          f"know (it knows {list(known)})")
+    assert cfg.data.pseudo_labels is not None, "check_config requires it"
+    refiner = None
+    if cfg.method is Method.refined_labels:
+        assert cfg.data.refiner is not None, "check_config requires it"
+        refiner = build_model(None, cfg.data.refiner).to(device)
+    confidence = "maps" if cfg.method in (Method.sum, Method.sum_no_task) else None
+    store = open_store(cfg.data.pseudo_labels)
+    return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, confidence, refiner)]
+
+
+def _all_records(sources: list[MaskSource | None]) -> list:
+    out: list = []
+    for s in sources:
+        if isinstance(s, LabelledSource):
+            out += s.records
+        elif isinstance(s, PseudoLabelSource):
+            out += [s.store.record(i) for i in s.index]
+    return out
+
+
+def embedding_cache(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | None],
+                    replica: Replica) -> EmbeddingCache:
+    """The decoder mode's cache of every training image's embedding (rank 0 builds, the others wait)."""
+    root = Path(cfg.data.embedding_cache or Path(cfg.run.out) / "embeddings")
+    model.sam.to(replica.device)
+    if replica.is_main:
+        EmbeddingCache(root, model.sam).build(_all_records(sources), progress=cfg.run.progress)
+    barrier(replica)
+    return EmbeddingCache(root, model.sam)
+
+
+def make_inputs(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | None],
+                cache: EmbeddingCache | None) -> InputFn:
+    """The loop's ``inputs(draw, replica)``: this rank's images of the call, collated on its device,
+    and a prompt sampler seeded from (seed, draw, rank)."""
+    share, seed, per_call, p_box = _share(cfg), cfg.run.seed, cfg.data.images_per_step, cfg.rounds.p_box
+
+    def inputs(draw: int, replica: Replica) -> tuple[MaskBatch, UncertaintySampler]:
+        samples = draw_mixed(sources, share, seed, draw, replica.rank, replica.world, per_call)
+        emb = None if cache is None else torch.stack([cache.get(content_key(s.image)) for s in samples])
+        batch = collate(samples, model, emb).to(replica.device)
+        return batch, UncertaintySampler(step_generator(seed, draw, replica.rank, replica.device), p_box=p_box)
+
+    return inputs
+
+
+def build_training(cfg: TrainConfig, replica: Replica | None = None) -> TrainingSetup:
+    """Assemble the run of ``cfg`` (reads the data, builds the cache in mode=decoder)."""
+    replica = replica or setup(cfg.run.device)
+    model = build_model(cfg.model.name, cfg.model.checkpoint, cfg.model.tasks)
+    torch.manual_seed(cfg.run.seed)  # LoRA's A matrices
+    set_mode(model, cfg)
+    sources = build_sources(cfg, model, replica.device)
+    cache = embedding_cache(cfg, model, sources, replica) if cfg.mode is Mode.decoder else None
+    module = InteractiveStep(model, cfg.rounds.corrections, cfg.rounds.final_round, cfg.rounds.theta,
+                             use_task=cfg.method is not Method.sum_no_task)
+    o = cfg.optim
+    params = param_groups(model, len(model.sam.image_encoder.blocks), o.lr, o.layer_decay, o.weight_decay,
+                          o.task_lr_mult)
+    config = to_dict(cfg)
+    saver = MergedSaver(model, config) if cfg.mode is Mode.lora else None
+    return TrainingSetup(model, module, make_inputs(cfg, model, sources, cache), params, loop_config(cfg), saver,
+                         config, cfg.data.images_per_step)
+
+
+def _inputs_of(cfg: TrainConfig) -> list[str | None]:
+    return [s.path for s in cfg.data.labelled] + [cfg.data.pseudo_labels, cfg.data.refiner, cfg.model.checkpoint]
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Check ``run.out`` (a folder that is no input); refuse to continue a run made with another config;
+    write ``config.yaml``. Rank 0 only."""
+    run_dir = check_output_dir(cfg.run.out, inputs=_inputs_of(cfg), files=RUN_FILES, dirs=RUN_DIRS, label="run.out")
+    saved = run_dir / "config.yaml"
+    with run_lock(run_dir):
+        if saved.is_file() and (run_dir / "last.ckpt").is_file():
+            changed = config_changes(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg))
+            if changed:
+                raise ConfigError(f"{saved}: this run was started with another config ({'; '.join(changed[:4])}); "
+                                  "rerun with the same config to resume, or choose another run.out")
+        with atomic_path(saved) as tmp:
+            tmp.write_text(to_yaml(cfg))
+    return run_dir
+
+
+def train(cfg: TrainConfig) -> dict[str, float]:
+    """Run (or resume) the training of ``cfg`` into ``cfg.run.out``; returns the last logged metrics."""
+    replica = setup(cfg.run.device)
+    if replica.is_main:
+        prepare_run_dir(cfg)
+    barrier(replica)
+    s = build_training(cfg, replica)
+    return run_loop(s.module, s.inputs, s.model, s.params, s.loop, Path(cfg.run.out), s.config, s.images_per_call,
+                    cfg.run.progress and replica.is_main, s.save_model)
