@@ -25,7 +25,10 @@ def test_help_lists_every_design_command() -> None:
 
 
 def test_unbuilt_commands_say_so_and_fail() -> None:
+    """Commands whose help says "not built yet" (the set shrinks as parts land) exit 2 saying so."""
     for cmd in (["pseudo-label"], ["refiner", "train"], ["uncertainty"], ["train"], ["pretrain"]):
+        if "not built yet" not in runner.invoke(app, [*cmd, "--help"]).output:
+            continue  # built since
         res = runner.invoke(app, cmd)
         assert res.exit_code == 2 and "not built yet" in res.output, cmd
 

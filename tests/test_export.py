@@ -13,7 +13,6 @@ from sumseg import SumPredictor, build_model, save_checkpoint
 from sumseg.errors import CheckpointError, ConfigError
 from sumseg.models import build_sam
 from sumseg.models.export import (
-    DEFAULT_TOLERANCE,
     ExportVerificationError,
     export_checkpoint,
     export_state_dict,
@@ -87,9 +86,8 @@ def test_nan_outputs_fail_the_check(rgb_image: np.ndarray) -> None:
 
 def test_export_above_tolerance_fails_and_writes_nothing(tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "sum.ckpt", randomise_task_prompts(build_model("tiny")))
-    name, diff = export_checkpoint(ckpt, 1, tmp_path / "ok.pth", verify=True)  # default tolerance
-    assert diff is not None and 0 < diff <= DEFAULT_TOLERANCE
     (tmp_path / "old.pth").write_bytes(b"an earlier export")
+    # float rounding of the fold gives ~2e-7 for these prompts (under the default 1e-4, tested in test_cli)
     with pytest.raises(ExportVerificationError, match=r"old\.pth: .*max \|logit diff\| .* above the tolerance 1e-09"):
         export_checkpoint(ckpt, 1, tmp_path / "old.pth", verify=True, tolerance=1e-9)
     assert (tmp_path / "old.pth").read_bytes() == b"an earlier export"  # left as it was
