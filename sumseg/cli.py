@@ -68,9 +68,24 @@ def pseudo_label(
 
 
 @refiner_app.command("train")
-def refiner_train() -> None:
-    """Train the mask-refinement module on human-labelled masks (not built yet)."""
-    _not_built("refiner train", "refiner issue")
+def refiner_train(
+    config: Annotated[Path | None, typer.Option(help="refiner YAML (configs/refiner_*.yaml, docs/refiner.md)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings over the YAML")] = None,
+) -> None:
+    """Train the mask-refinement module on human-labelled masks (resumable: rerun to continue)."""
+    from sumseg.refiner import load_refiner_config, train_refiner
+
+    try:
+        cfg = load_refiner_config(config, overrides or [])
+        row = train_refiner(cfg)
+    except SumsegError as e:
+        _fail(e)
+    if not row:
+        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
+        return
+    typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
+               f"loss {row.get('loss', float('nan')):.3f}, IoU {row.get('input_iou', float('nan')):.3f} -> "
+               f"{row.get('train_iou', float('nan')):.3f}, kept {row.get('kept', float('nan')):.0%} of masks")
 
 
 @app.command()
