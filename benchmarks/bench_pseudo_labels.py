@@ -1,0 +1,116 @@
+"""Pseudo-labelling vs the stock ``SamAutomaticMaskGenerator``; refiner inference vs a per-mask ``SamPredictor`` loop.
+
+Same tiny model, same images (synthetic world, 256²), same thresholds, 32×32 grid, 64 points per
+batch, ``crop_n_layers=0``; our area filters are off (the stock generator has none). The tiny
+model has random weights: as built, its logits are so small that no mask is stable, so the
+hypernetwork outputs are scaled ×50 (``sharpened_tiny``) and, besides SAM's 0.88 / 0.95 (which it
+still almost never passes), thresholds are quantiles of its own scores (q0.7 IoU, q0.5
+stability, resolved on the same images and given to both). ``identical`` = every mask matched
+one to one at mask IoU ≥ 0.99; the note gives the match rate. Times: wall seconds per image,
+ours then stock on each image in turn (CPU seconds in the note; the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+from benchmarks.run import BenchRow
+from sumseg.data import encode_image, read_images
+from sumseg.pseudo_label_store import ImageLabels
+from sumseg.pseudo_labels import PseudoLabelSettings, calibrate, label_image
+from sumseg.uncertainty import refine
+from tests.test_pseudo_labels import sharpened_tiny, write_images
+
+IMAGES = 3
+GRID = 32
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def match_rate(ours: list[dict], ref: list[dict], iou: float = 0.99) -> tuple[int, int]:
+    """(masks matched one to one at mask IoU ≥ ``iou``, max(len(ours), len(ref))), greedy by IoU."""
+    if not ours or not ref:
+        return 0, max(len(ours), len(ref))
+    m = mask_utils.iou(ours, ref, [0] * len(ref))
+    pairs = sorted(((m[i, j], i, j) for i, j in zip(*np.nonzero(m >= iou), strict=True)), reverse=True)
+    used_a, used_b = set(), set()
+    for _, i, j in pairs:
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+    return len(used_a), max(len(ours), len(ref))
+
+
+def _compare(model, rgbs: list[np.ndarray], thresholds: dict[str, float]) -> tuple[BenchRow, list[ImageLabels]]:  # noqa: ANN001
+    settings = PseudoLabelSettings(points_per_side=GRID, max_area_ratio=2.0, min_area_ratio=0.0)
+    stock = SamAutomaticMaskGenerator(model.sam, points_per_side=GRID, pred_iou_thresh=thresholds["pred_iou_thresh"],
+                                      stability_score_thresh=thresholds["stability_score_thresh"],
+                                      output_mode="coco_rle")
+    times = np.zeros(4)
+    matched = total = 0
+    kept: list[ImageLabels] = []
+    for rgb in rgbs:
+        (labels, _), w1, c1 = _timed(lambda rgb=rgb: label_image(model, encode_image(model.sam, rgb)[None],
+                                                                  rgb.shape[:2], settings, thresholds))
+        ref, w2, c2 = _timed(lambda rgb=rgb: stock.generate(rgb))
+        times += [w1, w2, c1, c2]
+        a, n = match_rate(labels.rles, [r["segmentation"] for r in ref])
+        matched, total = matched + a, total + n
+        kept.append(labels)
+    n = len(rgbs)
+    name = (f"pseudo-labels, tiny, {GRID}² grid, IoU > {thresholds['pred_iou_thresh']:.3g}, "
+            f"stability ≥ {thresholds['stability_score_thresh']:.3g} ({matched} masks)")
+    note = (f"per image; {matched}/{total} masks matched at IoU ≥ 0.99; CPU s ours {times[2] / n:.2f}, "
+            f"stock {times[3] / n:.2f} ({times[3] / times[2]:.1f}×)")
+    return BenchRow(name, times[0] / n, times[1] / n, matched == total, note), kept
+
+
+def _uncertainty_row(refiner, rgbs: list[np.ndarray], stores: list[ImageLabels]) -> BenchRow:  # noqa: ANN001
+    ours_s = ref_s = 0.0
+    worst, masks = 0.0, 0
+    for rgb, labels in zip(rgbs, stores, strict=True):
+        hw = rgb.shape[:2]
+        r, w, _ = _timed(lambda rgb=rgb, labels=labels, hw=hw: refine(
+            refiner, encode_image(refiner.sam, rgb)[None], labels, hw))
+
+        def loop(rgb: np.ndarray = rgb, labels: ImageLabels = labels) -> list[np.ndarray]:
+            predictor = SamPredictor(refiner.sam)
+            predictor.set_image(rgb)
+            return [predictor.predict(labels.points[k : k + 1].numpy(), np.array([1]), labels.boxes[k].numpy(),
+                                      labels.logits[k : k + 1].numpy(), multimask_output=False,
+                                      return_logits=True)[2][0] for k in range(len(labels))]
+
+        ref, w_ref, _ = _timed(loop)
+        ours_s, ref_s, masks = ours_s + w, ref_s + w_ref, masks + len(labels)
+        if len(labels):
+            worst = max(worst, float(np.abs(r.numpy() - np.stack(ref)).max()))
+    return BenchRow(f"uncertainty (refiner inference), {masks} pseudo-labels", ours_s / max(1, masks),
+                    ref_s / max(1, masks), worst <= 1e-4,
+                    f"per mask, encoder pass included; max |logit diff| {worst:.1e}")
+
+
+def bench() -> list[BenchRow]:
+    torch.manual_seed(0)
+    model, refiner = sharpened_tiny(), sharpened_tiny(30.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        recs = read_images(write_images(Path(tmp) / "images", IMAGES)).records
+        rgbs = [r.load_image() for r in recs]
+    feats = {p: (encode_image(model.sam, rgb)[None], rgb.shape[:2]) for p, rgb in enumerate(rgbs)}
+    quantile = PseudoLabelSettings(points_per_side=GRID, pred_iou_thresh="q0.7", stability_score_thresh="q0.5")
+    q_thresholds, _ = calibrate(model, lambda p: feats[p], list(feats), quantile)
+    sam_row, _ = _compare(model, rgbs, {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95})
+    q_row, kept = _compare(model, rgbs, q_thresholds)
+    return [sam_row, q_row, _uncertainty_row(refiner, rgbs, kept)]
