@@ -16,10 +16,12 @@ import torch
 from sumseg.data.coco import read_coco
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.models.checkpoint import build_model
+from sumseg.models.sum_sam import SumSam
 from sumseg.prompts.sampler import UncertaintySampler
-from sumseg.train.batch import collate
-from sumseg.train.data import LabelledSource, draw_samples, step_rng
-from sumseg.train.loop import LoopConfig, run_loop
+from sumseg.train.batch import MaskBatch, collate
+from sumseg.train.data import LabelledSource, MaskSource, draw_samples, step_rng
+from sumseg.train.distributed import Replica, barrier, setup
+from sumseg.train.loop import InputFn, LoopConfig, run_loop
 from sumseg.train.step import InteractiveStep
 
 
@@ -44,29 +46,43 @@ class PretrainConfig:
     save_every: int = 100
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The prompt sampler's generator of one step and rank."""
-    return torch.Generator().manual_seed(int(step_rng(seed, step, rank, 99).integers(2**62)))
+def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The prompt sampler's generator of one step (or accumulation call) and rank, on ``device``."""
+    return torch.Generator(device).manual_seed(int(step_rng(seed, step, rank, 99).integers(2**62)))
+
+
+def labelled_inputs(source: MaskSource, model: SumSam, seed: int, images_per_call: int,
+                    p_box: float) -> InputFn:
+    """The loop's inputs of an :class:`InteractiveStep` on ``source``: this rank's images of the call
+    (:func:`draw_samples`) collated on the replica's device, and a sampler seeded from (seed, draw, rank)."""
+
+    def inputs(draw: int, replica: Replica) -> tuple[MaskBatch, UncertaintySampler]:
+        samples = draw_samples(source, seed, draw, replica.rank, replica.world, images_per_call)
+        batch = collate(samples, model).to(replica.device)
+        return batch, UncertaintySampler(step_generator(seed, draw, replica.rank, replica.device), p_box=p_box)
+
+    return inputs
 
 
 def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[str, float]:
-    """Write (or reuse) the world's ``pretrain`` split under ``out_dir/world`` and train into ``out_dir``."""
+    """Write (or reuse) the world's ``pretrain`` split under ``out_dir/world`` and train into ``out_dir``
+    (also as every rank of a ``torchrun`` job: rank 0 writes the world, the others wait)."""
     out_dir = Path(out_dir)
     world = out_dir / "world"
-    write_world(world, seed=cfg.world_seed, sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS},
-                progress=progress)
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                      min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip, save_every=cfg.save_every,
+                      seed=cfg.seed)
+    replica = setup(loop.device)
+    if replica.is_main:
+        write_world(world, seed=cfg.world_seed, sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS},
+                    progress=progress)
+    barrier(replica)
     source = LabelledSource(read_coco(world / "pretrain" / "annotations.json"), cfg.masks_per_image)
     model = build_model("tiny")
     torch.manual_seed(cfg.seed)
     # no task prompt: the foundation is a plain SAM (its task prompts stay 0)
     step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, use_task=False)
-
-    def step_fn(step: int) -> dict[str, torch.Tensor]:
-        samples = draw_samples(source, cfg.seed, step, 0, 1, cfg.images_per_step)
-        batch = collate(samples, model)
-        return step_module(batch, UncertaintySampler(step_generator(cfg.seed, step, 0), p_box=cfg.p_box))
-
-    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                      min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip, save_every=cfg.save_every)
+    inputs = labelled_inputs(source, model, cfg.seed, cfg.images_per_step, cfg.p_box)
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    return run_loop(step_fn, model, params, loop, out_dir, {"pretrain": asdict(cfg)}, cfg.images_per_step, progress)
+    return run_loop(step_module, inputs, model, params, loop, out_dir, {"pretrain": asdict(cfg)},
+                    cfg.images_per_step, progress)

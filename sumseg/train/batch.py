@@ -91,7 +91,7 @@ def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None 
         k = len(s.masks)
         if embeddings is None:
             img = torch.as_tensor(resize.apply_image(s.image)).permute(2, 0, 1)[None].float()
-            images.append(model.preprocess(img))
+            images.append(model.preprocess(img.to(model.sam.pixel_mean.device)))
         outside = np.ones((1, h, w), dtype=bool) if s.ignore is None else ~s.ignore[None]
         valid = _to_input_frame(outside, size)  # (1, S, S): inside the image and not ignored
         gts.append(_to_input_frame(s.masks, size))

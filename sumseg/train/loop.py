@@ -1,42 +1,65 @@
-"""The training loop: optimiser, schedule, clipping, NaN guard, checkpoints, resume, logs.
+"""The training loop: optimiser, schedule, AMP, DDP, accumulation, clipping, NaN guard, checkpoints, logs.
 
-The loop knows nothing about SAM or prompts: it calls ``step_fn(step)`` for a dict of named
-losses (``loss`` is minimised) and does the rest. Every step's randomness is a function of
-(seed, step, rank) (see :mod:`sumseg.train.data`), so resuming needs only the weights, the
-optimiser and the schedule — and a resumed run equals an uninterrupted one bit for bit.
+The loop knows nothing about SAM or prompts. It is handed a *step module* (an ``nn.Module``
+whose ``forward`` is one whole step and returns a dict of named scalar losses; ``loss`` is
+minimised) and an *inputs* function that builds the arguments of that ``forward`` for one call;
+it runs the calls (under ``torchrun``, in DDP), the backward passes and the updates.
+
+Every call's randomness is a function of (seed, draw, rank) (see :mod:`sumseg.train.data`; the
+global torch generator is re-seeded from the same triple before each call), so resuming needs
+only the weights, the optimiser, the schedule and the loss scale — and a resumed run equals an
+uninterrupted one bit for bit (on CPU; on a GPU as far as its kernels are deterministic).
 
 Run folder: ``last.ckpt`` (a sumseg checkpoint: loadable by ``build_model``, ``sumseg eval`` and
-``sumseg export``; written atomically), ``state/step_<n>.pt`` (optimiser + schedule of that step,
-``torch.load(weights_only=True)``; written before ``last.ckpt``, older ones removed after),
-``metrics.jsonl`` (one JSON object per logged step), ``train.lock`` (held while a run trains).
+``sumseg export``; written atomically; the commit point), ``state/step_<n>.pt`` (everything a resume
+needs: the trained tensors, optimiser, schedule, loss scaler; ``torch.load(weights_only=True)``;
+written before ``last.ckpt``, older ones removed after), ``metrics.jsonl`` (one JSON object per
+logged step), ``tensorboard/`` (the same scalars as TensorBoard events), ``config.json`` and
+``train.lock`` (held by rank 0 while a run trains).
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from sumseg.atomic import atomic_path
 from sumseg.errors import ConfigError, TrainingError
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
 from sumseg.models.sum_sam import SumSam
+from sumseg.train.distributed import Replica, all_agree, all_mean, barrier, no_sync, setup, wrap
+from sumseg.train.precision import autocast, check_precision, grad_scaler
+from sumseg.train.progress import RunLog
 
-StepFn = Callable[[int], dict[str, Tensor]]
+InputFn = Callable[[int, Replica], tuple[Any, ...]]
+"""``inputs(draw, replica)``: the positional arguments of the step module's ``forward`` for call
+number ``draw`` (= step · accumulate + micro-step) on ``replica``, tensors on ``replica.device``.
+Draw the data with ``draw_samples(source, seed, draw, replica.rank, replica.world, ...)`` so each
+rank sees its own images."""
+
+SaveFn = Callable[[Path, int], None]
+"""``save_model(path, step)``: write ``last.ckpt`` (atomically) for ``step``, e.g. with LoRA
+adapters merged into a copy; the default is ``save_checkpoint(path, model, step, config)``."""
 
 
 @dataclass
 class LoopConfig:
-    """Optimisation and bookkeeping of one run."""
+    """Optimisation and bookkeeping of one run.
+
+    ``accumulate``: step-module calls per optimiser step on each rank (their gradients add up;
+    each call's loss is divided by ``accumulate``). ``precision``: fp32 | bf16 | fp16 (see
+    :mod:`sumseg.train.precision`). ``device``: auto | cpu | cuda. ``seed``: the global torch
+    generator is re-seeded from (seed, draw, rank) before each call (dropout and the like).
+    """
 
     steps: int
     lr: float = 1e-5
@@ -47,6 +70,16 @@ class LoopConfig:
     grad_clip: float = 1.0
     save_every: int = 200
     log_every: int = 10
+    accumulate: int = 1
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "save_every", "log_every", "accumulate"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def lr_factor(step: int, cfg: LoopConfig) -> float:
@@ -67,104 +100,184 @@ def build_optimizer(
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``train.lock`` in ``run_dir``; a second run into the same folder is refused."""
+def run_lock(run_dir: Path, replica: Replica | None = None) -> Iterator[None]:
+    """Hold ``train.lock`` in ``run_dir`` (rank 0 only); a second run into the same folder is refused
+    on every rank of the job that asked."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"{run_dir} is in use by another training run (train.lock is held)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with ExitStack() as stack:
+        refused = 0
+        if replica is None or replica.is_main:
+            f = stack.enter_context(open(run_dir / "train.lock", "a+"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+            except BlockingIOError:
+                refused = 1
+        if replica is not None:
+            refused = all_agree(refused, replica)[1]
+        if refused:
+            raise ConfigError(f"{run_dir} is in use by another training run (train.lock is held)")
+        yield
 
 
 def _state_path(run_dir: Path, step: int) -> Path:
     return run_dir / "state" / f"step_{step:08d}.pt"
 
 
-def save_run(run_dir: Path, model: SumSam, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-             step: int, config: Mapping) -> None:
+def _trained_state(module: nn.Module) -> dict[str, Tensor]:
+    """``module``'s state without its frozen parameters (those come back from how it was built)."""
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k not in frozen}
+
+
+def save_run(run_dir: Path, module: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler, step: int,
+             save_model: SaveFn) -> None:
     """State of ``step`` first, then ``last.ckpt`` (the commit point), then older states removed."""
     state = _state_path(run_dir, step)
     state.parent.mkdir(exist_ok=True)
     with atomic_path(state) as tmp:
-        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp)
-    save_checkpoint(run_dir / "last.ckpt", model, step=step, config=config)
+        torch.save({"step": step, "module": _trained_state(module), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict()}, tmp)
+    save_model(run_dir / "last.ckpt", step)
     for old in state.parent.glob("step_*.pt"):
         if old != state:
             old.unlink()
 
 
-def resume_run(run_dir: Path, model: SumSam, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LambdaLR) -> int:
-    """Load ``last.ckpt`` and its state into the model/optimiser/schedule; return the next step (0 if new)."""
+def _load_module(module: nn.Module, state: dict, ckpt: Path, model: SumSam) -> None:
+    if "module" not in state:  # a state file of the first loop version: the weights are last.ckpt's
+        model.load_state_dict(read_checkpoint(ckpt)[0], strict=True)
+        return
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    missing, unexpected = module.load_state_dict(state["module"], strict=False)
+    if set(missing) != frozen or unexpected:
+        raise TrainingError(f"{ckpt.parent}: the run was trained with another set of trainable parameters "
+                            f"({len(unexpected)} unexpected, {len(set(missing) ^ frozen)} differ): was the "
+                            "mode changed? Use a new run folder")
+
+
+def resume_run(run_dir: Path, module: nn.Module, model: SumSam, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler) -> int:
+    """Load the state of ``last.ckpt``'s step into module/optimiser/schedule/scaler; return the next step (0 if new)."""
     ckpt = run_dir / "last.ckpt"
     if not ckpt.exists():
         return 0
-    tensors, meta = read_checkpoint(ckpt)
+    _, meta = read_checkpoint(ckpt)
     step = 0 if meta is None else meta.step
     state_file = _state_path(run_dir, step)
     if not state_file.is_file():
         raise TrainingError(f"{ckpt} is at step {step} but {state_file} is missing: cannot resume exactly")
-    model.load_state_dict(tensors, strict=True)
     state = torch.load(state_file, map_location="cpu", weights_only=True)
+    _load_module(module, state, ckpt, model)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return step + 1
 
 
-def _append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
-    if resumed_from is not None and path.exists():  # drop rows of steps that will be redone
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < resumed_from]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(k + "\n" for k in keep))
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _seed_global(seed: int, draw: int, rank: int) -> None:
+    """Re-seed torch's global generators (all devices) from (seed, draw, rank)."""
+    torch.manual_seed(int(np.random.default_rng([seed, draw, rank, 0x6C6F6F70]).integers(2**62)))
 
 
-def _finite_or_stop(losses: dict[str, Tensor], step: int, run_dir: Path) -> None:
-    bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise TrainingError(f"non-finite {', '.join(bad)} at step {step}; stopped, {run_dir / 'last.ckpt'} "
-                            "keeps the last good weights (lower the lr or check the data)")
+@dataclass
+class _Trainer:
+    """What one optimiser step needs (built once per run by :func:`run_loop`)."""
+
+    net: nn.Module  # the step module, in DDP when distributed
+    inputs: InputFn
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    trainable: list[nn.Parameter]
+    cfg: LoopConfig
+    replica: Replica
+
+    def step(self, step: int) -> tuple[dict[str, float], float]:
+        """Forward + backward of ``accumulate`` calls, then clip and update. Returns the losses (mean
+        over calls and ranks) and the gradient norm; raises :class:`TrainingError` before updating
+        when a loss (on any rank) or the gradient is not finite."""
+        cfg, rep = self.cfg, self.replica
+        self.opt.zero_grad(set_to_none=True)
+        names: list[str] = []
+        total = torch.zeros((), device=rep.device)
+        for micro in range(cfg.accumulate):
+            draw = step * cfg.accumulate + micro
+            _seed_global(cfg.seed, draw, rep.rank)
+            args = self.inputs(draw, rep)
+            with no_sync(self.net, skip=micro + 1 < cfg.accumulate):
+                with autocast(cfg.precision, rep.device):
+                    losses = self.net(*args)
+                self.scaler.scale(losses["loss"] / cfg.accumulate).backward()
+            names = list(losses)
+            total = total + torch.stack([losses[k].detach().float() for k in names])
+        means = all_mean(total / cfg.accumulate, rep).tolist()  # one collective, also spreads a NaN
+        self.scaler.unscale_(self.opt)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip))
+        bad = [k for k, v in zip(names, means, strict=True) if not math.isfinite(v)]
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16: the scaler skips the step
+            bad.append("gradient norm")
+        if bad:
+            raise TrainingError(f"non-finite {', '.join(bad)} at step {step}")
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return dict(zip(names, means, strict=True)), grad_norm
 
 
-def run_loop(step_fn: StepFn, model: SumSam, params: list[dict], cfg: LoopConfig, run_dir: Path,
-             config: Mapping, images_per_step: int, progress: bool = True) -> dict[str, float]:
-    """Train ``model`` for ``cfg.steps`` steps into ``run_dir``, resuming from ``last.ckpt`` if there.
+def _check_weights(trainable: list[nn.Parameter], step: int) -> None:
+    if not all(bool(torch.isfinite(p).all()) for p in trainable):
+        raise TrainingError(f"non-finite weights after step {step} (the update overflowed)")
 
-    ``params``: optimiser parameter groups of the trainable parameters. Returns the last logged row.
+
+def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: list[dict], cfg: LoopConfig,
+             run_dir: Path, config: Mapping, images_per_call: int, progress: bool = True,
+             save_model: SaveFn | None = None) -> dict[str, float]:
+    """Train for ``cfg.steps`` optimiser steps into ``run_dir``, resuming from ``last.ckpt`` if there.
+
+    Same call alone or under ``torchrun`` (then every rank calls it; see :mod:`.distributed`).
+    step_module: an ``nn.Module`` whose ``forward(*inputs(draw, replica))`` returns named scalar
+    losses with ``loss`` the one minimised (e.g. :class:`~sumseg.train.step.InteractiveStep`);
+    it is moved to the device, put in train mode and wrapped in DDP here.
+    inputs: see :data:`InputFn`. model: the :class:`SumSam` inside ``step_module`` that
+    ``last.ckpt`` holds (written by ``save_model`` when given, see :data:`SaveFn`).
+    params: optimiser parameter groups of the trainable parameters (each may carry an ``lr``).
+    config: the resolved run config (``config.json`` and the checkpoint metadata).
+    images_per_call: images in one call on one rank (for images/s).
+    Returns the last logged row (losses averaged over ranks). A non-finite loss, gradient or
+    weight stops the run with :class:`TrainingError` before ``last.ckpt`` is touched.
     """
+    replica = setup(cfg.device)
+    check_precision(cfg.precision, replica.device)
     run_dir = Path(run_dir)
+    step_module.to(replica.device).train()
     opt, sched = build_optimizer(params, cfg)
-    trainable = [p for g in params for p in g["params"]]
-    with run_lock(run_dir):
-        start = resume_run(run_dir, model, opt, sched)
-        resumed_from: int | None = start if start else None
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        row: dict[str, float] = {}
-        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress)
-        tic, done = time.perf_counter(), 0
-        for step in bar:
-            losses = step_fn(step)
-            _finite_or_stop(losses, step, run_dir)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            done += 1
-            last = step + 1 == cfg.steps
-            if step % cfg.log_every == 0 or last:
-                rate = done * images_per_step / (time.perf_counter() - tic)
-                row = {"step": step, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                       "images_per_s": rate, **{k: float(v.detach()) for k, v in losses.items()}}
-                _append_metrics(run_dir / "metrics.jsonl", row, resumed_from)
-                resumed_from = None
-                bar.set_postfix(loss=f"{row['loss']:.3f}", iou=f"{row.get('train_iou', 0):.3f}", img_s=f"{rate:.1f}")
-            if (step + 1) % cfg.save_every == 0 or last:
-                save_run(run_dir, model, opt, sched, step, config)
-    return row
+    scaler = grad_scaler(cfg.precision, replica.device)
+
+    def save(path: Path, step: int) -> None:
+        save_checkpoint(path, model, step=step, config=config)
+
+    with run_lock(run_dir, replica):
+        barrier(replica)  # rank 0 holds the lock before anyone reads the folder
+        start = resume_run(run_dir, step_module, model, opt, sched, scaler)
+        if len(set(all_agree(start, replica))) > 1:
+            raise TrainingError(f"ranks resume {run_dir} from different steps: the run folder must be on a "
+                                "file system every node shares")
+        trainable = [p for g in params for p in g["params"]]
+        trainer = _Trainer(wrap(step_module, replica), inputs, opt, scaler, trainable, cfg, replica)
+        with RunLog(run_dir, config, cfg, replica, start, images_per_call, progress) as log:
+            for step in range(start, cfg.steps):
+                try:
+                    losses, grad_norm = trainer.step(step)
+                    sched.step()
+                    last = step + 1 == cfg.steps
+                    log.step(step, losses, float(sched.get_last_lr()[0]), grad_norm, force=last)
+                    if (step + 1) % cfg.save_every == 0 or last:
+                        _check_weights(trainable, step)
+                        if replica.is_main:
+                            save_run(run_dir, step_module, opt, sched, scaler, step, save_model or save)
+                        log.saved(step)
+                        barrier(replica)
+                except TrainingError as e:
+                    raise TrainingError(f"{e}; stopped. {log.kept()}; lower the lr or check the data") from None
+    return log.row

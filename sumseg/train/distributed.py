@@ -1,0 +1,128 @@
+"""Where a training process runs: alone, or as one replica of a ``torchrun`` job (DDP).
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+with ``WORLD_SIZE`` > 1 :func:`setup` joins the process group from them (``env://``): NCCL when
+the replica's device is CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPU. Without
+those variables the process is a plain single process and nothing distributed is touched.
+Multi-node runs need nothing more than torchrun's own flags (``--nnodes``, ``--node-rank``,
+``--rdzv-endpoint`` ...) and a run folder on a file system every node sees.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from sumseg.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """This process's place in the job: ``rank`` of ``world`` processes, ``local_rank`` on its node."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, checkpoints and holds the run folder's lock."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} must be an integer (set by torchrun)") from None
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` without a GPU is refused."""
+    if name not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device (use device=auto or cpu)")
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} CUDA devices: "
+                          "start at most one process per GPU (--nproc_per_node)")
+    return torch.device("cuda", local_rank)
+
+
+def setup(device: str = "auto") -> Replica:
+    """This process's :class:`Replica`; joins the process group under torchrun (idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        atexit.register(_teardown)
+    return Replica(rank, world, local_rank, dev)
+
+
+def _teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(replica: Replica) -> None:
+    """Wait for every replica (no-op alone)."""
+    if replica.world > 1:
+        dist.barrier()
+
+
+def all_mean(values: torch.Tensor, replica: Replica) -> torch.Tensor:
+    """Mean of ``values`` (any shape, on the replica's device) over the replicas; NaN anywhere → NaN everywhere."""
+    if replica.world == 1:
+        return values
+    out = values.clone()
+    dist.all_reduce(out)
+    return out / replica.world
+
+
+def all_agree(value: int, replica: Replica) -> tuple[int, int]:
+    """(min, max) of an integer over the replicas, e.g. to check they all resume from the same step."""
+    if replica.world == 1:
+        return value, value
+    t = torch.tensor([value, -value], dtype=torch.int64, device=replica.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(-t[1]), int(t[0])
+
+
+def wrap(module: nn.Module, replica: Replica) -> nn.Module:
+    """``module`` in DDP when there are several replicas (gradients averaged in its backward), else itself.
+
+    ``find_unused_parameters``: which parameters a step touches depends on its data (a step
+    without boxes never uses the box-corner embeddings, one rank may draw boxes and another not),
+    so DDP must be told to look. Inputs are not moved by DDP: they come on the replica's device.
+    """
+    if replica.world == 1:
+        return module
+    return DistributedDataParallel(module, device_ids=None, find_unused_parameters=True)
+
+
+def no_sync(net: nn.Module, skip: bool) -> AbstractContextManager[None]:
+    """DDP's ``no_sync`` when ``skip`` (an accumulation call before the last one), else nothing."""
+    if skip and isinstance(net, DistributedDataParallel):
+        return net.no_sync()
+    return nullcontext()
