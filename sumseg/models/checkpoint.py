@@ -26,6 +26,10 @@ from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS
 
 FORMAT = "sumseg-checkpoint"
+PRETRAINED: dict[str, Path] = {
+    # the tiny foundation model trained by `sumseg pretrain` (docs/tiny-foundation.md)
+    "tiny_foundation": Path(__file__).resolve().parent.parent / "assets" / "tiny_foundation.safetensors",
+}
 FORMAT_VERSION = 1
 
 
@@ -208,9 +212,17 @@ def build_model(
 ) -> SumSam:
     """Build a task-conditioned SAM by registry name, optionally loading weights (eval mode).
 
+    A name in :data:`PRETRAINED` (``tiny_foundation``) loads the weights shipped with sumseg.
+
     ``checkpoint`` may be an official SAM/HQ-SAM ``.pth`` (a state_dict of ``name``), an
     exported stock file, or a sumseg checkpoint (see :func:`load_checkpoint`).
     """
+    if name in PRETRAINED:
+        if checkpoint is not None:
+            raise CheckpointError(f"{name!r} names shipped weights; pass no checkpoint (or model 'tiny' with it)")
+        if not PRETRAINED[name].is_file():
+            raise CheckpointError(f"{PRETRAINED[name]}: the {name!r} weights are not in this installation")
+        return load_checkpoint(PRETRAINED[name])[0]
     if checkpoint is not None:
         return load_checkpoint(checkpoint, name, tasks)[0]
     if name is None:
