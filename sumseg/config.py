@@ -268,11 +268,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return cfg
 
 
-def to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as plain data (enums as their names): what checkpoints and config.yaml store."""
-    out = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
-    assert isinstance(out, dict)
-    return out  # type: ignore[return-value]
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain data (enums as their names): what checkpoints and config.yaml store."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Enum):
+            return v.value
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return [plain(x) for x in v] if isinstance(v, list | tuple) else v
+
+    return plain(dataclasses.asdict(cfg))
 
 
 def to_yaml(cfg: TrainConfig) -> str:

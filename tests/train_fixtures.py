@@ -2,8 +2,8 @@
 
 The store follows docs/pseudo-labels.md exactly (it is written with the store's own writers):
 the pseudo-labels of an image are its general-set GT masks (entities and parts), the logits
-s are ±8 inside/outside each mask in the low-res frame, and U (when asked) is 0.8 on a band of
-pixels along each mask's border and 0.05 elsewhere, as uint8 round(255·U).
+s are ±8 inside/outside each mask in the low-res frame, and U (when asked) is 0.8 on a 2-pixel
+band along each mask's outline and 0.05 elsewhere, as uint8 round(255·U).
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def write_store(images: Path, out: Path, uncertainty: bool = True, max_masks: in
                            rec.height, rec.width, k, [0, 0, 0, k, 0])
         write_image(labels_dir, entry, labels)
         if uncertainty:
-            border = (frac > 0.05) & (frac < 0.95)
+            inside = (frac > 0.5).float()[:, None]
+            dilated, eroded = F.max_pool2d(inside, 3, 1, 1), -F.max_pool2d(-inside, 3, 1, 1)
+            border = (dilated != eroded)[:, 0]  # a 2-pixel band along each mask's outline
             u8 = torch.where(border, round(0.8 * 255), round(0.05 * 255)).to(torch.uint8)
             save_tensors(labels_dir / f"{stem}.uncertainty.safetensors", {"uncertainty": u8},
                          {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner_fingerprint": "hand",

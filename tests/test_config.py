@@ -1,0 +1,156 @@
+"""The config tree: YAML + overrides, errors that name the key's path, value checks, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sumseg.config import (
+    Method,
+    Mode,
+    Precision,
+    Schedule,
+    TrainConfig,
+    config_changes,
+    from_dict,
+    load_config,
+    to_dict,
+    to_yaml,
+)
+from sumseg.errors import ConfigError
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+BASE = ["model.name=tiny", "data.labelled=[{path: data/a, task: 1}]", "data.pseudo_labels=pl"]
+
+
+def load(*overrides: str, path: Path | None = None) -> TrainConfig:
+    return load_config(path, [*BASE, *overrides])
+
+
+def refused(*overrides: str, path: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load(*overrides, path=path)
+    return str(e.value)
+
+
+def test_defaults_are_the_published_settings() -> None:
+    cfg = load()
+    assert (cfg.optim.lr, cfg.optim.layer_decay, cfg.data.ratio) == (1e-5, 0.8, [1.0, 1.0])
+    assert (cfg.rounds.corrections, cfg.rounds.final_round, cfg.rounds.p_box, cfg.rounds.theta) == (5, True, 0.5, 0.6)
+    assert (cfg.method, cfg.mode, cfg.optim.schedule, cfg.run.precision) == (
+        Method.sum, Mode.full, Schedule.cosine, Precision.fp32)
+    assert cfg.data.labelled[0].path == "data/a" and cfg.data.labelled[0].task == 1
+
+
+def test_yaml_then_overrides_in_order(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 1e-4\n  steps: 7\nmethod: vanilla\nmode: lora\nlora: {rank: 4}\n")
+    cfg = load("optim.lr=2e-4", "lora.targets=[qkv]", "optim.lr=3e-4", path=f)
+    assert cfg.optim.lr == 3e-4 and cfg.optim.steps == 7  # YAML's "1e-4" (a YAML 1.1 string) became a float
+    assert cfg.method is Method.vanilla and cfg.mode is Mode.lora
+    assert cfg.lora.rank == 4 and cfg.lora.targets == ["qkv"]
+
+
+@pytest.mark.parametrize(("override", "names"), [
+    ("optim.lrr=1", "unknown key optim.lrr"),
+    ("nosuch.section=1", "unknown key nosuch"),
+    ("data.labelled=[{path: a, tusk: 1}]", "unknown key data.labelled[0].tusk"),
+    ("optim.lr=fast", "optim.lr: Value 'fast'"),
+    ("optim.steps=1e12", "optim.steps: Value '1000000000000.0'"),
+    ("optim.steps=2.5", "optim.steps"),
+    ("rounds.final_round=maybe", "rounds.final_round"),
+    ("data.ratio=[one, 1]", "data.ratio[0]"),
+    ("data.labelled=[{path: a, task: x}]", "data.labelled[0].task: Value 'x'"),
+    ("data.labelled=[{path: a}, {path: b, task: [1]}]", "data.labelled[1].task"),
+    ("method=magic", "method: Invalid value 'magic'"),
+    ("optim.lr", "expected key=value"),
+    ("=3", "expected key=value"),
+])
+def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
+    message = refused(override)
+    assert names in message and f"override {override!r}" in message
+
+
+@pytest.mark.parametrize(("override", "names"), [
+    ("optim.lr=-1", "optim.lr must lie in (0, 1], got -1.0"),
+    ("optim.lr=0", "optim.lr must lie in (0, 1]"),
+    ("optim.lr=nan", "optim.lr must be a finite number, got nan"),
+    ("optim.grad_clip=inf", "optim.grad_clip must be a finite number"),
+    ("optim.steps=1000000000000", "optim.steps must lie in [1, 1e+08]"),
+    ("optim.steps=0", "optim.steps must lie in [1"),
+    ("optim.warmup=2000", "optim.warmup must lie in [0, 1000]"),
+    ("optim.betas=[0.9]", "optim.betas must be [beta1, beta2]"),
+    ("data.ratio=[0, 0]", "data.ratio: at least one"),
+    ("data.ratio=[1, -1]", "data.ratio[1] must lie in"),
+    ("data.ratio=[1, 2, 3]", "data.ratio must be [labelled, pseudo]"),
+    ("data.masks_per_image=0", "data.masks_per_image"),
+    ("rounds.p_box=1.5", "rounds.p_box"),
+    ("rounds.theta=1", "rounds.theta must lie in [0, 1)"),
+    ("lora.targets=[]", "lora.targets"),
+    ("model.tasks=[0, 0]", "model.tasks must be distinct"),
+    ("model.name=vit_z", "model.name must be one of"),
+    ("data.labelled=[{path: a, task: 5000}]", "data.labelled[0].task must lie in"),
+    ("run.device=tpu", "run.device must be one of auto, cpu, cuda"),
+])
+def test_bad_values_name_the_key(override: str, names: str) -> None:
+    assert names in refused(override)
+
+
+def test_missing_pieces_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"data.pseudo_labels: method sum needs a pseudo-label store"):
+        load_config(None, ["model.name=tiny", "data.labelled=[{path: a}]"])
+    with pytest.raises(ConfigError, match=r"data.labelled: method vanilla"):
+        load_config(None, ["model.name=tiny", "method=vanilla"])
+    with pytest.raises(ConfigError, match=r"model.name: null needs a model.checkpoint"):
+        load_config(None, ["method=vanilla", "data.labelled=[{path: a}]"])
+    with pytest.raises(ConfigError, match=r"data.refiner: method refined_labels"):
+        load("method=refined_labels")
+    with pytest.raises(ConfigError, match=r"data.labelled\[0\].path: .*missing mandatory value"):
+        load_config(None, ["model.name=tiny", "data.labelled=[{task: 1}]", "data.pseudo_labels=pl"])
+    # a labelled-only run needs no store; a pseudo-only run needs no labelled set
+    assert load_config(None, ["model.checkpoint=m.ckpt", "method=vanilla", "data.labelled=[{path: a}]"]
+                       ).data.pseudo_labels is None
+    assert load_config(None, ["model.name=tiny", "data.ratio=[0, 1]", "data.pseudo_labels=pl"]).data.labelled == []
+
+
+def test_bad_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not readable YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: a config file must hold a mapping"):
+        load_config(bad)
+    bad.write_text("optim:\n  lr: 1e-4\n  momentum: 0.9\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown key optim.momentum"):
+        load_config(bad, BASE)
+    bad.write_text("optim:\n  steps: many\n")
+    with pytest.raises(ConfigError, match="bad.yaml: optim.steps"):
+        load_config(bad, BASE)
+
+
+def test_yaml_round_trip_and_plain_dict() -> None:
+    cfg = load("mode=lora", "optim.schedule=constant", "run.precision=bf16")
+    data = yaml.safe_load(to_yaml(cfg))
+    assert data == to_dict(cfg)
+    assert data["mode"] == "lora" and data["optim"]["schedule"] == "constant" and data["run"]["precision"] == "bf16"
+    assert from_dict(data) == cfg
+
+
+def test_config_changes_lists_what_a_resume_may_not_change() -> None:
+    a = to_dict(load())
+    b = to_dict(load("optim.lr=2e-5", "run.progress=false", "run.device=cpu", "method=self_training"))
+    assert config_changes(a, b) == ["method: 'sum' -> 'self_training'", "optim.lr: 1e-05 -> 2e-05"]
+    assert config_changes(a, a) == []
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("refiner")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.data.labelled and cfg.data.pseudo_labels and cfg.method is Method.sum
+    assert cfg.model.checkpoint, "a shipped config starts from a foundation checkpoint"
