@@ -59,7 +59,7 @@ def test_missing_or_foreign_store_names_meta_json(data: tuple[Path, Path, Path])
 def test_missing_u_maps_name_the_file_only_when_the_method_needs_them(data: tuple[Path, Path, Path]) -> None:
     world, _, root = data
     bare = write_store(world / "pretrain", root / "bare", uncertainty=False)
-    with pytest.raises(DataError, match=r"bare/labels/.*\.uncertainty\.safetensors: U map missing .*sumseg uncertainty"):
+    with pytest.raises(DataError, match=r"bare/labels/.*\.uncertainty\.safetensors: U map missing .*uncertainty"):
         build_training(config(data, "r", store=bare), CPU)
     build_training(config(data, "r", "method=self_training", store=bare), CPU)  # c ≡ 1: no U maps needed
 

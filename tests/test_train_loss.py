@@ -25,7 +25,8 @@ CPU = Replica(0, 1, 0, torch.device("cpu"))
 def fixed_loss(model: SumSam, batch: MaskBatch) -> float:
     """The step's loss on ``batch`` with the prompts of draw 0 (same seed every time), no gradients."""
     with torch.no_grad():
-        out = InteractiveStep(model, corrections=1, final_round=True)(batch, UncertaintySampler(step_generator(0, 0, 0)))
+        step = InteractiveStep(model, corrections=1, final_round=True)
+        out = step(batch, UncertaintySampler(step_generator(0, 0, 0)))
     return float(out["loss"])
 
 
