@@ -118,9 +118,25 @@ def uncertainty(
 
 
 @app.command()
-def train() -> None:
-    """Uncertainty-aware interactive fine-tuning (not built yet)."""
-    _not_built("train", "trainer issue")
+def train(
+    config: Annotated[Path | None, typer.Option(help="YAML config (configs/*.yaml, docs/training.md)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings over the YAML, "
+                                                         "e.g. method=vanilla optim.lr=1e-4")] = None,
+) -> None:
+    """Uncertainty-aware interactive fine-tuning (resumable: rerun the same command to continue)."""
+    from sumseg.config import load_config
+    from sumseg.train.trainer import train as run_train
+
+    try:
+        cfg = load_config(config, overrides or [])
+        row = run_train(cfg)
+    except SumsegError as e:
+        _fail(e)
+    if not row:
+        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
+        return
+    typer.echo(f"trained to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
+               f"loss {row.get('loss', float('nan')):.3f}, train IoU {row.get('train_iou', float('nan')):.3f}")
 
 
 @app.command()
