@@ -19,7 +19,7 @@ from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.data import LabelledSource, MaskSource, draw_samples, step_rng
+from sumseg.train.data import LabelledSource, MaskSource, draw_samples, step_generator
 from sumseg.train.distributed import Replica, barrier, setup
 from sumseg.train.loop import InputFn, LoopConfig, run_loop
 from sumseg.train.step import InteractiveStep
@@ -44,11 +44,6 @@ class PretrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     save_every: int = 100
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The prompt sampler's generator of one step (or accumulation call) and rank, on ``device``."""
-    return torch.Generator(device).manual_seed(int(step_rng(seed, step, rank, 99).integers(2**62)))
 
 
 def labelled_inputs(source: MaskSource, model: SumSam, seed: int, images_per_call: int,

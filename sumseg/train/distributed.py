@@ -11,7 +11,9 @@ Multi-node runs need nothing more than torchrun's own flags (``--nnodes``, ``--n
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -107,6 +109,26 @@ def all_agree(value: int, replica: Replica) -> tuple[int, int]:
     t = torch.tensor([value, -value], dtype=torch.int64, device=replica.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(-t[1]), int(t[0])
+
+
+def weights_digest(tensors: Iterable[torch.Tensor]) -> bytes:
+    """128-bit BLAKE2 digest of the bytes of ``tensors`` (in order): equal iff bit-identical, in practice."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(t.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return h.digest()
+
+
+def replicas_agree(tensors: Iterable[torch.Tensor], replica: Replica) -> bool:
+    """Whether every replica holds bit-identical ``tensors`` (their :func:`weights_digest` compared
+    over the ranks; True alone). DDP keeps replicas equal only if every gradient goes through its
+    backward, so the loop checks this at each save instead of trusting it."""
+    if replica.world == 1:
+        return True
+    words = torch.frombuffer(bytearray(weights_digest(tensors)), dtype=torch.int64).to(replica.device)
+    both = torch.cat([words, -words])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool((both[:2] == -both[2:]).all())
 
 
 def wrap(module: nn.Module, replica: Replica) -> nn.Module:

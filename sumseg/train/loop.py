@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from sumseg.atomic import atomic_path
 from sumseg.errors import ConfigError, TrainingError
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
 from sumseg.models.sum_sam import SumSam
-from sumseg.train.distributed import Replica, all_agree, all_mean, barrier, no_sync, setup, wrap
+from sumseg.train.distributed import Replica, all_agree, all_mean, barrier, no_sync, replicas_agree, setup, wrap
 from sumseg.train.precision import autocast, check_precision, grad_scaler
 from sumseg.train.progress import RunLog
 
@@ -225,9 +226,13 @@ class _Trainer:
         return dict(zip(names, means, strict=True)), grad_norm
 
 
-def _check_weights(trainable: list[nn.Parameter], step: int) -> None:
+def _check_weights(trainable: list[nn.Parameter], step: int, replica: Replica) -> None:
+    """Before a save: finite weights, the same on every replica."""
     if not all(bool(torch.isfinite(p).all()) for p in trainable):
         raise TrainingError(f"non-finite weights after step {step} (the update overflowed)")
+    if not replicas_agree(trainable, replica):
+        raise TrainingError(f"the {replica.world} replicas hold different weights after step {step}: a gradient "
+                            "bypassed DDP (the step module must compute every loss inside its forward)")
 
 
 def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: list[dict], cfg: LoopConfig,
@@ -269,11 +274,13 @@ def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: lis
             for step in range(start, cfg.steps):
                 try:
                     losses, grad_norm = trainer.step(step)
-                    sched.step()
+                    with warnings.catch_warnings():  # fp16: a step the scaler skipped still advances the schedule
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                        sched.step()
                     last = step + 1 == cfg.steps
                     log.step(step, losses, float(sched.get_last_lr()[0]), grad_norm, force=last)
                     if (step + 1) % cfg.save_every == 0 or last:
-                        _check_weights(trainable, step)
+                        _check_weights(trainable, step, replica)
                         if replica.is_main:
                             save_run(run_dir, step_module, opt, sched, scaler, step, save_model or save)
                         log.saved(step)
