@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -278,7 +279,9 @@ def _open_array(path: Path, shape: tuple[int, ...], writable: bool) -> np.memmap
     """Map a cache array after checking its header and size: (capacity, *shape) float16, C order.
 
     The header and the size are checked on the same open file that is mapped (numpy would pad a
-    short file with zeros in ``r+`` mode). FileNotFoundError propagates (the caller retries).
+    short file with zeros in ``r+`` mode); a header whose length field was changed would shift
+    every row, so the data must start on numpy's alignment and end at the file's end.
+    FileNotFoundError propagates (the caller retries).
     """
     with open(path, "r+b" if writable else "rb") as f:
         try:
@@ -288,18 +291,23 @@ def _open_array(path: Path, shape: tuple[int, ...], writable: bool) -> np.memmap
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
             got_shape, fortran, dtype = read_header(f)
-        except (ValueError, OSError, SyntaxError) as e:
-            raise DataError(f"{path}: not a readable .npy array ({e}); delete the folder {path.parent}") from e
+        except Exception as e:  # noqa: BLE001 - numpy parses the header with ast/tokenize: any failure means malformed
+            why = (str(e).splitlines() or [""])[0][:100]
+            raise DataError(f"{path}: not a readable .npy array ({type(e).__name__}: {why}); "
+                            f"delete the folder {path.parent}") from e
         offset = f.tell()
         if dtype != np.float16 or fortran or len(got_shape) != 4 or tuple(got_shape[1:]) != shape:
             raise DataError(f"{path}: embedding array is {dtype} {tuple(got_shape)}"
                             f"{' (Fortran order)' if fortran else ''}; this model's cache needs float16 "
                             f"(N, {', '.join(map(str, shape))}); delete the folder {path.parent}")
-        need = offset + int(np.prod(got_shape)) * 2
+        need = offset + math.prod(got_shape) * 2  # exact (np.prod would wrap around for huge shapes)
         size = os.fstat(f.fileno()).st_size
         if size < need:
             raise DataError(f"{path}: embedding array is truncated ({size} bytes, its header needs {need}); "
                             f"delete the folder {path.parent}")
+        if size != need or offset % np.lib.format.ARRAY_ALIGN:  # numpy writes aligned headers, exact sizes
+            raise DataError(f"{path}: embedding array's header does not fit the file ({size} bytes, data at "
+                            f"byte {offset}, header says {need}); delete the folder {path.parent}")
         return np.memmap(f, dtype=np.float16, mode="r+" if writable else "r", offset=offset, shape=tuple(got_shape))
 
 
