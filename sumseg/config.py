@@ -97,7 +97,7 @@ class RoundsConfig:
 @dataclass
 class LoraConfig:
     rank: int = 8
-    alpha: float = 16.0  # adapters scale by alpha / rank
+    alpha: int = 16  # adapters scale by alpha / rank
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["qkv", "proj"])  # Linear names in encoder attention
 
@@ -212,7 +212,7 @@ def _parse_override(text: str) -> dict[str, Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=1e-4")
     try:
-        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]  # type: ignore[index]
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))
     except OmegaConfBaseException as e:
         raise ConfigError(f"override {text!r}: unreadable value: {str(e).splitlines()[0]}") from None
     tree: dict[str, Any] = {}
@@ -220,7 +220,8 @@ def _parse_override(text: str) -> dict[str, Any]:
     *parents, leaf = key.strip().split(".")
     for p in parents:
         node = node.setdefault(p, {})
-    node[leaf] = parsed
+    assert isinstance(parsed, dict)
+    node[leaf] = parsed["v"]
     return tree
 
 
@@ -352,7 +353,7 @@ def _check_values(cfg: TrainConfig, c: _Checker) -> None:
     c.number("rounds.p_box", r.p_box, 0, 1)
     c.number("rounds.theta", r.theta, 0, 1, hi_open=True)
     c.number("lora.rank", lo.rank, 1, 4096)
-    c.number("lora.alpha", lo.alpha, 0, 1e6, lo_open=True)
+    c.number("lora.alpha", lo.alpha, 1, 1e6)
     c.number("lora.dropout", lo.dropout, 0, 1, hi_open=True)
     c.require(bool(lo.targets) and all(t.isidentifier() for t in lo.targets),
               f"lora.targets must be module names such as qkv, proj; got {lo.targets}")

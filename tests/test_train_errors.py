@@ -128,3 +128,5 @@ def test_cli_train(data: tuple[Path, Path, Path]) -> None:
     assert ok.exit_code == 0, ok.output
     assert f"trained to {root / 'cli_run' / 'last.ckpt'}: step 0" in ok.output
     assert (root / "cli_run" / "config.yaml").is_file()
+    again = CliRunner().invoke(app, [*args, "run.progress=false"])
+    assert again.exit_code == 0 and "already trained to step 1; nothing to do" in again.output

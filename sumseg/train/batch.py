@@ -61,8 +61,12 @@ class MaskBatch:
     tasks: Tensor
 
     def to(self, device: torch.device | str) -> MaskBatch:
-        moved = {k: None if v is None else v.to(device) for k, v in self.__dict__.items()}
-        return MaskBatch(**moved)
+        def opt(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return MaskBatch(opt(self.images), opt(self.embeddings), self.image_index.to(device), self.gt.to(device),
+                         self.ignore.to(device), self.target.to(device), self.confidence.to(device),
+                         self.tasks.to(device))
 
 
 def _to_input_frame(masks: np.ndarray, size: int) -> Tensor:

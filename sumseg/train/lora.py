@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
+from peft.tuners.lora import Linear as LoraLinear
 from torch import Tensor
 
 from sumseg.errors import ConfigError
@@ -28,7 +28,7 @@ from sumseg.models.sum_sam import SumSam
 ADAPTER = "default"
 
 
-def add_lora(model: SumSam, rank: int, alpha: float, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
+def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
     """Inject LoRA adapters into the encoder's attention Linears named ``targets``; return their names.
 
     The adapters' A matrices are drawn from torch's global generator (seed it first).
@@ -44,8 +44,9 @@ def add_lora(model: SumSam, rank: int, alpha: float, targets: Sequence[str], dro
     return [f"sam.image_encoder.{n}" for n in found]
 
 
-def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+def lora_layers(model: torch.nn.Module) -> dict[str, LoraLinear]:
+    """The peft LoRA Linear layers of ``model``, by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}
 
 
 def is_adapter(name: str) -> bool:
