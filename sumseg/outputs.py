@@ -118,7 +118,7 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), 
     for name in dirs:
         if (out / name).exists() and not (out / name).is_dir():
             raise OutputError(f"{_where(label, folder)}: {name} exists and is not a folder; remove it first")
-    _probe_writable(out, label)
+    _probe_writable(folder, label)
     return out
 
 
