@@ -14,7 +14,6 @@ from sumseg.config import (
     Schedule,
     TrainConfig,
     config_changes,
-    from_dict,
     load_config,
     to_dict,
     to_yaml,
@@ -82,7 +81,7 @@ def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
     ("optim.steps=0", "optim.steps must lie in [1"),
     ("optim.warmup=2000", "optim.warmup must lie in [0, 1000]"),
     ("optim.betas=[0.9]", "optim.betas must be [beta1, beta2]"),
-    ("data.ratio=[0, 0]", "data.ratio: at least one"),
+    ("data.ratio=[0, 0]", "data.ratio must give labelled or pseudo-labelled images a share > 0"),
     ("data.ratio=[1, -1]", "data.ratio[1] must lie in"),
     ("data.ratio=[1, 2, 3]", "data.ratio must be [labelled, pseudo]"),
     ("data.masks_per_image=0", "data.masks_per_image"),
@@ -94,18 +93,36 @@ def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
     ("data.labelled=[{path: a, task: 5000}]", "data.labelled[0].task must lie in"),
     ("run.device=tpu", "run.device must be one of auto, cpu, cuda"),
 ])
-def test_bad_values_name_the_key(override: str, names: str) -> None:
-    assert names in refused(override)
+def test_bad_values_name_the_key_and_the_override(override: str, names: str) -> None:
+    assert f"override {override!r}: {names}" in refused(override)
+
+
+@pytest.mark.parametrize(("override", "names"), [
+    ("data.labelled=[x]", "data.labelled[0] must be a section of keys, got 'x'"),
+    ("data.labelled={a: 1}", "data.labelled must be a list, got a section"),
+    ("data.labelled=[[1]]", "data.labelled[0] must be a section of keys, got a list"),
+    ("data.labelled=[{path: a, task: 1}, 7]", "data.labelled[1] must be a section of keys, got 7"),
+    ("data.labelled=[{path: {a: 1}}]", "data.labelled[0].path must be a single value, got a section"),
+    ("data.ratio={a: 1}", "data.ratio must be a list, got a section"),
+    ("model.tasks=[[1]]", "model.tasks[0] must be a single value, got a list"),
+    ("lora.targets=[{a: 1}]", "lora.targets[0] must be a single value, got a section"),
+    ("optim=[1, 2]", "optim must be a section of keys, got a list"),
+    ("run=5", "run must be a section of keys, got 5"),
+    ("optim.lr={a: 1}", "optim.lr must be a single value, got a section"),
+    ("data.pseudo_labels=[a]", "data.pseudo_labels must be a single value, got a list"),
+])
+def test_wrong_shapes_name_the_key(override: str, names: str) -> None:
+    assert f"override {override!r}: {names}" in refused(override)
 
 
 def test_missing_pieces_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"data.pseudo_labels: method sum needs a pseudo-label store"):
+    with pytest.raises(ConfigError, match=r"data.pseudo_labels is needed by method sum \(a pseudo-label store\)"):
         load_config(None, ["model.name=tiny", "data.labelled=[{path: a}]"])
-    with pytest.raises(ConfigError, match=r"data.labelled: method vanilla"):
+    with pytest.raises(ConfigError, match=r"data.labelled is needed by method vanilla"):
         load_config(None, ["model.name=tiny", "method=vanilla"])
-    with pytest.raises(ConfigError, match=r"model.name: null needs a model.checkpoint"):
+    with pytest.raises(ConfigError, match=r"model.name may be null only with a model.checkpoint"):
         load_config(None, ["method=vanilla", "data.labelled=[{path: a}]"])
-    with pytest.raises(ConfigError, match=r"data.refiner: method refined_labels"):
+    with pytest.raises(ConfigError, match=r"data.refiner is needed by method refined_labels"):
         load("method=refined_labels")
     with pytest.raises(ConfigError, match=r"data.labelled\[0\].path: .*missing mandatory value"):
         load_config(None, ["model.name=tiny", "data.labelled=[{task: 1}]", "data.pseudo_labels=pl"])
@@ -123,8 +140,19 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bad.yaml: not readable YAML"):
         load_config(bad)
     bad.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml: a config file must hold a mapping"):
+    with pytest.raises(ConfigError, match="bad.yaml: the config must be a section of keys, got a list"):
         load_config(bad)
+    bad.write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not readable YAML"):
+        load_config(bad)
+    bad.write_text("1: 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown key 1"):
+        load_config(bad)
+    bad.write_text("optim:\n  lr: 0.0\n")  # a bad value names the file that set it
+    with pytest.raises(ConfigError, match=r"bad.yaml: optim.lr must lie in \(0, 1\], got 0.0"):
+        load_config(bad, BASE)
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=2': optim.lr must lie in"):
+        load_config(bad, [*BASE, "optim.lr=2"])
     bad.write_text("optim:\n  lr: 1e-4\n  momentum: 0.9\n")
     with pytest.raises(ConfigError, match="bad.yaml: unknown key optim.momentum"):
         load_config(bad, BASE)
@@ -133,12 +161,13 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         load_config(bad, BASE)
 
 
-def test_yaml_round_trip_and_plain_dict() -> None:
+def test_yaml_round_trip_and_plain_dict(tmp_path: Path) -> None:
     cfg = load("mode=lora", "optim.schedule=constant", "run.precision=bf16")
     data = yaml.safe_load(to_yaml(cfg))
     assert data == to_dict(cfg)
     assert data["mode"] == "lora" and data["optim"]["schedule"] == "constant" and data["run"]["precision"] == "bf16"
-    assert from_dict(data) == cfg
+    (tmp_path / "saved.yaml").write_text(to_yaml(cfg))
+    assert load_config(tmp_path / "saved.yaml") == cfg
 
 
 def test_config_changes_lists_what_a_resume_may_not_change() -> None:
