@@ -12,7 +12,7 @@ from PIL import Image
 
 from sumseg.data.dataset import read_dataset
 from sumseg.data.images import image_size, load_label, load_rgb
-from sumseg.errors import DataError
+from sumseg.errors import ConfigError, DataError
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -81,3 +81,10 @@ def test_only_the_image_formats_of_our_suffixes_are_opened(tmp_path: Path) -> No
         image_size(tmp_path / "x.png")
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "j.png", format="JPEG")
     assert image_size(tmp_path / "j.png") == (4, 6)  # a JPEG under a .png name is still an image
+
+
+def test_a_bad_limit_setting_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setenv("SUMSEG_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ConfigError, match=r"SUMSEG_MAX_IMAGE_PIXELS='lots': must be an int from 1 to 2147483647"):
+        image_size(tmp_path / "a.png")

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sumseg.data.checks import PIXEL_LIMIT_ENV, check_pixels, max_image_pixels
-from sumseg.errors import DataError
+from sumseg.errors import DataError, SumsegError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # Pillow decoders tried on a file: those of IMAGE_SUFFIXES (JPEG includes MPO, DIB is a BMP),
@@ -48,7 +48,7 @@ def _opened(path: Path, what: str) -> Iterator[Image.Image]:
             with Image.open(path, formats=_FORMATS) as im:
                 check_pixels(im.height, im.width, path, "image")
                 yield im
-    except DataError:
+    except SumsegError:  # ours (the pixel limit, a bad limit setting): already say what is wrong
         raise
     except FileNotFoundError as e:
         raise DataError(f"{path}: {what} file not found") from e
