@@ -49,7 +49,7 @@ def labelled_records(sets: Sequence[LabelledSet], known_tasks: Sequence[int]) ->
         if unknown:
             key = f"data.labelled[{i}].task" if s.task is not None else f"data.labelled[{i}] ({s.path})"
             raise ConfigError(f"{key}: task id(s) {unknown} unknown to the model, which knows {list(known_tasks)} "
-                              "(set model.tasks, or the set's task)")
+                              "(a plain SAM checkpoint takes model.tasks; a sumseg checkpoint keeps its own ids)")
         out.extend(records)
     return out
 
