@@ -33,6 +33,7 @@ from sumseg.atomic import atomic_path
 from sumseg.config import Method, Mode, Schedule, TrainConfig, config_changes, to_dict, to_yaml
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.images import content_key
+from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
@@ -118,8 +119,9 @@ def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list
     return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, confidence, refiner)]
 
 
-def _all_records(sources: list[MaskSource | None]) -> list:
-    out: list = []
+def _all_records(sources: list[MaskSource | None]) -> list[ImageRecord]:
+    """Every image a step can draw (what the decoder mode's embedding cache must hold)."""
+    out: list[ImageRecord] = []
     for s in sources:
         if isinstance(s, LabelledSource):
             out += s.records
