@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +263,10 @@ class RefinerInputs:
     input_iou: Tensor
     kept: Tensor
 
+    def take(self, index: Tensor) -> RefinerInputs:
+        """The inputs of the masks ``index`` ((K,) long)."""
+        return RefinerInputs(*(getattr(self, f.name)[index] for f in fields(self)))
+
 
 @torch.no_grad()
 def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
@@ -290,8 +294,8 @@ class RefinerStep(nn.Module):
     """One refiner training step: batch → ``{"loss", "focal", "dice", "iou", "train_iou", "input_iou",
     "kept"}`` (what the loop minimises and logs; what DDP wraps).
 
-    The refiner runs on every mask and the losses are averaged over the kept ones, so a step in
-    which nothing passes the gate gives a zero loss (and zero gradient) instead of a NaN.
+    The refiner runs on the kept masks only; a step in which nothing passes the gate runs it on one
+    mask with weight 0, so its loss is 0 (zero gradient, the same graph on every rank), not a NaN.
     ``train_iou`` / ``input_iou``: mean IoU of the refined / frozen mask over the kept masks;
     ``kept``: the fraction of masks that passed the gate.
     """
@@ -317,18 +321,28 @@ class RefinerStep(nn.Module):
         features = self.features(batch)
         inp = refiner_inputs(self.frozen, features, batch, generator, self.min_iou, self.jitter_ratio,
                              self.max_jitter)
-        labels = torch.ones(inp.points.shape[:2], dtype=torch.long, device=inp.points.device)
-        prompts = PromptBatch(batch.image_index, inp.points, labels, inp.boxes, torch.ones_like(inp.kept))
-        low, iou = self.refiner(features, prompts, inp.mask_input, None, multimask=False)
-        losses = sum_loss(low[:, 0], iou[:, 0], batch.target, batch.confidence, theta=0.5)
-        weight = inp.kept.float()
+        sel = inp.kept.nonzero().squeeze(1)
+        if sel.numel() == 0:  # one masked-out mask keeps the graph (and DDP's reduction) whole
+            sel = torch.zeros(1, dtype=torch.long, device=inp.kept.device)
+        used = inp.take(sel)
+        weight = used.kept.float()
+        low, iou = self.refine(features, batch.image_index[sel], used)
+        # human labels: c is 1 or 0 (padding, ignore), so any dice gate in (0, 1) is the same
+        losses = sum_loss(low[:, 0], iou[:, 0], batch.target[sel], batch.confidence[sel], theta=0.5)
         out = {k: _kept_mean(v, weight) for k, v in losses.items()}
         with torch.no_grad():
             size = self.refiner.image_size
             up = F.interpolate(low.detach(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-            train_iou = _kept_mean(mask_iou(up, batch.gt.float(), ~batch.ignore), weight)
+            train_iou = _kept_mean(mask_iou(up, batch.gt[sel].float(), ~batch.ignore[sel]), weight)
         return {"loss": out["focal"] + out["dice"] + out["iou"], **out, "train_iou": train_iou,
-                "input_iou": _kept_mean(inp.input_iou, weight), "kept": weight.mean()}
+                "input_iou": _kept_mean(used.input_iou, weight), "kept": inp.kept.float().mean()}
+
+    def refine(self, features: ImageFeatures, image_index: Tensor, inp: RefinerInputs) -> tuple[Tensor, Tensor]:
+        """The refiner's (K, 1, L, L) logits and (K, 1) IoUs for K masks (``image_index`` (K,)): ``inp``'s
+        mask prompt, box and positive point, one output, no task prompt — ``sumseg uncertainty``'s call."""
+        labels = torch.ones(len(image_index), 1, dtype=torch.long, device=image_index.device)
+        prompts = PromptBatch(image_index, inp.points, labels, inp.boxes, labels[:, 0] == 1)
+        return self.refiner(features, prompts, inp.mask_input, None, multimask=False)
 
 
 def config_dict(cfg: RefinerConfig) -> dict:

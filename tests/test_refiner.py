@@ -15,8 +15,9 @@ from sumseg import build_model
 from sumseg.cli import app
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
+from sumseg.losses import sum_loss
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
-from sumseg.models.sum_sam import PromptBatch, SumSam
+from sumseg.models.sum_sam import SumSam
 from sumseg.prompts.geometry import mask_box
 from sumseg.pseudo_label_store import ImageLabels
 from sumseg.refiner import (
@@ -62,7 +63,7 @@ def _batch(world: Path, model: SumSam, images: int = 2, masks: int = 4) -> MaskB
 def _cfg(world: Path, foundation: Path, out: Path, *extra: str):  # noqa: ANN202 - RefinerConfig
     return load_refiner_config(None, [
         f"data.labelled=[{world}]", f"model.checkpoint={foundation}", "model.name=null", f"run.out={out}",
-        "optim.steps=4", "optim.warmup=0", "data.images_per_step=2", "data.masks_per_image=3", "inputs.min_iou=0.0",
+        "optim.steps=4", "optim.warmup=0", "data.images_per_step=1", "data.masks_per_image=2", "inputs.min_iou=0.0",
         "run.save_every=2", "run.log_every=1", "run.progress=false", *extra])
 
 
@@ -143,10 +144,8 @@ def test_refiner_prompt_is_the_one_uncertainty_inference_builds(world: Path) -> 
     batch = _batch(world, refiner, images=1)
     feats = step.features(batch)
     inp = refiner_inputs(step.frozen, feats, batch, torch.Generator().manual_seed(1), 0.0)
-    ones = torch.ones(len(inp.points), 1, dtype=torch.long)
     with torch.no_grad():
-        trained, _ = refiner(feats, PromptBatch(batch.image_index, inp.points, ones, inp.boxes,
-                                                torch.ones(len(ones), dtype=torch.bool)), inp.mask_input)
+        trained, _ = step.refine(feats, batch.image_index, inp)
     k = len(inp.points)  # 256-px images: the input frame is the image frame
     labels = ImageLabels([{}] * k, inp.mask_input[:, 0], inp.boxes, inp.points[:, 0], torch.ones(k), torch.ones(k))
     torch.testing.assert_close(refine(refiner, feats.embeddings, labels, (256, 256)), trained[:, 0])
@@ -183,16 +182,35 @@ def test_a_few_steps_lower_the_loss(world: Path) -> None:
     refiner = build_model("tiny")
     step = RefinerStep(refiner, frozen_copy(refiner), min_iou=0.0)
     opt = torch.optim.AdamW(trainable_parameters(refiner), lr=1e-3)
-    batch = _batch(world, refiner)
+    batch = _batch(world, refiner, images=1, masks=3)
     batch.embeddings, batch.images = step.features(batch).embeddings, None  # one encoder pass
     losses = []
-    for _ in range(6):
+    for _ in range(5):
         out = step(batch, torch.Generator().manual_seed(0))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         losses.append(float(out["loss"].detach()))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_step_loss_is_the_sam_loss_of_the_kept_masks(world: Path) -> None:
+    refiner = build_model("tiny")
+    frozen = frozen_copy(refiner)
+    batch = _batch(world, refiner)
+    feats = RefinerStep(refiner, frozen).features(batch)
+    every = refiner_inputs(frozen, feats, batch, torch.Generator().manual_seed(3), 0.0)
+    threshold = float(every.input_iou.median())
+    step = RefinerStep(refiner, frozen, min_iou=threshold)
+    with torch.no_grad():
+        out = step(batch, torch.Generator().manual_seed(3))
+        kept = (every.input_iou >= threshold).nonzero().squeeze(1)
+        low, iou = step.refine(feats, batch.image_index[kept], every.take(kept))
+        want = sum_loss(low[:, 0], iou[:, 0], batch.target[kept])  # c ≡ 1: no padding or ignore here
+    assert float(out["kept"]) == pytest.approx(len(kept) / len(batch.gt)) and 0 < len(kept) < len(batch.gt)
+    for name in ("focal", "dice", "iou"):
+        torch.testing.assert_close(out[name], want[name].mean())
+    torch.testing.assert_close(out["input_iou"], every.input_iou[kept].mean())
 
 
 def test_nothing_kept_gives_zero_loss_not_nan(world: Path) -> None:
@@ -224,7 +242,7 @@ def test_checkpoint_loads_and_resume_is_exact(world: Path, foundation: Path, tmp
         return run.inputs(draw, replica)
 
     with pytest.raises(KeyboardInterrupt):
-        run_loop(run.step, dies_at_3, run.step.refiner, run.params, cfg.loop(), tmp_path / "killed", {}, 2,
+        run_loop(run.step, dies_at_3, run.step.refiner, run.params, cfg.loop(), tmp_path / "killed", {}, 1,
                  progress=False)
     train_refiner(cfg)
     a, _ = read_checkpoint(tmp_path / "whole" / "last.ckpt")
