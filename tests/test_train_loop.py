@@ -94,8 +94,9 @@ def test_accumulation_equals_one_call_on_all_the_rows(tmp_path: Path) -> None:
 
 def test_nan_in_data_stops_keeps_last_good_checkpoint_and_resumes_bit_for_bit(tmp_path: Path) -> None:
     train(tmp_path / "ref", inputs_fn(2))
-    with pytest.raises(TrainingError, match=r"non-finite loss, mse, gradient norm at step 3; stopped\. .*last\.ckpt keeps the last good "
-                                            r"weights \(step 1\)"):
+    stop = (r"non-finite loss, mse, gradient norm at step 3 \(lower the lr or check the data\); stopped\. "
+            r".*run/last\.ckpt keeps the last good weights \(step 1\)")
+    with pytest.raises(TrainingError, match=stop):
         train(tmp_path / "run", inputs_fn(2, nan_at=3))
     _, meta = read_checkpoint(tmp_path / "run" / "last.ckpt")
     assert meta is not None and meta.step == 1

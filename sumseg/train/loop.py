@@ -220,7 +220,7 @@ class _Trainer:
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16: the scaler skips the step
             bad.append("gradient norm")
         if bad:
-            raise TrainingError(f"non-finite {', '.join(bad)} at step {step}")
+            raise TrainingError(f"non-finite {', '.join(bad)} at step {step} (lower the lr or check the data)")
         self.scaler.step(self.opt)
         self.scaler.update()
         return dict(zip(names, means, strict=True)), grad_norm
@@ -229,7 +229,7 @@ class _Trainer:
 def _check_weights(trainable: list[nn.Parameter], step: int, replica: Replica) -> None:
     """Before a save: finite weights, the same on every replica."""
     if not all(bool(torch.isfinite(p).all()) for p in trainable):
-        raise TrainingError(f"non-finite weights after step {step} (the update overflowed)")
+        raise TrainingError(f"non-finite weights after step {step} (the update overflowed: lower the lr)")
     if not replicas_agree(trainable, replica):
         raise TrainingError(f"the {replica.world} replicas hold different weights after step {step}: a gradient "
                             "bypassed DDP (the step module must compute every loss inside its forward)")
@@ -286,5 +286,5 @@ def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: lis
                         log.saved(step)
                         barrier(replica)
                 except TrainingError as e:
-                    raise TrainingError(f"{e}; stopped. {log.kept()}; lower the lr or check the data") from None
+                    raise TrainingError(f"{e}; stopped. {log.kept()}") from None
     return log.row
