@@ -86,6 +86,9 @@ def refiner_train(
     typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
                f"loss {row.get('loss', float('nan')):.3f}, IoU {row.get('input_iou', float('nan')):.3f} -> "
                f"{row.get('train_iou', float('nan')):.3f}, kept {row.get('kept', float('nan')):.0%} of masks")
+    if row.get("kept") == 0:
+        typer.secho("no mask passed the gate in the last logged step: lower inputs.min_iou or use a stronger "
+                    "foundation model (docs/refiner.md)", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()

@@ -298,6 +298,9 @@ def test_cli(world: Path, foundation: Path, tmp_path: Path) -> None:
                               "run.progress=false"])
     assert res.exit_code == 0, res.output
     assert str(tmp_path / "run" / "last.ckpt") in res.output and "kept" in res.output
+    res = runner.invoke(app, ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'none'}",
+                              "run.progress=false", "inputs.min_iou=1"])  # a random model reaches IoU 1 nowhere
+    assert res.exit_code == 0 and "kept 0% of masks" in res.output and "no mask passed the gate" in res.output
     res = runner.invoke(app, ["refiner", "train", "--config", str(yaml), "inputs.min_iou=2"])
     assert res.exit_code == 1 and "inputs.min_iou" in res.output and res.output.startswith("error: ")
 
