@@ -48,11 +48,10 @@ from sumseg.losses import mask_iou, sum_loss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
 from sumseg.outputs import check_output_dir
-from sumseg.pretrain import step_generator
 from sumseg.prompts.geometry import flat_to_xy, tight_boxes
 from sumseg.prompts.sampler import draw_pixels, jitter_boxes
 from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.data import LabelledSource, draw_samples
+from sumseg.train.data import LabelledSource, draw_samples, step_generator
 from sumseg.train.distributed import Replica, barrier, setup
 from sumseg.train.loop import InputFn, LoopConfig, run_loop
 
