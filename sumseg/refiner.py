@@ -54,6 +54,7 @@ from sumseg.train.batch import MaskBatch, collate
 from sumseg.train.data import LabelledSource, draw_samples, step_generator
 from sumseg.train.distributed import Replica, barrier, setup
 from sumseg.train.loop import InputFn, LoopConfig, run_loop
+from sumseg.train.optim import param_groups
 
 
 @dataclass
@@ -363,7 +364,9 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
     check_output_dir(cfg.run.out, inputs=[*cfg.data.labelled, cfg.model.checkpoint], label="run.out")
     replica = setup(cfg.run.device)
     refiner = build_model(cfg.model.name, cfg.model.checkpoint, cfg.model.tasks).to(replica.device)
-    params = trainable_parameters(refiner)
+    trainable_parameters(refiner)
+    # as sumseg train's groups: weight decay on matrices only (the encoder is frozen: no layer decay applies)
+    params = param_groups(refiner, 0, cfg.optim.lr, 1.0, cfg.optim.weight_decay, 1.0)
     step = RefinerStep(refiner, frozen_copy(refiner), cfg.inputs.min_iou, cfg.inputs.jitter_ratio,
                        cfg.inputs.max_jitter)
     records = [rec for path in cfg.data.labelled for rec in read_dataset(path).records]
@@ -382,7 +385,7 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
         batch = collate(samples, refiner, emb).to(rep.device)
         return batch, step_generator(seed, draw, rep.rank, rep.device)
 
-    return RefinerRun(step, inputs, [{"params": params}])
+    return RefinerRun(step, inputs, params)
 
 
 def train_refiner(cfg: RefinerConfig) -> dict[str, float]:

@@ -235,6 +235,10 @@ def test_checkpoint_loads_and_resume_is_exact(world: Path, foundation: Path, tmp
 
     cfg = _cfg(world, foundation, tmp_path / "killed")
     run = refiner_run(cfg)
+    trained = {n for g in run.params for n in g["names"]}
+    assert trained == {n for n, _ in run.step.refiner.named_parameters()
+                       if n.startswith(("sam.prompt_encoder.", "sam.mask_decoder."))}
+    assert all(g["weight_decay"] == 0 for g in run.params if any(n.endswith(".bias") for n in g["names"]))
 
     def dies_at_3(draw: int, replica: Replica) -> tuple:
         if draw == 3:
