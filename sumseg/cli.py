@@ -227,22 +227,28 @@ def _task_id(text: str) -> int:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
-    rounds: Annotated[int, typer.Option(min=1, help="interaction rounds per instance")] = 5,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="a ~2-minute version on a smaller world (what the tests run)")] = False,
+    seeds: Annotated[int, typer.Option(min=1, help="fine-tuning seeds per method (mean ± spread)")] = 1,
+    foundation: Annotated[Path | None, typer.Option(help="sumseg checkpoint of the tiny foundation model "
+                                                    "(default: the shipped tiny_foundation)")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="processes for the stages, one thread each (0: this one)")] = 2,
+    benchmarks_dir: Annotated[Path | None, typer.Option(
+        help="folder with GrabCut/ and Berkeley/ (default: $SUMSEG_BENCHMARKS or ../shared/benchmarks)")] = None,
 ) -> None:
-    """Smoke run of every built stage on the synthetic world (the full demo comes with training)."""
-    from sumseg.demo import run_demo
-    from sumseg.outputs import output_dir
+    """The whole method on built-in data: pseudo-labels, refiner, uncertainty, fine-tuning, evaluation, report."""
+    from sumseg.demo.pipeline import run_demo
+    from sumseg.demo.report_md import main_table_text
+    from sumseg.demo.settings import preset
+    from sumseg.evaluate.run import default_benchmarks_dir
 
     try:
-        with output_dir(out, label="--out"):
-            data, diff = run_demo(out, rounds, progress)
+        result = run_demo(out, preset(quick, seeds), foundation, workers, benchmarks_dir or default_benchmarks_dir(),
+                          echo=typer.echo)
     except SumsegError as e:
         _fail(e)
-    typer.echo(f"exported task 1 to {out / 'tiny_task1_stock.pth'}; stock vs sumseg max |logit diff| = {diff:.1e}")
-    _echo_results(data)
-    typer.echo(f"report: {out / 'eval' / 'results.md'}")
+    typer.echo(main_table_text(result.report))
+    typer.echo(f"report: {result.report_md} (numbers in {out / 'report.json'})")
 
 
 @app.command()

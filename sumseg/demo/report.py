@@ -1,0 +1,97 @@
+"""The demo's report: ``report.json`` (every number), ``report.md`` (tables, figures, the claims checked).
+
+``report.json`` = ``{method: {test_set: {protocol: {"miou": [per round], "biou": [per round],
+"noc85", "noc90", "n"}}}}``: methods ``foundation`` and each fine-tuning method (the mean over its
+seeds), test sets ``salient`` (the task's test split) and ``general``, protocols ``clicks`` and
+``box`` with the oracle first round (best of three outputs against the ground truth) and
+``clicks_score`` and ``box_score`` with the score first round (the highest predicted IoU).
+``runs.json`` holds the same per fine-tuning run (``<method>-s<seed>``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sumseg.atomic import atomic_path
+from sumseg.demo import report_md
+from sumseg.demo.plots import plot_forgetting, plot_iou_curves
+from sumseg.demo.settings import FIRST_ROUNDS, FOUNDATION, PROTOCOLS, TEST_SETS
+
+if TYPE_CHECKING:
+    from sumseg.demo.context import Ctx
+    from sumseg.demo.jobs import Timings
+
+REPORT_FILES = ("report.md", "report.json", "runs.json")
+FIGURES = {"iou_oracle": "figures/iou-vs-clicks-oracle.png", "iou_score": "figures/iou-vs-clicks-score.png",
+           "forgetting": "figures/forgetting.png"}
+
+
+def protocol_key(protocol: str, first_round: str) -> str:
+    """``clicks`` / ``box`` for the oracle first round, ``clicks_score`` / ``box_score`` for the score one."""
+    return protocol if first_round == "oracle" else f"{protocol}_{first_round}"
+
+
+PROTOCOL_KEYS = [protocol_key(p, f) for f in FIRST_ROUNDS for p in PROTOCOLS]
+
+
+def model_results(eval_dir: Path) -> dict[str, dict[str, dict]]:
+    """``{test_set: {protocol key: summary}}`` of one model from its ``eval/<model>/<first round>/`` folders."""
+    out: dict[str, dict[str, dict]] = {s: {} for s in TEST_SETS}
+    for first in FIRST_ROUNDS:
+        data = json.loads((eval_dir / first / "results.json").read_text())
+        for test_set in TEST_SETS:
+            for proto in PROTOCOLS:
+                out[test_set][protocol_key(proto, first)] = data[test_set][proto]
+    return out
+
+
+def _mean(values: list) -> float | None:
+    kept = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return round(float(np.mean(kept)), 6) if kept else None
+
+
+def mean_over_runs(runs: list[dict]) -> dict:
+    """One summary per test set × protocol key: per-round means over runs (seeds), NoC means, n of the first."""
+    out: dict = {}
+    for test_set, by_key in runs[0].items():
+        out[test_set] = {}
+        for key, first in by_key.items():
+            rows = [r[test_set][key] for r in runs]
+            out[test_set][key] = {
+                "miou": [_mean([r["miou"][i] for r in rows]) for i in range(len(first["miou"]))],
+                "biou": [_mean([r["biou"][i] for r in rows]) for i in range(len(first["biou"]))],
+                "noc85": _mean([r["noc85"] for r in rows]), "noc90": _mean([r["noc90"] for r in rows]),
+                "n": first["n"]}
+    return out
+
+
+def collect(ctx: Ctx) -> tuple[dict, dict]:
+    """(report.json's dict, runs.json's dict) from the evaluation folders."""
+    runs = {f"{m}-s{s}": model_results(ctx.out / "eval" / f"{m}-s{s}") for m, s in ctx.settings.runs()}
+    report = {FOUNDATION: model_results(ctx.out / "eval" / FOUNDATION)}
+    for method in ctx.settings.methods:
+        report[method] = mean_over_runs([runs[f"{method}-s{s}"] for s in range(ctx.settings.seeds)])
+    return report, runs
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_report(ctx: Ctx, timings: Timings) -> dict:
+    """Write report.json, runs.json, the figures and report.md into ``ctx.out``; return report.json's dict."""
+    report, runs = collect(ctx)
+    _write(ctx.out / "report.json", json.dumps(report, indent=1))
+    _write(ctx.out / "runs.json", json.dumps(runs, indent=1))
+    (ctx.out / "figures").mkdir(exist_ok=True)
+    plot_iou_curves(report, "", "first round: oracle (best of 3 vs ground truth)", ctx.out / FIGURES["iou_oracle"])
+    plot_iou_curves(report, "_score", "first round: score (highest predicted IoU)", ctx.out / FIGURES["iou_score"])
+    plot_forgetting(report, PROTOCOL_KEYS, ctx.out / FIGURES["forgetting"])
+    _write(ctx.out / "report.md", report_md.markdown(ctx, report, runs, timings, FIGURES, PROTOCOL_KEYS))
+    return report

@@ -1,0 +1,104 @@
+"""What a ``sumseg demo`` run does: the world's sizes and every stage's settings (docs/demo.md says why).
+
+Two presets: :data:`FULL` (``sumseg demo``, under 10 minutes on 2 CPU cores) and :data:`QUICK`
+(``sumseg demo --quick``, about 2 minutes; the test suite runs it). Every number that determines
+the run's results is here and is written to ``DIR/settings.json``; a rerun into the same folder
+with other settings is refused instead of mixing results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from sumseg.errors import ConfigError
+from sumseg.tasks import SALIENT
+
+METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum", "sum_no_task", "refined_labels")
+"""Fine-tuning methods the demo knows (sumseg.config.Method values); ``foundation`` is the untuned model."""
+FOUNDATION = "foundation"
+FIRST_ROUNDS: tuple[str, ...] = ("oracle", "score")
+PROTOCOLS: tuple[str, ...] = ("clicks", "box")
+TASK_SET, GENERAL_SET = "salient", "general"
+TEST_SETS: tuple[str, ...] = (TASK_SET, GENERAL_SET)
+
+
+@dataclass(frozen=True)
+class PseudoLabelChoice:
+    """``sumseg pseudo-label``'s settings for the demo (sumseg.pseudo_labels.PseudoLabelSettings fields)."""
+
+    points_per_side: int = 12
+    pred_iou_thresh: str = "q0.6"
+    stability_score_thresh: str = "q0.5"
+    max_per_image: int = 6
+    min_area_ratio: float = 0.002
+    calibration_images: int = 16
+
+
+@dataclass(frozen=True)
+class TrainChoice:
+    """Fine-tuning settings shared by every method (``sumseg train`` keys)."""
+
+    steps: int = 120
+    lr: float = 2e-4
+    warmup: int = 10
+    task_lr_mult: float = 30.0
+    images_per_step: int = 4  # labelled : pseudo-labelled 1 : 1 for the methods that use pseudo-labels
+    masks_per_image: int = 4
+    corrections: int = 2
+    theta: float = 0.6
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """One demo run. Sizes are images per split of the synthetic world (docs/synthetic-world.md)."""
+
+    world_seed: int = 0
+    task: int = SALIENT
+    unlabelled: int = 160
+    task_train: int = 32
+    task_test: int = 40
+    general_test: int = 8
+    pseudo: PseudoLabelChoice = field(default_factory=PseudoLabelChoice)
+    refiner_steps: int = 100
+    refiner_lr: float = 1e-4
+    train: TrainChoice = field(default_factory=TrainChoice)
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 1
+    rounds: int = 5
+    uncertainty_examples: int = 6  # U-map overlays shown in the report
+    real_limit: int | None = 20  # instances per real benchmark (GrabCut, Berkeley); None = skip them
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"demo methods must be some of {', '.join(METHODS)}, got {list(self.methods)}")
+        if self.seeds < 1 or self.rounds < 3:
+            raise ConfigError(f"demo needs seeds >= 1 and rounds >= 3, got seeds={self.seeds}, rounds={self.rounds}")
+
+    @property
+    def world_sizes(self) -> dict[str, int]:
+        """Images per split of the demo's world (the other splits are left out)."""
+        return {"unlabeled": self.unlabelled, f"task{self.task}_train": self.task_train,
+                f"task{self.task}_test": self.task_test, "general_test": self.general_test}
+
+    def runs(self) -> list[tuple[str, int]]:
+        """(method, seed) of every fine-tuning run, seeds 0..seeds-1 per method."""
+        return [(m, s) for s in range(self.seeds) for m in self.methods]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = DemoSettings()
+QUICK = DemoSettings(
+    unlabelled=12, task_train=6, task_test=6, general_test=2,
+    pseudo=PseudoLabelChoice(points_per_side=6, calibration_images=4, max_per_image=4),
+    refiner_steps=6, train=TrainChoice(steps=6, warmup=1, images_per_step=2, masks_per_image=2, corrections=1),
+    methods=("vanilla", "self_training", "sum"), rounds=3, uncertainty_examples=2, real_limit=None,
+)
+
+
+def preset(quick: bool, seeds: int = 1) -> DemoSettings:
+    """:data:`QUICK` or :data:`FULL` with ``seeds`` fine-tuning seeds per method."""
+    return replace(QUICK if quick else FULL, seeds=seeds)

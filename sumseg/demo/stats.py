@@ -1,0 +1,90 @@
+"""Pseudo-labels and their uncertainty maps measured against the synthetic world's true masks.
+
+The unlabelled split has no annotations on disk, but every scene can be drawn again
+(``render_scene(scene_rng(seed, "unlabeled", i))``), so each pseudo-label can be matched to the
+true mask it overlaps most (entities and parts of its image). A pseudo-label is *wrong* when that
+best IoU is below 0.5; its wrong *pixels* are where it differs from the matched true mask. U maps
+are brought to the image as SAM brings low-res logits (``lowres_to_image``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sumseg.data.synthetic import render_scene, scene_rng
+from sumseg.errors import DataError
+from sumseg.pseudo_label_store import PseudoLabelStore, lowres_to_image, open_store
+
+WRONG_IOU = 0.5
+
+
+def _truth(store: PseudoLabelStore, i: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """(G, H, W) bool true masks of store image ``i`` and their kinds (salient / entity / part)."""
+    e = store.images[i]
+    index = int(Path(e.file_name).stem)
+    scene = render_scene(scene_rng(seed, "unlabeled", index), e.height)
+    if scene.image.shape[:2] != (e.height, e.width) or not np.array_equal(scene.image, store.record(i).load_image()):
+        raise DataError(f"{store.image_path(i)}: not image {index} of the synthetic world with seed {seed}")
+    kinds = ["salient" if k == scene.salient else "entity" for k in range(len(scene.objects))]
+    return np.stack(scene.objects + scene.parts), kinds + ["part"] * len(scene.parts)
+
+
+def _match(masks: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index and IoU of the best true mask of each (K, H, W) pseudo-label."""
+    m = masks.reshape(len(masks), -1).astype(np.float32)
+    t = truth.reshape(len(truth), -1).astype(np.float32)
+    inter = m @ t.T
+    union = m.sum(1)[:, None] + t.sum(1)[None] - inter
+    iou = inter / np.maximum(union, 1)
+    return iou.argmax(1), iou.max(1)
+
+
+def store_stats(root: Path, seed: int, theta: float) -> dict:
+    """Counts, kinds, wrong fraction, mean U on wrong / right pixels of a finished store with U maps.
+
+    ``theta`` is the dice gate of the SUM loss: the share of wrong pixels with c = 1 − U > θ is
+    the share the gate lets through.
+    """
+    store = open_store(root)
+    kinds = {"salient": 0, "entity": 0, "part": 0, "wrong": 0}
+    per_image, ious, mask_u = [], [], []
+    u_sum = {True: 0.0, False: 0.0}
+    px = {True: 0, False: 0}
+    wrong_confident = 0
+    for i, e in enumerate(store.images):
+        per_image.append(e.num_masks)
+        if not e.num_masks:
+            continue
+        masks = store.masks(i)
+        truth, names = _truth(store, i, seed)
+        best, iou = _match(masks, truth)
+        u8 = store.uncertainty_u8(i)
+        if u8 is None:
+            raise DataError(f"{store.uncertainty_path(i)}: no U map; run the uncertainty stage first")
+        u = lowres_to_image(u8.float() / 255, store.image_size, (e.height, e.width)).clamp(0, 1).numpy()
+        for k in range(len(masks)):
+            kinds["wrong" if iou[k] < WRONG_IOU else names[best[k]]] += 1
+            wrong = masks[k] != truth[best[k]]
+            for flag in (True, False):
+                sel = wrong if flag else ~wrong
+                u_sum[flag] += float(u[k][sel].sum())
+                px[flag] += int(sel.sum())
+            wrong_confident += int(((1 - u[k]) > theta)[wrong].sum())
+            ious.append(float(iou[k]))
+            mask_u.append(float(u[k][masks[k]].mean()) if masks[k].any() else 0.0)
+    n = len(ious)
+    corr = float(np.corrcoef(mask_u, ious)[0, 1]) if n > 2 and np.std(mask_u) > 0 and np.std(ious) > 0 else None
+    k = np.array(per_image or [0])
+    return {
+        "images": len(store), "masks": n,
+        "per_image": {"mean": float(k.mean()), "min": int(k.min()), "max": int(k.max())},
+        "kinds": kinds, "wrong_fraction": kinds["wrong"] / max(1, n),
+        "mean_best_iou": float(np.mean(ious)) if n else None,
+        "wrong_pixels": px[True], "right_pixels": px[False],
+        "mean_u_wrong": u_sum[True] / max(1, px[True]), "mean_u_right": u_sum[False] / max(1, px[False]),
+        "wrong_pixels_passing_theta": wrong_confident / max(1, px[True]), "theta": theta,
+        "corr_mask_u_iou": corr, "thresholds": store.thresholds,
+    }
+
