@@ -54,12 +54,15 @@ def input_size(height: int, width: int, image_size: int) -> tuple[int, int]:
 def lowres_to_image(maps: torch.Tensor, image_size: int, hw: tuple[int, int]) -> torch.Tensor:
     """(K, L, L) low-res maps → (K, H, W) in image pixels: exactly ``Sam.postprocess_masks``.
 
-    Bilinear to S×S, crop the resized image's (h, w), bilinear to the original (H, W).
+    Bilinear to S×S, crop the resized image's (h, w), bilinear to the original (H, W) — skipped when
+    (h, w) = (H, W): bilinear resampling to the same size is the identity (exactly).
     """
     x = torch.nn.functional.interpolate(maps[:, None].float(), (image_size, image_size), mode="bilinear",
                                         align_corners=False)
     h, w = input_size(hw[0], hw[1], image_size)
-    x = torch.nn.functional.interpolate(x[..., :h, :w], hw, mode="bilinear", align_corners=False)
+    x = x[..., :h, :w]
+    if (h, w) != tuple(hw):
+        x = torch.nn.functional.interpolate(x, hw, mode="bilinear", align_corners=False)
     return x[:, 0]
 
 
@@ -268,15 +271,16 @@ def _merge_indexes(root: Path, num_images: int) -> tuple[list[StoreEntry], list[
             if doc["format"] != FORMAT:
                 raise KeyError("format")
             shard = Shard(*doc["shard"])
-            new = [StoreEntry(**e) for e in doc["images"]]
-            bad = list(doc["skipped"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: not a sumseg pseudo-label index (missing or bad field {e})") from e
-        for e in new:
-            if entries.setdefault(e.position, e) != e:
-                raise DataError(f"{path}: image at input position {e.position} differs from another index's")
-        skipped.update((str(s["path"]), s) for s in bad)
-        if doc["complete"]:
+            new = [StoreEntry(**item) for item in doc["images"]]
+            bad = {str(item["path"]): item for item in doc["skipped"]}
+            complete = bool(doc["complete"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path}: not a sumseg pseudo-label index (missing or bad field {err})") from err
+        for entry in new:
+            if entries.setdefault(entry.position, entry) != entry:
+                raise DataError(f"{path}: image at input position {entry.position} differs from another index's")
+        skipped.update(bad)
+        if complete:
             covered.update(p for p in range(num_images) if shard.selects(p))
     return [entries[p] for p in sorted(entries)], [skipped[p] for p in sorted(skipped)], covered
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -110,6 +111,18 @@ def _full_res(cand: Candidates, hw: tuple[int, int], image_size: int,
         yield start, up, calculate_stability_score(up, Sam.mask_threshold, settings.stability_score_offset)
 
 
+def _encode(logits: torch.Tensor, image_size: int, hw: tuple[int, int], batch: int) -> list[rle_utils.Rle]:
+    """Compressed RLEs of the masks (upsampled logits > 0) of the kept candidates only, in one
+    pycocotools call per batch: (n, W, H) C-order is (H, W, n) Fortran order, which it takes as is."""
+    rles: list[rle_utils.Rle] = []
+    for start in range(0, len(logits), batch):
+        up = lowres_to_image(logits[start : start + batch], image_size, hw)
+        binary = (up > Sam.mask_threshold).transpose(1, 2).contiguous().cpu().numpy().astype(np.uint8)
+        encoded = mask_utils.encode(binary.transpose(2, 1, 0))
+        rles.extend({"size": [hw[0], hw[1]], "counts": r["counts"]} for r in encoded)
+    return rles
+
+
 def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], image_size: int,
                  settings: PseudoLabelSettings, stab_thresh: float) -> tuple[ImageLabels, list[int]]:
     """Stability and area filters, box NMS and the per-image cap on the candidates of one image.
@@ -118,18 +131,19 @@ def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], imag
     masks, best predicted IoU first, and their area histogram over :data:`AREA_BINS`.
     """
     h, w = hw
-    idx, stab, boxes, rles = [], [], [], []
+    idx: list[torch.Tensor] = []
+    stab: list[torch.Tensor] = []
+    boxes: list[torch.Tensor] = []
     for start, up, stability in _full_res(cand, hw, image_size, settings):
         keep = stability >= stab_thresh if stab_thresh > 0 else torch.ones_like(stability, dtype=torch.bool)
-        binary = up[keep] > Sam.mask_threshold
+        binary = (up > Sam.mask_threshold)[keep]
         area = binary.flatten(1).sum(1)
         ok = (area >= settings.min_area_ratio * h * w) & (area < settings.max_area_ratio * h * w)
         rows = keep.nonzero().squeeze(1)[ok]
         idx.append(rows + start)
         stab.append(stability[rows])
         boxes.append(batched_mask_to_box(binary[ok]))
-        rles.extend(rle_utils.encode(m) for m in binary[ok].cpu().numpy())
-    if not rles:
+    if not idx or not sum(len(i) for i in idx):
         n = image_size // 4
         empty = ImageLabels([], torch.zeros(0, n, n), torch.zeros(0, 4), torch.zeros(0, 2), torch.zeros(0),
                             torch.zeros(0))
@@ -139,7 +153,7 @@ def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], imag
     order = order[: settings.max_per_image]
     keep_sel = sel[order]
     labels = ImageLabels(
-        rles=[rles[i] for i in order.tolist()],
+        rles=_encode(cand.logits[keep_sel], image_size, hw, settings.points_per_batch),
         logits=cand.logits[keep_sel].float().cpu(),
         boxes=all_boxes[order].float().cpu(),
         points=torch.as_tensor(points[cand.prompt[keep_sel].cpu().numpy()], dtype=torch.float32),
@@ -185,7 +199,7 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
         resolved["pred_iou_thresh"] = float(np.quantile(np.concatenate(scores), q_iou))
         counted = sum(len(s) for s in scores)
     if q_stab is not None:
-        stabs = []
+        stabs: list[np.ndarray] = []
         for p in positions:
             embeddings, hw = features(p)
             _, cand = _candidates(model, embeddings, hw, settings, float(resolved["pred_iou_thresh"]))
