@@ -315,3 +315,13 @@ def test_damaged_store_files_are_named(tmp_path: Path, single_run: Path) -> None
     (out / "meta.json").write_text("{\"format\": \"something-else\"}")
     with pytest.raises(DataError, match="meta.json: not a sumseg pseudo-label store"):
         open_store(out)
+
+
+def test_embedding_cache_is_filled_and_reused(tmp_path: Path, sharp: SumSam, images: Path) -> None:
+    from sumseg.data import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "cache", sharp.sam)
+    run_pseudo_labels(sharp, images, tmp_path / "pl", _settings(), cache=cache, progress=False)
+    assert len(cache) == 3 and open_store(tmp_path / "pl").complete
+    run_pseudo_labels(sharp, images, tmp_path / "pl2", _settings(), cache=cache, progress=False)
+    assert _files(tmp_path / "pl2")["labels/img0.json"] == _files(tmp_path / "pl")["labels/img0.json"]
