@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sumseg import build_model
 from sumseg.models.sum_sam import PromptBatch
 from tests.conftest import randomise_task_prompts
 
@@ -15,8 +16,8 @@ def _features(model, n_images: int):
         return model.encode(model.preprocess(images))
 
 
-def test_mixed_batch_equals_per_prompt_decoding(tiny_model) -> None:
-    model = randomise_task_prompts(tiny_model)
+def test_mixed_batch_equals_per_prompt_decoding() -> None:
+    model = randomise_task_prompts(build_model("tiny"))  # not the shared fixture: its prompts stay 0
     feats = _features(model, 2)
     # 5 prompts on 2 images; prompts 1 and 3 have a box (and prompt 3 no point at all)
     image_index = torch.tensor([0, 0, 1, 1, 0])
