@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -80,6 +81,8 @@ def refiner_train(
         row = train_refiner(cfg)
     except SumsegError as e:
         _fail(e)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     if not row:
         typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
         return
@@ -135,6 +138,8 @@ def train(
         row = run_train(cfg)
     except SumsegError as e:
         _fail(e)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     if not row:
         typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
         return

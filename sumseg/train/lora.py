@@ -13,11 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import inject_adapter_in_model
-from peft.tuners.lora import Linear as LoraLinear
 from torch import Tensor
 
 from sumseg.errors import ConfigError
@@ -25,7 +23,12 @@ from sumseg.models.checkpoint import save_checkpoint
 from sumseg.models.registry import build_sam
 from sumseg.models.sum_sam import SumSam
 
+if TYPE_CHECKING:
+    from peft.tuners.lora import Linear as LoraLinear
+
 ADAPTER = "default"
+# peft (and the transformers it imports) is imported where it is used: ~2 s of start-up that
+# every process not training LoRA would pay.
 
 
 def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
@@ -33,6 +36,9 @@ def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropo
 
     The adapters' A matrices are drawn from torch's global generator (seed it first).
     """
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import inject_adapter_in_model
+
     pattern = rf"blocks\.\d+\.attn\.({'|'.join(re.escape(t) for t in targets)})"
     encoder = model.sam.image_encoder
     found = [n for n, m in encoder.named_modules() if re.fullmatch(pattern, n) and isinstance(m, torch.nn.Linear)]
@@ -46,6 +52,8 @@ def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropo
 
 def lora_layers(model: torch.nn.Module) -> dict[str, LoraLinear]:
     """The peft LoRA Linear layers of ``model``, by module name."""
+    from peft.tuners.lora import Linear as LoraLinear
+
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}
 
 
