@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 
@@ -68,6 +69,21 @@ def pseudo_label(
     typer.echo(format_summary(summary))
 
 
+def _run_training(load: Callable[[], Any], run: Callable[[Any], dict]) -> tuple[Any, dict] | None:
+    """Load a config and train it; None on ranks other than 0 (torchrun) and when there was nothing to do."""
+    try:
+        cfg = load()
+        row = run(cfg)
+    except SumsegError as e:
+        _fail(e)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return None
+    if not row:
+        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
+        return None
+    return cfg, row
+
+
 @refiner_app.command("train")
 def refiner_train(
     config: Annotated[Path | None, typer.Option(help="refiner YAML (configs/refiner_*.yaml, docs/refiner.md)")] = None,
@@ -76,16 +92,10 @@ def refiner_train(
     """Train the mask-refinement module on human-labelled masks (resumable: rerun to continue)."""
     from sumseg.refiner import load_refiner_config, train_refiner
 
-    try:
-        cfg = load_refiner_config(config, overrides or [])
-        row = train_refiner(cfg)
-    except SumsegError as e:
-        _fail(e)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    done = _run_training(lambda: load_refiner_config(config, overrides or []), train_refiner)
+    if done is None:
         return
-    if not row:
-        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
-        return
+    cfg, row = done
     typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
                f"loss {row.get('loss', float('nan')):.3f}, IoU {row.get('input_iou', float('nan')):.3f} -> "
                f"{row.get('train_iou', float('nan')):.3f}, kept {row.get('kept', float('nan')):.0%} of masks")
@@ -133,16 +143,10 @@ def train(
     from sumseg.config import load_config
     from sumseg.train.trainer import train as run_train
 
-    try:
-        cfg = load_config(config, overrides or [])
-        row = run_train(cfg)
-    except SumsegError as e:
-        _fail(e)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    done = _run_training(lambda: load_config(config, overrides or []), run_train)
+    if done is None:
         return
-    if not row:
-        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
-        return
+    cfg, row = done
     typer.echo(f"trained to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
                f"loss {row.get('loss', float('nan')):.3f}, train IoU {row.get('train_iou', float('nan')):.3f}")
 
