@@ -142,7 +142,7 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
                              "calibration": {"images": [ids[p] for p in sample], "candidates": counted}
                              if counted else None}
             with atomic_path(out / "meta.json") as tmp:
-                tmp.write_text(json.dumps(stored, indent=1))
+                tmp.write_text(json.dumps(stored, indent=1, allow_nan=False))
         thresholds = stored["thresholds"]
         entries: list[StoreEntry] = []
         skipped = list(refused)

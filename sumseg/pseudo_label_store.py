@@ -192,7 +192,7 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
         "boxes": labels.boxes.float(),
         "points": labels.points.float(),
         "predicted_iou": labels.predicted_iou.float(),
-        "stability_score": labels.stability.float(),
+        "stability_score": torch.nan_to_num(labels.stability.float(), nan=0.0),  # 0/0: an empty mask; JSON has no NaN
     }
     save_tensors(labels_dir / f"{entry.stem}.safetensors", tensors,
                  {"format": IMAGE_FORMAT, "version": VERSION, "num_masks": k})
@@ -205,7 +205,7 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
             "area": rle_utils.area(labels.rles[j]),
             "bbox": [x0, y0, x1 - x0, y1 - y0],  # SamAutomaticMaskGenerator's xywh (inclusive x1, y1)
             "predicted_iou": float(labels.predicted_iou[j]),
-            "stability_score": float(labels.stability[j]),
+            "stability_score": float(tensors["stability_score"][j]),
             "point_coords": [[float(v) for v in labels.points[j].tolist()]],
             "crop_box": [0, 0, entry.width, entry.height],
         })
@@ -217,7 +217,7 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
                    "area_hist": entry.area_hist},
     }
     with atomic_path(labels_dir / f"{entry.stem}.json") as tmp:
-        tmp.write_text(json.dumps(doc))
+        tmp.write_text(json.dumps(doc, allow_nan=False))
 
 
 def read_entry(labels_dir: Path, stem: str) -> StoreEntry | None:

@@ -196,7 +196,7 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
             iou, _ = decode_grid(model, embeddings, torch.as_tensor(coords, device=embeddings.device), None,
                                  settings.points_per_batch)
             scores.append(iou.flatten().float().cpu().numpy())
-        resolved["pred_iou_thresh"] = float(np.quantile(np.concatenate(scores), q_iou))
+        resolved["pred_iou_thresh"] = score_quantile(np.concatenate(scores), q_iou, "predicted IoU")
         counted = sum(len(s) for s in scores)
     if q_stab is not None:
         stabs: list[np.ndarray] = []
@@ -205,12 +205,20 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
             _, cand = _candidates(model, embeddings, hw, settings, float(resolved["pred_iou_thresh"]))
             stabs.extend(s.float().cpu().numpy() for _, _, s in _full_res(cand, hw, model.image_size, settings))
         values = np.concatenate(stabs) if stabs else np.zeros(0)
-        if values.size == 0:
-            raise ConfigError(f"no candidate passes the predicted-IoU threshold {resolved['pred_iou_thresh']:.4g} on "
-                              "the calibration images: a stability quantile has nothing to rank; lower it")
-        resolved["stability_score_thresh"] = float(np.quantile(values, q_stab))
+        resolved["stability_score_thresh"] = score_quantile(values, q_stab, "stability (of the candidates that "
+                                                            f"pass predicted IoU > {resolved['pred_iou_thresh']:.4g})")
         counted = max(counted, int(values.size))
     return {k: float(v) for k, v in resolved.items()}, counted
+
+
+def score_quantile(values: np.ndarray, q: float, what: str) -> float:
+    """The q-quantile (numpy, linear) of the finite ``values``. A candidate without a single pixel above
+    −offset has stability 0/0 = NaN (the stock generator drops it: NaN ≥ t is false); it is left out."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ConfigError(f"no {what} scores on the calibration images to take a quantile of; lower the other "
+                          "threshold or give a number")
+    return float(np.quantile(finite, q))
 
 
 def calibration_positions(n: int, k: int) -> list[int]:

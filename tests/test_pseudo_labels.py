@@ -32,6 +32,7 @@ from sumseg.pseudo_labels import (
     grid_points,
     label_image,
     parse_threshold,
+    score_quantile,
     select_masks,
 )
 
@@ -209,6 +210,12 @@ def test_quantile_thresholds_are_quantiles_of_the_scores(sharp: SumSam, images: 
     assert counted == len(ious)
 
 
+def test_score_quantile_leaves_out_nan_stability() -> None:
+    assert score_quantile(np.array([0.2, np.nan, 0.4, 0.6]), 0.5, "stability") == pytest.approx(0.4)
+    with pytest.raises(ConfigError, match="no stability scores"):
+        score_quantile(np.array([np.nan]), 0.5, "stability")
+
+
 def test_threshold_and_shard_parsing() -> None:
     assert parse_threshold("q0.70", "t") == "q0.7" and parse_threshold("0.88", "t") == 0.88
     for bad in ("q1.5", "abc", "q"):
@@ -325,3 +332,15 @@ def test_embedding_cache_is_filled_and_reused(tmp_path: Path, sharp: SumSam, ima
     assert len(cache) == 3 and open_store(tmp_path / "pl").complete
     run_pseudo_labels(sharp, images, tmp_path / "pl2", _settings(), cache=cache, progress=False)
     assert _files(tmp_path / "pl2")["labels/img0.json"] == _files(tmp_path / "pl")["labels/img0.json"]
+
+
+def test_empty_mask_stability_is_stored_as_zero(tmp_path: Path) -> None:
+    from sumseg.data.checks import load_json
+    from sumseg.pseudo_label_store import IMAGE_FORMAT, StoreEntry, read_tensors, write_image
+
+    cand, points = _cand([np.full((64, 64), -5.0)], [0.9])  # nothing above -1: stability 0/0
+    labels, _ = _select(cand, points, stab=0.0)  # a threshold <= 0 keeps it, as the stock generator does
+    assert len(labels) == 1 and torch.isnan(labels.stability).all()
+    write_image(tmp_path, StoreEntry(0, "a", "a", "a.png", 256, 256, 1, [1, 0, 0, 0, 0]), labels)
+    assert load_json(tmp_path / "a.json")["annotations"][0]["stability_score"] == 0.0  # strict JSON: no NaN
+    assert read_tensors(tmp_path / "a.safetensors", IMAGE_FORMAT)[0]["stability_score"].tolist() == [0.0]
