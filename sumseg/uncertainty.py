@@ -78,13 +78,15 @@ def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: t
 
 
 def overlay(rgb: np.ndarray, pseudo: np.ndarray, refined: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """(H, 4W, 3) BGR panels: image, pseudo-label (red), refined mask (blue), U heat map (0 → 1)."""
+    """(H, 4W, 3) BGR panels: image, pseudo-label (red, white outline), refined mask (blue), U heat map (0 → 1)."""
     img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
     def tint(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
         out = img.astype(np.float32)
         out[mask] = 0.5 * out[mask] + 0.5 * np.array(colour, np.float32)
-        return out.astype(np.uint8)
+        out = np.ascontiguousarray(out.astype(np.uint8))
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        return cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
 
     heat = cv2.applyColorMap(np.round(np.clip(u, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return np.concatenate([img, tint(pseudo, (40, 40, 230)), tint(refined, (230, 120, 40)), heat], axis=1)
@@ -162,7 +164,7 @@ def run_uncertainty(refiner: SumSam, store_path: str | Path, shard: Shard = Shar
 
     store = open_store(store_path)
     check_output_dir(store.root, dirs=["overlays"] if show else [], label="--pseudo-labels")
-    computed, shown = 0, []
+    computed, shown = 0, list[Path]()
     with folder_lock(store.root, name=f".uncertainty-{shard.name}.lock", label="--pseudo-labels",
                      busy=f"another run is computing uncertainty {shard.name} of this store"):
         fp = _check_refiner(store, refiner)
