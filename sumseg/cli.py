@@ -241,6 +241,8 @@ def demo(
     seeds: Annotated[int, typer.Option(min=1, help="fine-tuning seeds per method (mean ± spread)")] = 1,
     foundation: Annotated[Path | None, typer.Option(help="sumseg checkpoint of the tiny foundation model "
                                                     "(default: the shipped tiny_foundation)")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated fine-tuning methods (default: vanilla,"
+                                                "self_training,sum; also sum_no_task, refined_labels)")] = None,
     workers: Annotated[int, typer.Option(min=0, help="processes for the stages, one thread each (0: this one)")] = 2,
     benchmarks_dir: Annotated[Path | None, typer.Option(
         help="folder with GrabCut/ and Berkeley/ (default: $SUMSEG_BENCHMARKS or ../shared/benchmarks)")] = None,
@@ -252,7 +254,8 @@ def demo(
     from sumseg.evaluate.run import default_benchmarks_dir
 
     try:
-        result = run_demo(out, preset(quick, seeds), foundation, workers, benchmarks_dir or default_benchmarks_dir(),
+        settings = preset(quick, seeds, methods.split(",") if methods else None)
+        result = run_demo(out, settings, foundation, workers, benchmarks_dir or default_benchmarks_dir(),
                           echo=typer.echo)
     except SumsegError as e:
         _fail(e)

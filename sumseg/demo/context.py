@@ -18,6 +18,7 @@ from sumseg.atomic import atomic_path
 from sumseg.demo.settings import FOUNDATION, GENERAL_SET, TASK_SET, DemoSettings
 from sumseg.errors import ConfigError
 
+FREE = ("seeds", "methods")  # settings a rerun may change: each run's results do not depend on them
 EVAL_DONE = "model.json"  # beside results.json: the digest of the checkpoint that was evaluated
 
 
@@ -68,8 +69,8 @@ def file_digest(path: Path) -> str:
 
 def check_settings(ctx: Ctx) -> None:
     """Write ``settings.json``, or check that the run in ``ctx.out`` was made with the same settings
-    and foundation (more or fewer seeds may be asked; they only add or leave out runs)."""
-    now = {"settings": ctx.settings.to_dict(), "foundation": str(ctx.foundation),
+    and foundation (other seeds or methods may be asked: they only add or leave out runs)."""
+    now = {"settings": json.loads(json.dumps(ctx.settings.to_dict())), "foundation": str(ctx.foundation),
            "foundation_digest": file_digest(ctx.foundation)}
     path = ctx.out / "settings.json"
     if path.is_file():
@@ -77,7 +78,8 @@ def check_settings(ctx: Ctx) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: unreadable ({e}); delete it or choose another --out") from None
-        old_settings = {**old.get("settings", {}), "seeds": ctx.settings.seeds}
+        free = {k: now["settings"][k] for k in FREE}
+        old_settings = {**old.get("settings", {}), **free}
         if old_settings != now["settings"] or old.get("foundation_digest") != now["foundation_digest"]:
             what = "foundation" if old_settings == now["settings"] else "settings (--quick or the demo's version)"
             raise ConfigError(f"{path}: this demo folder was made with another {what}; choose another --out "

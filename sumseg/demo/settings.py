@@ -8,6 +8,7 @@ with other settings is refused instead of mixing results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from sumseg.tasks import SALIENT
 
 METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum", "sum_no_task", "refined_labels")
 """Fine-tuning methods the demo knows (sumseg.config.Method values); ``foundation`` is the untuned model."""
+DEFAULT_METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum")
 FOUNDATION = "foundation"
 FIRST_ROUNDS: tuple[str, ...] = ("oracle", "score")
 PROTOCOLS: tuple[str, ...] = ("clicks", "box")
@@ -39,11 +41,12 @@ class PseudoLabelChoice:
 class TrainChoice:
     """Fine-tuning settings shared by every method (``sumseg train`` keys)."""
 
-    steps: int = 120
+    steps: int = 100
     lr: float = 2e-4
     warmup: int = 10
     task_lr_mult: float = 30.0
-    images_per_step: int = 4  # labelled : pseudo-labelled 1 : 1 for the methods that use pseudo-labels
+    images_per_step: int = 8
+    ratio: tuple[int, int] = (3, 1)  # labelled : pseudo-labelled images per step (methods with pseudo-labels)
     masks_per_image: int = 4
     corrections: int = 2
     theta: float = 0.6
@@ -55,7 +58,7 @@ class DemoSettings:
 
     world_seed: int = 0
     task: int = SALIENT
-    unlabelled: int = 160
+    unlabelled: int = 128
     task_train: int = 32
     task_test: int = 40
     general_test: int = 8
@@ -63,7 +66,7 @@ class DemoSettings:
     refiner_steps: int = 100
     refiner_lr: float = 1e-4
     train: TrainChoice = field(default_factory=TrainChoice)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 1
     rounds: int = 5
     uncertainty_examples: int = 6  # U-map overlays shown in the report
@@ -94,11 +97,13 @@ FULL = DemoSettings()
 QUICK = DemoSettings(
     unlabelled=12, task_train=6, task_test=6, general_test=2,
     pseudo=PseudoLabelChoice(points_per_side=6, calibration_images=4, max_per_image=4),
-    refiner_steps=6, train=TrainChoice(steps=6, warmup=1, images_per_step=2, masks_per_image=2, corrections=1),
-    methods=("vanilla", "self_training", "sum"), rounds=3, uncertainty_examples=2, real_limit=None,
+    refiner_steps=6,
+    train=TrainChoice(steps=6, warmup=1, images_per_step=2, ratio=(1, 1), masks_per_image=2, corrections=1),
+    rounds=3, uncertainty_examples=2, real_limit=None,
 )
 
 
-def preset(quick: bool, seeds: int = 1) -> DemoSettings:
-    """:data:`QUICK` or :data:`FULL` with ``seeds`` fine-tuning seeds per method."""
-    return replace(QUICK if quick else FULL, seeds=seeds)
+def preset(quick: bool, seeds: int = 1, methods: Sequence[str] | None = None) -> DemoSettings:
+    """:data:`QUICK` or :data:`FULL` with ``seeds`` fine-tuning seeds per method (and other ``methods``)."""
+    base = QUICK if quick else FULL
+    return replace(base, seeds=seeds, methods=tuple(m.strip() for m in methods) if methods else base.methods)

@@ -69,7 +69,7 @@ def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
     s, t = ctx.settings, ctx.settings.train
     labelled = json.dumps(str(ctx.world / f"task{s.task}_train"))
     out = ["model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
-           f"data.labelled=[{{path: {labelled}, task: {s.task}}}]", "data.ratio=[1, 1]",
+           f"data.labelled=[{{path: {labelled}, task: {s.task}}}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
            f"data.masks_per_image={t.masks_per_image}", f"data.images_per_step={t.images_per_step}",
            f"method={method}", "mode=decoder", f"rounds.corrections={t.corrections}", f"rounds.theta={t.theta}",
            f"optim.lr={t.lr}", f"optim.warmup={t.warmup}", f"optim.steps={t.steps}",
@@ -131,6 +131,17 @@ def evaluate_real(ctx: Ctx, models: tuple[str, ...]) -> str:
         data = json.loads((folder / "results.json").read_text())
         parts.append(f"{model_name}: " + ", ".join(f"{ds} {d['clicks']['miou'][0]:.3f}" for ds, d in data.items()))
     return "mIoU@1 (clicks) " + "; ".join(parts)
+
+
+def export(ctx: Ctx, model_name: str) -> str:
+    """The fine-tuned model's task prompt folded into a stock SAM state_dict, checked against the stock loader."""
+    from sumseg.models.export import export_checkpoint
+
+    out = ctx.out / "export" / f"{model_name}_task{ctx.settings.task}_stock.pth"
+    out.parent.mkdir(exist_ok=True)
+    _, diff = export_checkpoint(ctx.checkpoint(model_name), ctx.settings.task, out, verify=True)
+    assert diff is not None, "verify=True measures the difference"
+    return f"{out.relative_to(ctx.out)}: stock predictions equal sumseg's (max |logit diff| {diff:.1e})"
 
 
 def pseudo_label_stats(ctx: Ctx) -> str:
