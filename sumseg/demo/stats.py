@@ -76,10 +76,10 @@ def store_stats(root: Path, seed: int, theta: float) -> dict:
             mask_u.append(float(u[k][masks[k]].mean()) if masks[k].any() else 0.0)
     n = len(ious)
     corr = float(np.corrcoef(mask_u, ious)[0, 1]) if n > 2 and np.std(mask_u) > 0 and np.std(ious) > 0 else None
-    k = np.array(per_image or [0])
+    counts = np.array(per_image or [0])
     return {
         "images": len(store), "masks": n,
-        "per_image": {"mean": float(k.mean()), "min": int(k.min()), "max": int(k.max())},
+        "per_image": {"mean": float(counts.mean()), "min": int(counts.min()), "max": int(counts.max())},
         "kinds": kinds, "wrong_fraction": kinds["wrong"] / max(1, n),
         "mean_best_iou": float(np.mean(ious)) if n else None,
         "wrong_pixels": px[True], "right_pixels": px[False],
