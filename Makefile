@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/mypy sumseg
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
