@@ -4,6 +4,7 @@ statistics, uncertainty examples, the real benchmarks and the stage times."""
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
@@ -152,12 +153,18 @@ def real_section(ctx: Ctx) -> list[str]:
     return lines
 
 
+def _cpu(seconds: float) -> str:
+    return "–" if math.isnan(seconds) else f"{seconds:.1f}"
+
+
 def timing_section(timings: Timings) -> list[str]:
     lines = ["| stage | wall (s) | CPU (s) | result |", "|---|---|---|---|"]
-    lines += [f"| {d.name} | {d.wall:.1f} | {d.cpu:.1f} | {d.summary} |" for d in timings.done]
-    cpu = sum(d.cpu for d in timings.done)
+    lines += [f"| {d.name} | {d.wall:.1f} | {_cpu(d.cpu)} | {d.summary.replace('|', chr(92) + '|')} |"
+              for d in timings.done]
+    cpu = sum(d.cpu for d in timings.done if not math.isnan(d.cpu))
     lines += ["", f"Whole run: {timings.wall:.0f} s wall clock, {cpu:.0f} s CPU in the stages (a stage's CPU time "
-              "is that of the process that ran it; stages run in parallel processes with one thread each)."]
+              "is that of the process that ran it; stages run in parallel processes with one thread each; the world's "
+              "writer processes are not counted)."]
     return lines
 
 

@@ -34,14 +34,14 @@ class PseudoLabelChoice:
     stability_score_thresh: str = "q0.5"
     max_per_image: int = 6
     min_area_ratio: float = 0.002
-    calibration_images: int = 16
+    calibration_images: int = 8
 
 
 @dataclass(frozen=True)
 class TrainChoice:
     """Fine-tuning settings shared by every method (``sumseg train`` keys)."""
 
-    steps: int = 100
+    steps: int = 80
     lr: float = 2e-4
     warmup: int = 10
     task_lr_mult: float = 30.0
@@ -58,7 +58,7 @@ class DemoSettings:
 
     world_seed: int = 0
     task: int = SALIENT
-    unlabelled: int = 128
+    unlabelled: int = 112
     task_train: int = 32
     task_test: int = 40
     general_test: int = 8
@@ -70,7 +70,7 @@ class DemoSettings:
     seeds: int = 1
     rounds: int = 5
     uncertainty_examples: int = 6  # U-map overlays shown in the report
-    real_limit: int | None = 20  # instances per real benchmark (GrabCut, Berkeley); None = skip them
+    real_limit: int | None = 15  # instances per real benchmark (GrabCut, Berkeley); None = skip them
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
