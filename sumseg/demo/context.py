@@ -9,7 +9,6 @@ overlays), ``refiner/``, ``runs/<method>-s<seed>/``, ``eval/<model>/<first round
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from sumseg.atomic import atomic_path
 from sumseg.demo.settings import FOUNDATION, GENERAL_SET, TASK_SET, DemoSettings
 from sumseg.errors import ConfigError
+from sumseg.pseudo_label_store import file_digest
 
 FREE = ("seeds", "methods")  # settings a rerun may change: each run's results do not depend on them
 EVAL_DONE = "model.json"  # beside results.json: the digest of the checkpoint that was evaluated
@@ -58,15 +58,6 @@ class Ctx:
         return {TASK_SET: self.world / f"task{self.settings.task}_test", GENERAL_SET: self.world / "general_test"}
 
 
-def file_digest(path: Path) -> str:
-    """Hex blake2b-128 of a file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_settings(ctx: Ctx) -> None:
     """Write ``settings.json``, or check that the run in ``ctx.out`` was made with the same settings
     and foundation (other seeds or methods may be asked: they only add or leave out runs)."""
@@ -86,11 +77,6 @@ def check_settings(ctx: Ctx) -> None:
                               "or delete the folder")
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(now, indent=1))
-
-
-def read_results(folder: Path) -> dict:
-    """results.json of one evaluation folder."""
-    return json.loads((folder / "results.json").read_text())
 
 
 def eval_is_current(folder: Path, checkpoint: Path) -> bool:

@@ -56,11 +56,10 @@ def build_jobs(ctx: Ctx) -> list[Job]:
     """Every stage after the world, each listed after what it needs; longer jobs first among equals."""
     s = ctx.settings
     jobs = [Job("pseudo-labels", stages.pseudo_labels, (ctx,)), Job("refiner", stages.refiner, (ctx,))]
-    runs = sorted(s.runs(), key=lambda r: len(NEEDS[r[0]]) > 0)  # vanilla runs first: they need nothing
-    trains = [Job(f"train {m}-s{seed}", stages.finetune, (ctx, m, seed), NEEDS[m]) for m, seed in runs]
-    jobs += [trains[i] for i, (m, _) in enumerate(runs) if m == "vanilla"]
+    trains = [Job(f"train {m}-s{seed}", stages.finetune, (ctx, m, seed), NEEDS[m]) for m, seed in s.runs()]
+    jobs += [j for j in trains if not j.after]  # vanilla: needs nothing, runs while pseudo-labels are made
     jobs.append(Job("uncertainty", stages.uncertainty, (ctx,), ("pseudo-labels", "refiner")))
-    jobs += [trains[i] for i, (m, _) in enumerate(runs) if m != "vanilla"]
+    jobs += [j for j in trains if j.after]
     jobs.append(Job("pseudo-label stats", stages.pseudo_label_stats, (ctx,), ("uncertainty",)))
     jobs.append(Job(f"eval {FOUNDATION}", stages.evaluate_model, (ctx, FOUNDATION)))
     jobs += [Job(f"eval {m}-s{seed}", stages.evaluate_model, (ctx, f"{m}-s{seed}"), (f"train {m}-s{seed}",))

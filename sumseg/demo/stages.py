@@ -7,10 +7,9 @@ the :class:`~sumseg.demo.pipeline.Ctx` it is given and returns a short summary.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sumseg.demo.context import Ctx, eval_is_current, mark_evaluated
-from sumseg.demo.settings import FIRST_ROUNDS, FOUNDATION, PROTOCOLS
+from sumseg.demo.settings import FIRST_ROUNDS, PROTOCOLS
 
 
 def pseudo_labels(ctx: Ctx) -> str:
@@ -155,11 +154,3 @@ def pseudo_label_stats(ctx: Ctx) -> str:
     return (f"{stats['masks']} pseudo-labels, {stats['wrong_fraction']:.0%} wrong (best IoU with any true mask "
             f"< 0.5); mean U on wrong / right pixels {stats['mean_u_wrong']:.3f} / {stats['mean_u_right']:.3f}")
 
-
-def model_names(ctx: Ctx) -> list[str]:
-    """``foundation`` and ``<method>-s<seed>`` of every run."""
-    return [FOUNDATION] + [f"{m}-s{s}" for m, s in ctx.settings.runs()]
-
-
-def run_folder(ctx: Ctx, model: str) -> Path:
-    return ctx.out / "eval" / model
