@@ -29,6 +29,11 @@ from sumseg.train.batch import MaskBatch
 LOSS_NAMES = ("focal", "dice", "iou")
 
 
+def _upscale(low: Tensor, size: int) -> Tensor:
+    """(N, 1, 4h, 4w) low-res logits → (N, S, S) logits in the input frame (SAM's first upsampling)."""
+    return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
 class InteractiveStep(nn.Module):
     """Wraps the trained :class:`SumSam` so that one ``forward`` is one whole step (what DDP wraps).
 
@@ -85,23 +90,21 @@ class InteractiveStep(nn.Module):
         prompts = PromptBatch(batch.image_index, first.points, first.labels, first.boxes, first.has_box)
         task = batch.tasks if self.use_task else None
         totals = {k: torch.zeros((), device=batch.gt.device) for k in LOSS_NAMES}
-        low, iou = model(features, prompts, None, task, multimask=True)
-        prev = low[:, :1].detach()
         n_rounds = 1 + self.corrections + int(self.final_round)
+        prev: Tensor | None = None  # the previous round's kept logits: none in round 1
         for r in range(n_rounds):
-            if r > 0:
-                low, iou = model(features, prompts, prev, None, multimask=False)
+            first_round = prev is None
+            low, iou = model(features, prompts, prev, task if first_round else None, multimask=first_round)
             parts, best = self._round_loss(low, iou, batch)
             for k in LOSS_NAMES:
                 totals[k] = totals[k] + parts[k]
             prev = low[torch.arange(len(best), device=low.device), best][:, None].detach()  # (N, 1, 4h, 4w)
-            if r + 1 < n_rounds and r < self.corrections:
-                pred = F.interpolate(prev, size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-                extra = sampler.correction(pred, batch.gt, conf_full, batch.ignore)
+            if r < self.corrections:  # a correction round follows
+                extra = sampler.correction(_upscale(prev, size) > 0, batch.gt, conf_full, batch.ignore)
                 assert prompts.points is not None and prompts.labels is not None
                 prompts.points = torch.cat([prompts.points, extra.points], 1)
                 prompts.labels = torch.cat([prompts.labels, extra.labels], 1)
+        assert prev is not None
         with torch.no_grad():
-            up = F.interpolate(prev, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-            train_iou = mask_iou(up, batch.gt.float(), ~batch.ignore).mean()
+            train_iou = mask_iou(_upscale(prev, size), batch.gt.float(), ~batch.ignore).mean()
         return {"loss": sum(totals.values()), **totals, "train_iou": train_iou}  # type: ignore[dict-item]
