@@ -9,6 +9,9 @@
    7 decoder calls (with the prompts and mask inputs the step used, recorded) and the loss of each
    round, one backward — i.e. the step without the prompt sampler and the upsampling that picks
    the next point. ``identical``: the same loss, bit for bit. The ratio is the round loop's cost.
+3. The step with its loss in the S×S input frame (``loss.resolution=input``, the default) vs the
+   S/4 low-res frame (``lowres``) on the same batches: what the published form costs (tiny full and
+   decoder modes; ViT-B decoder mode, one call each).
 
 Times are CPU seconds of this process (``time.process_time``): on a shared machine wall time swings
 by more than the differences measured here. Calls alternate between the two sides on the same
@@ -33,7 +36,7 @@ from sumseg.models.sum_sam import PromptBatch
 from sumseg.prompts.sampler import RoundPrompts
 from sumseg.train.batch import MaskBatch
 from sumseg.train.distributed import Replica
-from sumseg.train.step import LOSS_NAMES, InteractiveStep
+from sumseg.train.step import LOSS_NAMES, InteractiveStep, input_frame_logits
 from sumseg.train.trainer import build_sources, build_training, make_inputs
 
 REPLICA = Replica(0, 1, 0, torch.device("cpu"))
@@ -121,12 +124,15 @@ def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[RoundPro
     """Encoder + the step's decoder calls and round losses on recorded prompts, one backward."""
     model, first = step.model, drawn[0]
     features = step.features(batch)
+    target, conf, _ = step._frame(batch)
     prompts = PromptBatch(batch.image_index, first.points, first.labels, first.boxes, first.has_box)
     totals = {k: torch.zeros(()) for k in LOSS_NAMES}
     prev = None
     for r in range(1 + step.corrections + int(step.final_round)):
-        low, iou = model(features, prompts, prev, batch.tasks if r == 0 else None, multimask=r == 0)
-        parts, best = step._round_loss(low, iou, batch)
+        task = batch.tasks if step.use_task and (r == 0 or step.task_rounds == "every") else None
+        low, iou = model(features, prompts, prev, task, multimask=r == 0)
+        logits = input_frame_logits(low, model.image_size) if step.resolution == "input" else low
+        parts, best = step.loss(logits, iou, target, conf, batch.pseudo)
         totals = {k: totals[k] + parts[k] for k in LOSS_NAMES}
         prev = low[torch.arange(len(best)), best][:, None].detach()
         if r + 1 < len(drawn):
@@ -137,6 +143,26 @@ def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[RoundPro
     loss.backward()
     step.zero_grad(set_to_none=True)
     return float(loss.detach())
+
+
+def bench_loss_resolution(root: Path, model: str, mode: str, images: int, masks: int, reps: int,
+                          warm_up: bool = True) -> BenchRow:
+    """The step with its loss in the S×S input frame (the default) vs the S/4 low-res frame, same batches."""
+    s = build_training(_config(root, mode, model, images, masks), REPLICA)
+    lowres = InteractiveStep(s.model, s.module.corrections, s.module.final_round, s.module.loss,
+                             s.module.use_task, s.module.task_rounds, resolution="lowres")
+    calls = [s.inputs(d, REPLICA) for d in range(reps + int(warm_up))]
+    seeds = [_Recorder(sampler) for _, sampler in calls]
+    again = [_Recorder(s.inputs(d, REPLICA)[1]) for d in range(len(calls))]
+    ours, ref, _ = _alternate(lambda d: _forward_backward(s.module, (calls[d][0], seeds[d])),
+                              lambda d: _forward_backward(lowres, (calls[d][0], again[d])), reps, warm_up)
+    # human labels (c ≡ 1 in both frames): both steps draw the same round-1 prompts from the same seed
+    same = all(torch.equal(a.drawn[0].points, b.drawn[0].points) and torch.equal(a.drawn[0].boxes, b.drawn[0].boxes)
+               for a, b in zip(seeds, again, strict=True))
+    return BenchRow(f"{mode} step ({model}, {images} img × ≤{masks} masks, 7 rounds), loss at the input frame "
+                    "vs at low resolution", ours, ref, same,
+                    f"per step; input-frame loss costs {100 * (ours / ref - 1):+.0f} %; identical: the same round-1 "
+                    "prompts (different losses by design)")
 
 
 def bench_round_loop(root: Path) -> BenchRow:
@@ -158,4 +184,7 @@ def bench() -> list[BenchRow]:
         write_world(root / "world", sizes={s: 4 if s == "task3_train" else 0 for s in SPLITS}, workers=1,
                     progress=False)
         return [bench_decoder_cache(root, "tiny", 2, 4, REPS), bench_round_loop(root),
-                bench_decoder_cache(root, "vit_b", 1, 2, 1, warm_up=False)]
+                bench_loss_resolution(root, "tiny", "full", 2, 4, REPS),
+                bench_loss_resolution(root, "tiny", "decoder", 2, 4, REPS),
+                bench_decoder_cache(root, "vit_b", 1, 2, 1, warm_up=False),
+                bench_loss_resolution(root, "vit_b", "decoder", 1, 2, 1, warm_up=False)]

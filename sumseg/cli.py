@@ -179,7 +179,8 @@ def eval_(
     out: Annotated[Path, typer.Option(help="output folder (results.json, results.md, plot, overlays)")],
     model: Annotated[str | None, typer.Option(help="registry name; optional for a sumseg checkpoint")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="sumseg checkpoint, official SAM .pth or export")] = None,
-    task: Annotated[str | None, typer.Option(help="round-1 task prompt: an id, or 'auto' = each mask's task")] = None,
+    task: Annotated[str | None, typer.Option(help="task prompt: an id, or 'auto' = each mask's task")] = None,
+    task_prompt: Annotated[str, typer.Option(help="rounds with the task prompt: every, first")] = "every",
     protocol: Annotated[str, typer.Option(help="comma-separated: clicks, box")] = "clicks",
     rounds: Annotated[int, typer.Option(min=1, help="interaction rounds (clicks) per instance")] = 20,
     first_round: Annotated[str, typer.Option(help="round-1 output: oracle (best IoU of 3), score, single")] = "oracle",
@@ -204,7 +205,7 @@ def eval_(
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
         paths = resolve_datasets(specs, benchmarks_dir or default_benchmarks_dir())
         settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
-                                limit, skip_bad=skip_bad)
+                                limit, skip_bad=skip_bad, task_rounds=task_prompt)  # type: ignore[arg-type]
         with output_dir(out, inputs=[*paths.values(), checkpoint], files=REPORT_FILES, dirs=REPORT_DIRS,
                         label="--out"):
             net = build_model(model, checkpoint)

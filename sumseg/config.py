@@ -48,6 +48,20 @@ class Schedule(Enum):
     constant = "constant"  # linear warm-up, then constant
 
 
+class TaskPromptRounds(Enum):
+    """Which interactive rounds get the task prompt."""
+
+    every = "every"  # every prompt-encoder call, as the official code (and the stock model after export)
+    first = "first"  # round 1 only (an ablation; sumseg's behaviour before the fidelity change)
+
+
+class LossResolution(Enum):
+    """Where the loss is taken (docs/method.md)."""
+
+    input = "input"  # S×S input frame: low-res logits and U upsampled bilinearly (the official code, SAM 2)
+    lowres = "lowres"  # the decoder's S/4 frame with area-fraction targets (faster, coarser boundaries)
+
+
 class Precision(Enum):
     """Autocast of the step (sumseg.train.precision); weights and optimiser state stay float32."""
 
@@ -89,7 +103,17 @@ class RoundsConfig:
     corrections: int = 5  # correction rounds after round 1
     final_round: bool = True  # a last round with no new prompt
     p_box: float = 0.5  # round 1 is a jittered box with this probability, else a point
-    theta: float = 0.6  # dice gate: pixels with c > theta
+    task_prompt: TaskPromptRounds = TaskPromptRounds.every  # rounds that get the task prompt
+
+
+@dataclass
+class LossConfig:
+    """The uncertainty-aware loss (sumseg.losses.RoundLoss)."""
+
+    resolution: LossResolution = LossResolution.input
+    focal_weight: float = 20.0  # L = focal_weight · mean(c · focal) + dice + IoU MSE
+    theta: float = 0.6  # dice gate: pixels with c > theta (paper 0.6, published code 0.5)
+    iou_head_on_pseudo: bool = False  # train the IoU head on pseudo-labels too (SAM: all masks; official SUM: no)
 
 
 @dataclass
@@ -112,6 +136,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global gradient norm
     steps: int = 1000
     task_lr_mult: float = 1.0  # task prompts train at lr · task_lr_mult
+    train_task0: bool = False  # task 0 (general) stays fixed (zero: the foundation's prompt path), as published
     accumulate: int = 1  # step calls (of data.images_per_step images each) per optimiser step
 
 
@@ -135,19 +160,22 @@ class TrainConfig:
     method: Method = Method.sum
     mode: Mode = Mode.full
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 MAX_STEPS = 100_000_000
+MOVED_KEYS = {"rounds.theta": "loss.theta"}
+"""Keys of earlier versions and where they live now (a config that sets one is refused, naming the new key)."""
 NEEDS_PSEUDO = (Method.sum, Method.self_training, Method.refined_labels, Method.sum_no_task)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """``sumseg train``'s config: defaults, YAML ``path``, ``key=value`` overrides; checked (ConfigError
     naming each bad key and the file or override that set it)."""
-    cfg, sources = load_structured(TrainConfig, path, overrides)
+    cfg, sources = load_structured(TrainConfig, path, overrides, moved=MOVED_KEYS)
     check_config(cfg, sources.origin)
     return cfg
 
@@ -225,7 +253,8 @@ def _check_values(cfg: TrainConfig, c: _Checker) -> None:
     c.number("data.images_per_step", d.images_per_step, 1, 4096)
     c.number("rounds.corrections", r.corrections, 0, 100)
     c.number("rounds.p_box", r.p_box, 0, 1)
-    c.number("rounds.theta", r.theta, 0, 1, hi_open=True)
+    c.number("loss.theta", cfg.loss.theta, 0, 1, hi_open=True)
+    c.number("loss.focal_weight", cfg.loss.focal_weight, 0, 1e6)
     c.number("lora.rank", lo.rank, 1, 4096)
     c.number("lora.alpha", lo.alpha, 1, 1e6)
     c.number("lora.dropout", lo.dropout, 0, 1, hi_open=True)
@@ -275,7 +304,7 @@ def check_config(cfg: TrainConfig, origin: Callable[[str], str | None] = lambda 
 
 
 __all__ = [
-    "DataConfig", "LabelledSet", "LoraConfig", "Method", "Mode", "ModelConfig", "OptimConfig", "Precision",
-    "RoundsConfig", "RunConfig", "Schedule", "TrainConfig", "check_config", "config_changes", "load_config",
-    "to_dict", "to_yaml",
+    "DataConfig", "LabelledSet", "LossConfig", "LossResolution", "LoraConfig", "Method", "Mode", "ModelConfig",
+    "OptimConfig", "Precision", "RoundsConfig", "RunConfig", "Schedule", "TaskPromptRounds", "TrainConfig",
+    "check_config", "config_changes", "load_config", "to_dict", "to_yaml",
 ]

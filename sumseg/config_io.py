@@ -81,8 +81,10 @@ def _item_key(raw: Any, cls: type, path: str) -> str | None:
     return None
 
 
-def _merge(base: Any, raw: Any, origin: str, schema: type) -> Any:
-    problems = _problems(raw, schema, "")
+def _merge(base: Any, raw: Any, origin: str, schema: type, moved: Mapping[str, str]) -> Any:
+    problems = [f"{p[len('unknown key '):]} is now {moved[p[len('unknown key '):]]}: rename it"
+                if p.startswith("unknown key ") and p[len("unknown key "):] in moved else p
+                for p in _problems(raw, schema, "")]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"{origin}: {problems[0]}{more}")
@@ -144,17 +146,18 @@ class Sources:
         return None
 
 
-def load_structured(schema: type[T], path: str | Path | None = None,
-                    overrides: Sequence[str] = ()) -> tuple[T, Sources]:
+def load_structured(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                    moved: Mapping[str, str] | None = None) -> tuple[T, Sources]:
     """An instance of the dataclass ``schema``: its defaults, then the YAML ``path`` (if any), then the
     ``key=value`` overrides in order; and the :class:`Sources` of its keys. Shapes and types are
-    checked (ConfigError naming the key and the source); value ranges are the caller's."""
+    checked (ConfigError naming the key and the source; a key of ``moved`` names its new key);
+    value ranges are the caller's."""
     cfg = OmegaConf.structured(schema)
     sources = Sources()
     named = [(str(path), _read_yaml(Path(path)))] if path is not None else []
     named += [(f"override {t!r}", _parse_override(t)) for t in overrides]
     for name, tree in named:
-        cfg = _merge(cfg, tree, name, schema)
+        cfg = _merge(cfg, tree, name, schema, moved or {})
         sources.trees.append((name, tree))
     try:
         out = OmegaConf.to_object(cfg)

@@ -17,6 +17,9 @@ measured over the pixels with ``c > 0`` (ignored pixels left out) and is not dif
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -66,20 +69,62 @@ def iou_loss(iou_pred: Tensor, logits: Tensor, target: Tensor, valid: Tensor | N
 
 
 def sum_loss(logits: Tensor, iou_pred: Tensor, target: Tensor, confidence: Tensor | None = None,
-             theta: float = 0.6) -> dict[str, Tensor]:
+             theta: float = 0.6, focal_weight: float = FOCAL_WEIGHT) -> dict[str, Tensor]:
     """The uncertainty-aware loss of one round, per mask: ``{"focal", "dice", "iou"}`` each ``(N,)``.
 
-    ``focal`` already carries the ×20 weight; ``confidence=None`` means ``c ≡ 1`` (human labels).
+    ``focal`` already carries its weight (20); ``confidence=None`` means ``c ≡ 1`` (human labels).
     """
     if confidence is None:
         return {
-            "focal": FOCAL_WEIGHT * focal_loss(logits, target),
+            "focal": focal_weight * focal_loss(logits, target),
             "dice": dice_loss(logits, target),
             "iou": iou_loss(iou_pred, logits, target),
         }
     confident = (confidence > theta).to(logits.dtype)
     return {
-        "focal": FOCAL_WEIGHT * focal_loss(logits, target, confidence),
+        "focal": focal_weight * focal_loss(logits, target, confidence),
         "dice": dice_loss(logits, target, confident),
         "iou": iou_loss(iou_pred, logits, target, confidence > 0),
     }
+
+
+@dataclass(frozen=True)
+class RoundLoss:
+    """The loss of one interactive round over M outputs per mask (what every SAM training step sums).
+
+    focal_weight, theta: as in :func:`sum_loss`. iou_on_pseudo: train the IoU head on pseudo-labels
+    too (SAM trains it on every mask; the official SUM variant on human labels only).
+    """
+
+    focal_weight: float = FOCAL_WEIGHT
+    theta: float = 0.6
+    iou_on_pseudo: bool = True
+
+    def __call__(self, logits: Tensor, iou_pred: Tensor, target: Tensor, confidence: Tensor,
+                 pseudo: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """Mean losses ``{"focal", "dice", "iou"}`` and the kept output ``best`` (N,) of one round.
+
+        logits: (N, M, H, W); iou_pred: (N, M); target, confidence: (N, H, W) in the frame of
+        ``logits``; pseudo: (N,) bool, the masks that are pseudo-labels (None: none are).
+        With M > 1 each mask's focal and dice count its output of lowest focal + dice (best of M);
+        the IoU loss covers all M outputs of the masks it trains on (mean over them; 0 if none).
+        """
+        n, m = iou_pred.shape
+        rep = lambda t: t.repeat_interleave(m, dim=0)  # noqa: E731 - (N, ...) → (N·M, ...)
+        losses = sum_loss(logits.flatten(0, 1), iou_pred.flatten(), rep(target), rep(confidence), self.theta,
+                          self.focal_weight)
+        mask_loss = (losses["focal"] + losses["dice"]).view(n, m)
+        best = mask_loss.argmin(1)
+        rows = torch.arange(n, device=logits.device)
+        iou = losses["iou"]
+        if pseudo is not None and not self.iou_on_pseudo and bool(pseudo.any()):
+            trained = (~pseudo).repeat_interleave(m).to(iou.dtype)
+            iou = (iou * trained).sum() / trained.sum().clamp(min=1)
+        else:
+            iou = iou.mean()
+        out = {
+            "focal": losses["focal"].view(n, m)[rows, best].mean(),
+            "dice": losses["dice"].view(n, m)[rows, best].mean(),
+            "iou": iou,
+        }
+        return out, best

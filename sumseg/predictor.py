@@ -1,7 +1,8 @@
 """``SumPredictor``: the ``SamPredictor`` API with a task prompt.
 
-``predict`` / ``predict_torch`` take ``task`` (a task id, or None for stock SAM behaviour,
-which is also what every round after the first uses in sumseg's interactive protocol).
+``predict`` / ``predict_torch`` take ``task`` (a task id, or None for stock SAM behaviour). A
+task applies to every call, mask-prompted follow-up rounds included — as in the official code
+and in the stock model that ``sumseg export`` writes for that task.
 Works for SAM and HQ-SAM models built by :func:`sumseg.build_model`.
 """
 
@@ -33,7 +34,7 @@ class SumPredictor(SamPredictor):
 
     ``task`` given to the constructor is the default for every call; a ``task=`` argument to
     ``predict``/``predict_torch`` overrides it for that call, ``task=None`` included (no task
-    prompt, as in every interactive round after the first). A task must be an int (numpy
+    prompt). A task must be an int (numpy
     integers too) the model knows, checked where it is given: ConfigError otherwise.
     """
 

@@ -75,8 +75,9 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[
     source = LabelledSource(read_coco(world / "pretrain" / "annotations.json"), cfg.masks_per_image)
     model = build_model("tiny")
     torch.manual_seed(cfg.seed)
-    # no task prompt: the foundation is a plain SAM (its task prompts stay 0)
-    step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, use_task=False)
+    # no task prompt: the foundation is a plain SAM (its task prompts stay 0); the loss at the decoder's
+    # low resolution, as the shipped tiny foundation was trained (it reproduces bit for bit)
+    step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, use_task=False, resolution="lowres")
     inputs = labelled_inputs(source, model, cfg.seed, cfg.images_per_step, cfg.p_box)
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     return run_loop(step_module, inputs, model, params, loop, out_dir, {"pretrain": asdict(cfg)},

@@ -12,8 +12,8 @@ Training input per GT mask (frames of :mod:`sumseg.train.batch`: input frame S×
    :func:`~sumseg.prompts.sampler.jitter_boxes` + the point; one output (``multimask=False``), no
    task prompt — the prompt ``sumseg uncertainty`` builds from a pseudo-label's ``s``, box and point;
 5. loss: :func:`sumseg.losses.sum_loss` on the refiner's output against the GT with the human-label
-   confidence of :func:`~sumseg.train.batch.collate` (1 on the image, 0 on padding and ignore pixels),
-   averaged over the kept masks.
+   confidence of :meth:`~sumseg.train.batch.MaskBatch.confidence_lowres` (1 on the image, 0 on
+   padding and ignore pixels), averaged over the kept masks.
 
 The image encoder (the refiner's, frozen) is the only one: the frozen twin (:func:`frozen_copy`,
 prompt encoder + mask decoder) decodes the same embeddings, which come from
@@ -328,7 +328,7 @@ class RefinerStep(nn.Module):
         weight = used.kept.float()
         low, iou = self.refine(features, batch.image_index[sel], used)
         # human labels: c is 1 or 0 (padding, ignore), so any dice gate in (0, 1) is the same
-        losses = sum_loss(low[:, 0], iou[:, 0], batch.target[sel], batch.confidence[sel], theta=0.5)
+        losses = sum_loss(low[:, 0], iou[:, 0], batch.target[sel], batch.confidence_lowres()[sel], theta=0.5)
         out = {k: _kept_mean(v, weight) for k, v in losses.items()}
         with torch.no_grad():
             size = self.refiner.image_size

@@ -8,10 +8,12 @@ import pytest
 import yaml
 
 from sumseg.config import (
+    LossResolution,
     Method,
     Mode,
     Precision,
     Schedule,
+    TaskPromptRounds,
     TrainConfig,
     config_changes,
     load_config,
@@ -37,7 +39,10 @@ def refused(*overrides: str, path: Path | None = None) -> str:
 def test_defaults_are_the_published_settings() -> None:
     cfg = load()
     assert (cfg.optim.lr, cfg.optim.layer_decay, cfg.data.ratio) == (1e-5, 0.8, [1.0, 1.0])
-    assert (cfg.rounds.corrections, cfg.rounds.final_round, cfg.rounds.p_box, cfg.rounds.theta) == (5, True, 0.5, 0.6)
+    assert (cfg.rounds.corrections, cfg.rounds.final_round, cfg.rounds.p_box) == (5, True, 0.5)
+    assert cfg.rounds.task_prompt is TaskPromptRounds.every and not cfg.optim.train_task0  # the official code
+    assert (cfg.loss.resolution, cfg.loss.focal_weight, cfg.loss.theta) == (LossResolution.input, 20.0, 0.6)
+    assert cfg.loss.iou_head_on_pseudo is False
     assert (cfg.method, cfg.mode, cfg.optim.schedule, cfg.run.precision) == (
         Method.sum, Mode.full, Schedule.cosine, Precision.fp32)
     assert cfg.data.labelled[0].path == "data/a" and cfg.data.labelled[0].task == 1
@@ -86,7 +91,11 @@ def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
     ("data.ratio=[1, 2, 3]", "data.ratio must be [labelled, pseudo]"),
     ("data.masks_per_image=0", "data.masks_per_image"),
     ("rounds.p_box=1.5", "rounds.p_box"),
-    ("rounds.theta=1", "rounds.theta must lie in [0, 1)"),
+    ("loss.theta=1", "loss.theta must lie in [0, 1)"),
+    ("loss.focal_weight=nan", "loss.focal_weight must be a finite number"),
+    ("loss.resolution=full", "loss.resolution"),
+    ("rounds.theta=0.5", "rounds.theta is now loss.theta: rename it"),
+    ("rounds.task_prompt=last", "rounds.task_prompt"),
     ("lora.targets=[]", "lora.targets"),
     ("model.tasks=[0, 0]", "model.tasks must be distinct"),
     ("model.name=vit_z", "model.name must be one of"),

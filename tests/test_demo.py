@@ -43,7 +43,8 @@ def test_quick_demo_reports_every_method_set_protocol_and_round(quick_run: tuple
             for r in by_key.values():
                 assert set(r) == {"miou", "biou", "noc85", "noc90", "n"}
                 assert len(r["miou"]) == len(r["biou"]) == QUICK.rounds
-                assert all(0 <= v <= 1 for v in r["miou"]) and 1 <= r["noc85"] <= r["noc90"] <= 20
+                assert all(0 <= v <= 1 for v in r["miou"])
+                assert r["noc85"] is None and r["noc90"] is None  # NoC is defined on 20-round runs only
                 assert r["n"] == report[FOUNDATION][test_set]["clicks"]["n"] > 0
     assert report[FOUNDATION]["salient"]["clicks"]["n"] == QUICK.task_test  # one salient object per image
     assert report[FOUNDATION]["general"]["clicks"]["n"] > QUICK.general_test  # entities and parts

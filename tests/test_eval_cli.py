@@ -62,18 +62,42 @@ def test_eval_grabcut_and_berkeley_subset(tmp_path: Path) -> None:
     assert any(p.startswith("GrabCut_clicks_") for p in overlays)
 
 
-@needs_benchmarks
-def test_exported_stock_file_scores_like_the_task_checkpoint(tmp_path: Path) -> None:
+def _export_vs_checkpoint(tmp_path: Path, datasets: list[str], rounds: int, limit: int) -> dict[str, list]:
+    """Per-round mIoU and boundary IoU of a whole ``sumseg eval`` (clicks and box protocols) of a checkpoint
+    with random non-zero task prompts (task 1 in every round / round 1 only / none) and of its stock export."""
     ckpt = save_checkpoint(tmp_path / "sum.ckpt", randomise_task_prompts(build_model("tiny")))
     export_checkpoint(ckpt, 1, tmp_path / "stock.pth")
-    common = ["--datasets", "GrabCut", "--rounds", "1", "--limit", "3"]
-    ours = _eval("--checkpoint", str(ckpt), "--task", "1", "--out", str(tmp_path / "a"), *common)
-    stock = _eval("--model", "tiny", "--checkpoint", str(tmp_path / "stock.pth"), "--out", str(tmp_path / "b"), *common)
-    plain = _eval("--checkpoint", str(ckpt), "--out", str(tmp_path / "c"), *common)
-    assert ours.exit_code == stock.exit_code == plain.exit_code == 0, ours.output + stock.output
-    a, b, c = (json.loads((tmp_path / d / "results.json").read_text())["GrabCut"]["clicks"] for d in "abc")
-    assert a["miou"] == pytest.approx(b["miou"], abs=1e-4)  # one round: the task prompt is all that differs
-    assert a["miou"] != c["miou"]
+    common = ["--datasets", ",".join(datasets), "--rounds", str(rounds), "--limit", str(limit),
+              "--protocol", "clicks,box"]
+    runs = {
+        "every": ["--checkpoint", str(ckpt), "--task", "1"],
+        "first": ["--checkpoint", str(ckpt), "--task", "1", "--task-prompt", "first"],
+        "stock": ["--model", "tiny", "--checkpoint", str(tmp_path / "stock.pth")],
+        "plain": ["--checkpoint", str(ckpt)],
+    }
+    out = {}
+    for name, args in runs.items():
+        res = _eval(*args, "--out", str(tmp_path / name), *common)
+        assert res.exit_code == 0, res.output
+        data = json.loads((tmp_path / name / "results.json").read_text())
+        out[name] = [(r["miou"], r["biou"]) for ds in data.values() for r in ds.values()]
+    return out
+
+
+def test_exported_stock_file_scores_like_the_task_checkpoint_in_every_round(tmp_path: Path) -> None:
+    # a whole eval (points, box, mask prompts fed back over 4 rounds) of the checkpoint with its task prompt
+    # in every round equals the eval of its export; with the prompt in round 1 only it equals it in round 1
+    from sumseg.data.synthetic_world import SPLITS, write_world
+
+    write_world(tmp_path / "world", seed=3, sizes={s: 2 if s == "task1_test" else 0 for s in SPLITS},
+                        image_size=96, workers=1, progress=False)
+    got = _export_vs_checkpoint(tmp_path, [str(tmp_path / "world" / "task1_test")], rounds=4, limit=4)
+    for (every, first, stock, plain) in zip(got["every"], got["first"], got["stock"], got["plain"], strict=True):
+        for k in range(2):  # mIoU, boundary IoU
+            assert every[k] == pytest.approx(stock[k], abs=1e-4)
+            assert first[k][0] == pytest.approx(stock[k][0], abs=1e-4)
+        assert every[0] != plain[0]  # the task prompt changes the results
+    assert any(f[0][1:] != s[0][1:] for f, s in zip(got["first"], got["stock"], strict=True))  # later rounds differ
 
 
 def test_eval_errors_are_clear(tmp_path: Path) -> None:

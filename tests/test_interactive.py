@@ -74,23 +74,27 @@ def test_no_error_left_stops_clicking(rgb_image) -> None:
     assert res.ious == [1.0] * 4 and len(res.clicks) == 1  # the first click, then nothing to correct
 
 
-def test_task_prompt_in_first_round_only(rgb_image) -> None:
+@pytest.mark.parametrize("task_rounds", ["every", "first"])
+def test_task_prompt_in_every_round_or_the_first(rgb_image, task_rounds) -> None:
     model = randomise_task_prompts(build_model("tiny"))
     pred = SumPredictor(model)
     pred.set_image(rgb_image)
     with_task = run_instance(pred, _disc_instance(rgb_image, task=1), "clicks", rounds=1)
     without = run_instance(pred, _disc_instance(rgb_image, task=None), "clicks", rounds=1)
     assert with_task.ious[0] != without.ious[0]
-    # rounds after the first call the model with task=None: same as a stock call with the same prompts
-    two = run_instance(pred, _disc_instance(rgb_image, task=1), "clicks", rounds=2)
+    # round 2 calls the model with the task ("every", the default) or without it ("first"): the same as a
+    # direct call with the same prompts, and unlike the call with the other choice
+    two = run_instance(pred, _disc_instance(rgb_image, task=1), "clicks", rounds=2, task_rounds=task_rounds)
     pts = np.array([[c.x, c.y] for c in two.clicks])
     labels = np.array([int(c.is_positive) for c in two.clicks])
     masks, _, low = pred.predict(point_coords=pts[:1], point_labels=labels[:1], multimask_output=True,
                                  return_logits=True, task=1)
     best = int(np.argmax([iou(_disc_instance(rgb_image).gt, m > 0) for m in masks]))
-    m2, _, _ = pred.predict(point_coords=pts, point_labels=labels, mask_input=low[best : best + 1],
-                            multimask_output=False, task=None)
-    assert np.array_equal(m2[0], two.final_pred)
+    second = {t: pred.predict(point_coords=pts, point_labels=labels, mask_input=low[best : best + 1],
+                              multimask_output=False, task=t)[0][0] for t in (1, None)}
+    same, other = (1, None) if task_rounds == "every" else (None, 1)
+    assert np.array_equal(second[same], two.final_pred)
+    assert not np.array_equal(second[other], two.final_pred)
 
 
 def test_shared_images_are_encoded_once(tiny_model, rgb_image, monkeypatch) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from sumseg.losses import FOCAL_WEIGHT, dice_loss, focal_loss, iou_loss, mask_iou, sum_loss
+from sumseg.losses import FOCAL_WEIGHT, RoundLoss, dice_loss, focal_loss, iou_loss, mask_iou, sum_loss
+from sumseg.train.step import input_frame_logits
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -103,3 +104,62 @@ def test_confidence_one_is_the_standard_sam_loss() -> None:
     torch.testing.assert_close(plain["focal"], 20 * focal)
     torch.testing.assert_close(plain["dice"], dice)
     torch.testing.assert_close(plain["iou"], (iou_pred - true_iou) ** 2)
+
+
+def test_input_resolution_loss_hand_worked() -> None:
+    # low-res logits (2×2) [[-2, 2], [-2, 2]] upsampled ×4 bilinearly (align_corners=False, SAM's):
+    # column j of 8 samples x = (j + .5)/4 - .5, clamped to [0, 1] → -2 + 4x:
+    cols = [-2.0, -2.0, -1.5, -0.5, 0.5, 1.5, 2.0, 2.0]
+    low = torch.tensor([[[[-2.0, 2.0], [-2.0, 2.0]]]])  # (N=1, M=1, 2, 2)
+    up = input_frame_logits(low, 8)
+    assert up.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(up[0, 0], torch.tensor(cols).expand(8, 8), rtol=0, atol=1e-6)
+    target = torch.zeros(1, 8, 8)
+    target[0, :, 5:] = 1  # the right three columns: logits 1.5, 2, 2 (the column at 0.5 is background)
+    conf = torch.ones(1, 8, 8)
+    conf[0, :, 4] = 0.5  # one uncertain column (logit 0.5, background): half weight, out of the dice (θ = .6)
+
+    def focal(x: float, y: float) -> float:
+        p = 1 / (1 + math.exp(-x))
+        p_t, a_t = (p, 0.25) if y else (1 - p, 0.75)
+        return a_t * (1 - p_t) ** 2 * -math.log(p_t)
+
+    per_col = [(focal(x, j >= 5), 0.5 if j == 4 else 1.0) for j, x in enumerate(cols)]
+    want_focal = 20 * sum(f * c for f, c in per_col) / 8  # each column is 8 pixels of 64
+    probs = [1 / (1 + math.exp(-x)) for x in cols]
+    kept = [j for j in range(8) if j != 4]
+    inter = 8 * sum(probs[j] for j in kept if j >= 5)
+    want_dice = 1 - (2 * inter + 1) / (8 * sum(probs[j] for j in kept) + 8 * 3 + 1)
+    # IoU of logits > 0 (columns 4..7) with the target (5..7) over c > 0: 24 / 32
+    want_iou = (0.9 - 24 / 32) ** 2
+    out, best = RoundLoss(theta=0.6)(up, torch.tensor([[0.9]]), target, conf)
+    assert best.tolist() == [0]
+    assert out["focal"].item() == pytest.approx(want_focal, rel=1e-5)
+    assert out["dice"].item() == pytest.approx(want_dice, rel=1e-5)
+    assert out["iou"].item() == pytest.approx(want_iou, rel=1e-5)
+
+
+def test_round_loss_best_of_m_and_the_iou_head_on_pseudo_labels() -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 3, 8, 8, generator=g) * 3  # 3 masks × 3 outputs
+    iou_pred = torch.rand(3, 3, generator=g)
+    target = (torch.rand(3, 8, 8, generator=g) > 0.5).float()
+    conf = torch.rand(3, 8, 8, generator=g)
+    pseudo = torch.tensor([False, True, True])
+    per = sum_loss(logits.flatten(0, 1), iou_pred.flatten(), target.repeat_interleave(3, 0),
+                   conf.repeat_interleave(3, 0), 0.6)
+    mask = (per["focal"] + per["dice"]).view(3, 3)
+    out, best = RoundLoss(theta=0.6, iou_on_pseudo=True)(logits, iou_pred, target, conf, pseudo)
+    assert best.tolist() == mask.argmin(1).tolist()
+    rows = torch.arange(3)
+    torch.testing.assert_close(out["focal"], per["focal"].view(3, 3)[rows, best].mean())
+    torch.testing.assert_close(out["dice"], per["dice"].view(3, 3)[rows, best].mean())
+    torch.testing.assert_close(out["iou"], per["iou"].mean())  # SAM: all M outputs of every mask
+    human_only, _ = RoundLoss(theta=0.6, iou_on_pseudo=False)(logits, iou_pred, target, conf, pseudo)
+    torch.testing.assert_close(human_only["iou"], per["iou"][:3].mean())  # mask 0's three outputs alone
+    assert torch.equal(human_only["focal"], out["focal"]) and torch.equal(human_only["dice"], out["dice"])
+    none, _ = RoundLoss(iou_on_pseudo=False)(logits, iou_pred, target, conf, torch.ones(3, dtype=torch.bool))
+    assert none["iou"].item() == 0.0
+    # the focal weight is a setting
+    tenfold, _ = RoundLoss(focal_weight=2.0, theta=0.6)(logits, iou_pred, target, conf, pseudo)
+    torch.testing.assert_close(tenfold["focal"], out["focal"] / 10)

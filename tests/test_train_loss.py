@@ -22,10 +22,11 @@ from tests.train_fixtures import overrides, world_and_store
 CPU = Replica(0, 1, 0, torch.device("cpu"))
 
 
-def fixed_loss(model: SumSam, batch: MaskBatch) -> float:
-    """The step's loss on ``batch`` with the prompts of draw 0 (same seed every time), no gradients."""
+def fixed_loss(model: SumSam, batch: MaskBatch, like: InteractiveStep) -> float:
+    """The loss of a step set up as ``like`` on ``batch`` with the prompts of draw 0, no gradients."""
     with torch.no_grad():
-        step = InteractiveStep(model, corrections=1, final_round=True)
+        step = InteractiveStep(model, like.corrections, like.final_round, like.loss, like.use_task, like.task_rounds,
+                               like.resolution)
         out = step(batch, UncertaintySampler(step_generator(0, 0, 0)))
     return float(out["loss"])
 
@@ -35,9 +36,9 @@ def test_short_tiny_run_lowers_the_loss(tmp_path: Path) -> None:
     cfg = load_config(None, overrides(world, store, tmp_path / "run", "optim.steps=6", "data.masks_per_image=4"))
     setup = build_training(cfg, CPU)
     batch, _ = setup.inputs(0, CPU)
-    before = fixed_loss(setup.model, batch)
+    before = fixed_loss(setup.model, batch, setup.module)
     train(cfg)
-    after = fixed_loss(build_model(None, tmp_path / "run" / "last.ckpt"), batch)
+    after = fixed_loss(build_model(None, tmp_path / "run" / "last.ckpt"), batch, setup.module)
     assert after < 0.8 * before, (before, after)
     logged = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 6 and logged[0] == pytest.approx(before, rel=1e-4)  # step 0 trains on that very batch

@@ -50,6 +50,9 @@ class TrainChoice:
     masks_per_image: int = 4
     corrections: int = 2
     theta: float = 0.6
+    loss_resolution: str = "input"  # loss.resolution: the 256-px input frame (published) or "lowres" (64 px)
+    iou_head_on_pseudo: bool = False  # loss.iou_head_on_pseudo (official SUM: human labels only)
+    task_prompt: str = "every"  # rounds.task_prompt, in training and evaluation (published: every)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
     out = ["model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
            f"data.labelled=[{{path: {labelled}, task: {s.task}}}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
            f"data.masks_per_image={t.masks_per_image}", f"data.images_per_step={t.images_per_step}",
-           f"method={method}", "mode=decoder", f"rounds.corrections={t.corrections}", f"rounds.theta={t.theta}",
+           f"method={method}", "mode=decoder", f"rounds.corrections={t.corrections}",
+           f"rounds.task_prompt={t.task_prompt}", f"loss.theta={t.theta}", f"loss.resolution={t.loss_resolution}",
+           f"loss.iou_head_on_pseudo={str(t.iou_head_on_pseudo).lower()}",
            f"optim.lr={t.lr}", f"optim.warmup={t.warmup}", f"optim.steps={t.steps}",
            f"optim.task_lr_mult={t.task_lr_mult}", f"run.out={json.dumps(str(ctx.run_dir(method, seed)))}",
            f"run.seed={seed}", f"run.save_every={max(1, t.steps // 2)}", "run.device=cpu", "run.progress=false"]
@@ -104,7 +106,8 @@ def evaluate_model(ctx: Ctx, model_name: str) -> str:
         folder = ctx.out / "eval" / model_name / first
         if not eval_is_current(folder, ckpt):
             net = net or build_model(None, ckpt)
-            settings = EvalSettings(PROTOCOLS, ctx.settings.rounds, first, "auto", overlays=2)  # type: ignore[arg-type]
+            settings = EvalSettings(PROTOCOLS, ctx.settings.rounds, first, "auto", overlays=2,  # type: ignore[arg-type]
+                                    task_rounds=ctx.settings.train.task_prompt)  # type: ignore[arg-type]
             evaluate(net, ctx.test_sets(), settings, folder, progress=False)
             mark_evaluated(folder, ckpt)
         data = json.loads((folder / "results.json").read_text())
@@ -124,7 +127,8 @@ def evaluate_real(ctx: Ctx, models: tuple[str, ...]) -> str:
         ckpt, folder = ctx.checkpoint(model_name), ctx.out / "eval" / "real" / model_name
         if not eval_is_current(folder, ckpt):
             settings = EvalSettings(PROTOCOLS, ctx.settings.rounds, "oracle", ctx.settings.task,
-                                    ctx.settings.real_limit, overlays=2)
+                                    ctx.settings.real_limit, overlays=2,
+                                    task_rounds=ctx.settings.train.task_prompt)  # type: ignore[arg-type]
             evaluate(build_model(None, ckpt), sets, settings, folder, progress=False)
             mark_evaluated(folder, ckpt)
         data = json.loads((folder / "results.json").read_text())

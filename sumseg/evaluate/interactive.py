@@ -9,7 +9,9 @@ Per instance (one image, one ground-truth mask, an optional ignore map):
 All clicks so far are given every round, with the previous round's low-res logits as the mask
 prompt. Round 1 asks for three masks and keeps one by ``first_round`` ("oracle": the best IoU
 with GT; "score": the best predicted IoU; "single": multimask off); later rounds ask for one.
-The task prompt, when a task is given, applies in round 1 only. When the clicker finds no error
+The task prompt, when a task is given, goes with every round (``task_rounds="every"``: the
+official code's behaviour, and what the stock model does after ``sumseg export``) or with round 1
+only (``"first"``, an ablation). When the clicker finds no error
 left, clicking stops and the last IoU counts for every remaining round.
 Each image is encoded once (instances sharing an image share the embedding).
 """
@@ -30,7 +32,9 @@ from sumseg.prompts.geometry import mask_box as gt_box
 
 Protocol = Literal["clicks", "box"]
 FirstRound = Literal["oracle", "score", "single"]
+TaskRounds = Literal["every", "first"]
 PROTOCOLS: tuple[str, ...] = ("clicks", "box")
+TASK_ROUNDS: tuple[str, ...] = ("every", "first")
 
 
 @dataclass
@@ -38,7 +42,7 @@ class Instance:
     """One object to segment. image (H, W, 3) uint8 RGB; gt, ignore (H, W) bool.
 
     ``image_key`` identifies the image's pixels (instances with equal keys share one encoder
-    pass); ``task`` is the task prompt given in round 1 (None: no prompt); ``mask_task`` is the
+    pass); ``task`` is the task prompt (None: no prompt); ``mask_task`` is the
     mask's own task label from its dataset, used to group results into per-task tables.
     """
 
@@ -77,6 +81,7 @@ def run_instance(
     protocol: Protocol = "clicks",
     rounds: int = 20,
     first_round: FirstRound = "oracle",
+    task_rounds: TaskRounds = "every",
 ) -> InstanceResult:
     """Run one instance for ``rounds`` rounds; ``predictor`` must hold ``inst.image`` already."""
     if not inst.gt.any():
@@ -97,7 +102,8 @@ def run_instance(
         multimask = r == 0 and first_round != "single"
         logits, scores, low = predictor.predict(
             point_coords=points, point_labels=labels, box=box, mask_input=low_res,
-            multimask_output=multimask, return_logits=True, task=inst.task if r == 0 else None,
+            multimask_output=multimask, return_logits=True,
+            task=inst.task if r == 0 or task_rounds == "every" else None,
         )
         k = _choose(logits, scores, inst, first_round) if multimask else 0
         pred, low_res = logits[k] > predictor.model.mask_threshold, low[k : k + 1]
@@ -114,6 +120,7 @@ def evaluate_instances(
     protocols: Sequence[Protocol] = ("clicks",),
     rounds: int = 20,
     first_round: FirstRound = "oracle",
+    task_rounds: TaskRounds = "every",
 ) -> Iterator[tuple[Instance, dict[Protocol, InstanceResult]]]:
     """Run every protocol on each instance, lazily, yielding the instance with its results.
 
@@ -125,4 +132,4 @@ def evaluate_instances(
         if inst.image_key != current:
             predictor.set_image(inst.image)
             current = inst.image_key
-        yield inst, {p: run_instance(predictor, inst, p, rounds, first_round) for p in protocols}
+        yield inst, {p: run_instance(predictor, inst, p, rounds, first_round, task_rounds) for p in protocols}

@@ -55,7 +55,7 @@ class InteractiveSummary:
     n: int
     miou: list[float]
     noc: dict[float, float]
-    failures: dict[float, int]
+    failures: dict[float, int | None]  # None when the curves are shorter than max_clicks
     biou: list[float] = field(default_factory=list)
     biou_n: list[int] = field(default_factory=list)
     biou_nan: list[int] = field(default_factory=list)
@@ -80,18 +80,22 @@ def summarize(
     """Aggregate ``(N, R)`` per-instance IoU curves (and optional boundary-IoU curves, NaN allowed).
 
     Round ``r`` of a curve is the value after ``r + 1`` clicks; a harness that stopped early (no
-    error left) repeats the last value. NoC and failures use the first ``max_clicks`` rounds.
+    error left) repeats the last value. NoC and failures use the first ``max_clicks`` rounds; they
+    are defined only for curves of at least ``max_clicks`` rounds (NaN for shorter runs, whose
+    misses would otherwise count as ``max_clicks`` clicks never tried: report those as mIoU@k).
     """
     ious = _curves(iou_curves)
     n, rounds = ious.shape
     if np.isnan(ious).any():
         raise ValueError("IoU curves contain NaN; iou() never returns NaN")
+    defined = n > 0 and rounds >= max_clicks
     nocs = {t: [noc(c, t, max_clicks) for c in ious] for t in thresholds}
     summary = InteractiveSummary(
         n=n,
         miou=[float(v) for v in ious.mean(axis=0)] if n else [math.nan] * rounds,
-        noc={t: float(np.mean(v)) if n else math.nan for t, v in nocs.items()},
-        failures={t: int(sum(not (c[:max_clicks] >= t).any() for c in ious)) for t in thresholds},
+        noc={t: float(np.mean(v)) if defined else math.nan for t, v in nocs.items()},
+        failures={t: int(sum(not (c[:max_clicks] >= t).any() for c in ious)) if defined else None
+                  for t in thresholds},
     )
     if biou_curves is not None:
         bious = _curves(biou_curves)

@@ -81,13 +81,14 @@ def results_markdown(
                 miou = [_fmt(s.miou[k - 1]) if k <= len(s.miou) else "" for k in ks]
                 biou = [_fmt(s.biou[k - 1]) if k <= len(s.biou) else "" for k in ks]
                 lines.append(f"| {ds} | {proto} | {task} | {s.n} | {s.noc[0.85]:.2f} | {s.noc[0.90]:.2f} | "
-                             f"{s.failures[0.90]} | " + " | ".join(miou) + " | " + " | ".join(biou) + " |")
+                             f"{'–' if s.failures[0.90] is None else s.failures[0.90]} | " + " | ".join(miou)
+                             + " | " + " | ".join(biou) + " |")
     nan_notes = [f"{ds}/{proto}: {max(s.biou_nan, default=0)}" for ds, d in summ.items() for proto, s in d.items()
                  if max(s.biou_nan, default=0)]
     rounds = max((len(s.miou) for d in summ.values() for s in d.values()), default=0)
-    lines += ["", f"{rounds} rounds per instance. NoC: clicks to reach the IoU (20 when not reached within the "
-              "rounds run, at most 20); fail@90: instances that never reach 0.90. bIoU: boundary IoU "
-              "(width 2% of the image diagonal)."]
+    lines += ["", f"{rounds} rounds per instance. NoC: clicks to reach the IoU (20 when not reached within "
+              "20 clicks; defined on runs of at least 20 rounds, – otherwise); fail@90: instances that never reach "
+              "0.90 within 20 clicks. bIoU: boundary IoU (width 2% of the image diagonal)."]
     if nan_notes:
         lines.append("Instances left out of bIoU means (both boundaries empty), most in one round: "
                      + ", ".join(nan_notes))

@@ -14,7 +14,15 @@ from sumseg.data.dataset import read_dataset
 from sumseg.data.images import content_key
 from sumseg.data.records import Dataset, SkipReport
 from sumseg.errors import ConfigError, DataError
-from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
+from sumseg.evaluate.interactive import (
+    PROTOCOLS,
+    TASK_ROUNDS,
+    FirstRound,
+    Instance,
+    InstanceResult,
+    TaskRounds,
+    evaluate_instances,
+)
 from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES, Results, overlay, overlay_name, write_report
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import output_dir
@@ -25,7 +33,7 @@ BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
 
 @dataclass
 class EvalSettings:
-    """What to run: protocols, rounds, the first-round choice, the task prompt, a subset size."""
+    """What to run: protocols, rounds, the first-round choice, the task prompt (and its rounds), a subset size."""
 
     protocols: Sequence[str] = ("clicks",)
     rounds: int = 20
@@ -34,11 +42,14 @@ class EvalSettings:
     limit: int | None = None  # the first N instances of each dataset
     overlays: int = 4
     skip_bad: bool = False  # skip unreadable items (counted and listed in results.md) instead of failing
+    task_rounds: TaskRounds = "every"  # the task prompt in every round (published) or the first only
 
     def __post_init__(self) -> None:
         for p in self.protocols:
             if p not in PROTOCOLS:
                 raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.task_rounds not in TASK_ROUNDS:
+            raise ConfigError(f"task prompt rounds must be one of {', '.join(TASK_ROUNDS)}, not {self.task_rounds!r}")
 
 
 def default_benchmarks_dir() -> Path:
@@ -143,7 +154,7 @@ def _run(model: SumSam, datasets: dict[str, Path], settings: EvalSettings,
         instances = iter_instances(dataset, settings.task, settings.limit,
                                    dataset.skipped if settings.skip_bad else None)
         pairs = evaluate_instances(predictor, instances, settings.protocols,  # type: ignore[arg-type]
-                                   settings.rounds, settings.first_round)
+                                   settings.rounds, settings.first_round, settings.task_rounds)
         for i, (inst, per_proto) in enumerate(tqdm(pairs, total=total, desc=ds_name, disable=not progress,
                                                    unit="inst")):
             for proto, res in per_proto.items():

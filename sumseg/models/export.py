@@ -4,8 +4,9 @@ The task prompt ``e`` is added to the dense prompt embedding, which is either
 ``no_mask_embed`` (no mask prompt) or the output of ``mask_downscaling`` whose last layer is a
 1×1 conv. Folding ``e`` into ``no_mask_embed.weight`` and that conv's bias gives the stock
 model the same dense embedding for every prompt, so its predictions equal sumseg's task-T
-predictions up to float rounding. The stock model applies the folded prompt on every call
-(sumseg's interactive rounds apply it in the first round only).
+predictions up to float rounding. The stock model applies the folded prompt on every call, as
+sumseg's interactive rounds do (``rounds.task_prompt=every``, the default and the official code's
+behaviour), so an export equals its checkpoint in every round.
 """
 
 from __future__ import annotations
@@ -99,8 +100,13 @@ def load_stock(path: str | os.PathLike, name: str) -> Sam:
     return official_builder(name)(checkpoint=str(path)).eval()
 
 
+VERIFY_ROUNDS = 4
+"""Interactive rounds of the export check: round 1 from a prompt, then a point added per round with the
+previous low-res logits as the mask prompt."""
+
+
 def _prompt_set(h: int, w: int) -> list[dict]:
-    """Point, box and box+point prompts (numpy, original-image pixels) spread over an H×W image."""
+    """Point, box and box+point first-round prompts (numpy, original-image pixels) over an H×W image."""
     return [
         dict(point_coords=np.array([[w // 2, h // 2], [w // 5, h // 4]]), point_labels=np.array([1, 0])),
         dict(box=np.array([w // 8, h // 6, 3 * w // 4, 5 * h // 6])),
@@ -108,14 +114,21 @@ def _prompt_set(h: int, w: int) -> list[dict]:
     ]
 
 
+def _next_point(h: int, w: int, r: int) -> tuple[list[int], int]:
+    """The point added in round ``r`` (≥ 1): spread over the image, alternately negative and positive."""
+    return [(w * (2 * r + 1)) // (2 * VERIFY_ROUNDS + 2), (h * (r + 2)) // (VERIFY_ROUNDS + 3)], r % 2
+
+
 @torch.no_grad()
 def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -> float:
-    """Largest |logit| difference between ``model`` with ``task`` and a stock-loaded export.
+    """Largest |logit| difference between ``model`` with ``task`` and a stock-loaded export, over
+    :data:`VERIFY_ROUNDS`-round interactive sessions.
 
-    Compares ``SumPredictor(model).predict(task=task)`` with ``SamPredictor(stock_sam).predict``
-    on ``image`` (H, W, 3) uint8 for point, box and box+point prompts, multimask on and off,
-    each followed by a second call that feeds the model's own low-res logits back as the mask
-    prompt. Every output is compared: masks at image size, IoU predictions, low-res logits.
+    ``SumPredictor(model).predict(task=task)`` (the task prompt on every call, as in sumseg's rounds)
+    against ``SamPredictor(stock_sam).predict`` on ``image`` (H, W, 3) uint8: each session starts from
+    a point, box or box+point prompt (multimask on, then off), and each later round adds a point and
+    feeds the model's own previous low-res logits back as the mask prompt (the output the model
+    scores highest). Every output is compared: masks at image size, IoU predictions, low-res logits.
     NaN anywhere gives NaN (so ``diff <= tolerance`` is False).
     """
     from segment_anything import SamPredictor
@@ -125,12 +138,22 @@ def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -
     ours, stock = SumPredictor(model, task=task), SamPredictor(stock_sam.eval())
     ours.set_image(image)
     stock.set_image(image)
+    h, w = image.shape[:2]
     diffs = []
-    for kw in _prompt_set(*image.shape[:2]):
+    for first in _prompt_set(h, w):
         for multimask in (True, False):
-            a = ours.predict(**kw, multimask_output=multimask, return_logits=True)
-            b = stock.predict(**kw, multimask_output=multimask, return_logits=True)
-            a2 = ours.predict(**kw, mask_input=a[2][:1], multimask_output=multimask, return_logits=True)
-            b2 = stock.predict(**kw, mask_input=b[2][:1], multimask_output=multimask, return_logits=True)
-            diffs += [np.abs(x - y).max() for x, y in zip(a + a2, b + b2, strict=True)]
+            kw = dict(first)
+            low = {"ours": None, "stock": None}
+            for r in range(VERIFY_ROUNDS):
+                if r:
+                    point, label = _next_point(h, w, r)
+                    kw["point_coords"] = np.concatenate([kw.get("point_coords", np.zeros((0, 2))), [point]])
+                    kw["point_labels"] = np.concatenate([kw.get("point_labels", np.zeros(0)), [label]])
+                a = ours.predict(**kw, mask_input=low["ours"], multimask_output=multimask and r == 0,
+                                 return_logits=True)
+                b = stock.predict(**kw, mask_input=low["stock"], multimask_output=multimask and r == 0,
+                                  return_logits=True)
+                diffs += [np.abs(x - y).max() for x, y in zip(a, b, strict=True)]
+                k = int(np.argmax(a[1]))
+                low = {"ours": a[2][k : k + 1], "stock": b[2][k : k + 1]}
     return float(np.max(diffs))  # np.max propagates NaN (Python's max would hide it)

@@ -2,7 +2,10 @@
 
 The embeddings start at zero, so an untrained task-conditioned model is stock SAM bit for bit
 (``x + 0.0 == x``). The caller decides when a task prompt applies: sumseg's interactive rounds
-pass the task in the first round only and ``None`` afterwards.
+pass it on every prompt-encoder call (as the official code does; ``rounds.task_prompt=first``
+keeps it to round 1 as an ablation). Rows can be *fixed* (:meth:`TaskPrompts.fix`): they keep
+their value and get no gradient — training fixes task 0 (general), the official
+``zero_token_no_grad``, so task 0 stays the foundation's own prompt path.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class TaskPrompts(nn.Module):
     """Holds ``task_embeddings`` (T, C): row k is the prompt of task id ``task_ids[k]``."""
 
     _row_of_task: torch.Tensor  # (max id + 1,) row of each task id, -1 for ids not declared
+    _fixed: torch.Tensor  # (T,) bool: rows that keep their value (no gradient)
 
     def __init__(self, task_ids: Sequence[int], dim: int) -> None:
         super().__init__()
@@ -37,6 +41,23 @@ class TaskPrompts(nn.Module):
         lookup = torch.full((max(ids, default=-1) + 1,), -1, dtype=torch.long)
         lookup[list(ids)] = torch.arange(len(ids))
         self.register_buffer("_row_of_task", lookup, persistent=False)
+        self.register_buffer("_fixed", torch.zeros(len(ids), dtype=torch.bool), persistent=False)
+
+    def fix(self, task_ids: Sequence[int]) -> None:
+        """Fix the prompts of ``task_ids`` (ids this model knows; the others become free again)."""
+        self._fixed.zero_()
+        if task_ids:
+            self._fixed[self.rows(torch.as_tensor(list(task_ids)), len(task_ids))] = True
+
+    @property
+    def fixed_ids(self) -> tuple[int, ...]:
+        return tuple(t for t, f in zip(self.task_ids, self._fixed.tolist(), strict=True) if f)
+
+    def table(self) -> torch.Tensor:
+        """(T, C) prompts; the fixed rows detached (they receive a zero gradient)."""
+        if not bool(self._fixed.any()):
+            return self.task_embeddings
+        return torch.where(self._fixed[:, None], self.task_embeddings.detach(), self.task_embeddings)
 
     def rows(self, task: int | torch.Tensor, n: int) -> torch.Tensor:
         """Row indices (n,) of ``task`` (an id or (n,) ids); unknown ids raise ConfigError."""
@@ -58,4 +79,4 @@ class TaskPrompts(nn.Module):
         if task is None:
             return dense
         rows = self.rows(task, dense.shape[0])
-        return dense + self.task_embeddings[rows][:, :, None, None]
+        return dense + self.table()[rows][:, :, None, None]

@@ -25,8 +25,8 @@ class MaskSample:
     """One image and the masks drawn from it for a step (K ≥ 1 masks).
 
     image: (H, W, 3) uint8 RGB; masks: (K, H, W) bool targets; ignore: (H, W) bool or None;
-    confidence: (K, 4h, 4w) float32 ``c = 1 − U`` in the low-res frame, or None (human labels, c ≡ 1);
-    tasks: (K,) int64 task ids.
+    confidence: (K, 4h, 4w) float32 ``c = 1 − U`` in the low-res frame, or None (c ≡ 1);
+    tasks: (K,) int64 task ids; pseudo: the masks are pseudo-labels (not human labels).
     """
 
     image: np.ndarray
@@ -34,6 +34,7 @@ class MaskSample:
     tasks: np.ndarray
     ignore: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    pseudo: bool = False
 
 
 @dataclass
@@ -46,9 +47,10 @@ class MaskBatch:
     gt: (N, S, S) bool masks in the input frame (False on padding);
     ignore: (N, S, S) bool pixels no prompt is drawn from (padding and the dataset's ignore map);
     target: (N, 4h, 4w) float32 fraction of each low-res pixel inside the mask;
-    confidence: (N, 4h, 4w) float32 c: 1 for human labels, 1 − U for pseudo-labels, 0 on
-    ignored and padding pixels;
-    tasks: (N,) int64 task ids.
+    confidence: (N, 4h, 4w) float32 c of the label in the low-res frame: 1 for human labels and
+    self-training, 1 − U for SUM's pseudo-labels (ignored and padding pixels are ``ignore``'s:
+    :meth:`confidence_lowres` / :meth:`confidence_input` give c with them at 0);
+    tasks: (N,) int64 task ids; pseudo: (N,) bool, the mask is a pseudo-label.
     """
 
     images: Tensor | None
@@ -59,6 +61,7 @@ class MaskBatch:
     target: Tensor
     confidence: Tensor
     tasks: Tensor
+    pseudo: Tensor
 
     def to(self, device: torch.device | str) -> MaskBatch:
         def opt(t: Tensor | None) -> Tensor | None:
@@ -66,7 +69,19 @@ class MaskBatch:
 
         return MaskBatch(opt(self.images), opt(self.embeddings), self.image_index.to(device), self.gt.to(device),
                          self.ignore.to(device), self.target.to(device), self.confidence.to(device),
-                         self.tasks.to(device))
+                         self.tasks.to(device), self.pseudo.to(device))
+
+    def confidence_lowres(self) -> Tensor:
+        """(N, 4h, 4w) c, 0 on every low-res pixel not wholly inside the valid (not ignored) input."""
+        low = self.confidence.shape[-1]
+        valid = F.interpolate((~self.ignore[:, None]).float(), size=(low, low), mode="area")[:, 0] == 1
+        return self.confidence * valid
+
+    def confidence_input(self) -> Tensor:
+        """(N, S, S) c in the input frame: the low-res map upsampled bilinearly, 0 on ignored pixels."""
+        size = self.gt.shape[-1]
+        up = F.interpolate(self.confidence[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        return up.clamp(0, 1) * ~self.ignore
 
 
 def _to_input_frame(masks: np.ndarray, size: int) -> Tensor:
@@ -89,7 +104,7 @@ def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None 
     size = model.image_size
     low = size // 4
     resize = ResizeLongestSide(size)
-    images, gts, ignores, confs, index = [], [], [], [], []
+    images, gts, ignores, confs, index, pseudo = [], [], [], [], [], []
     for b, s in enumerate(samples):
         h, w = s.image.shape[:2]
         k = len(s.masks)
@@ -100,10 +115,9 @@ def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None 
         valid = _to_input_frame(outside, size)  # (1, S, S): inside the image and not ignored
         gts.append(_to_input_frame(s.masks, size))
         ignores.append((~valid).expand(k, -1, -1))
-        valid_low = F.interpolate(valid[None].float(), size=(low, low), mode="area")[0] == 1
-        conf = torch.ones(k, low, low) if s.confidence is None else torch.as_tensor(s.confidence).float()
-        confs.append(conf * valid_low)
+        confs.append(torch.ones(k, low, low) if s.confidence is None else torch.as_tensor(s.confidence).float())
         index.append(torch.full((k,), b, dtype=torch.long))
+        pseudo.append(torch.full((k,), s.pseudo, dtype=torch.bool))
     gt = torch.cat(gts)
     target = F.interpolate(gt[:, None].float(), size=(low, low), mode="area")[:, 0]
     return MaskBatch(
@@ -115,4 +129,5 @@ def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None 
         target=target,
         confidence=torch.cat(confs),
         tasks=torch.as_tensor(np.concatenate([s.tasks for s in samples]), dtype=torch.long),
+        pseudo=torch.cat(pseudo),
     )

@@ -106,7 +106,7 @@ class PseudoLabelSource:
             c = self.store.confidence(i)
             assert c is not None, "checked in __init__"
             conf = c[picked].numpy()
-        return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf)
+        return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf, pseudo=True)
 
     def _refined(self, rec: ImageRecord, i: int, picked: np.ndarray) -> np.ndarray:
         """(k, H, W) bool: σ(r) > 0.5 of the refiner's output for the picked pseudo-labels of store image i."""

@@ -3,35 +3,44 @@
 Per step (DESIGN §1 "Interactive training"), with one encoder pass per image:
 
 - round 1: a jittered box (probability ``p_box``) or one point drawn from the mask (probability
-  ∝ confidence); three outputs (multimask) with the task prompt; the mask loss counts the output of
-  lowest loss, the IoU head is trained on all three;
+  ∝ confidence); three outputs (multimask); the mask loss counts the output of lowest loss, the
+  IoU head is trained on all three;
 - ``corrections`` rounds: one point drawn from the error region of the previous prediction, all
   earlier points (and the box) kept, the previous low-res logits fed back as the mask prompt, one
-  output, no task prompt;
+  output;
 - a final round with no new prompt (``final_round``).
 
-The loss of each round is :func:`sumseg.losses.sum_loss` averaged over masks; rounds are summed.
+The task prompt goes with every round (``task_rounds="every"``, as the official code adds it on
+every prompt-encoder call) or with round 1 only (``"first"``, an ablation). The loss of each round
+is :class:`sumseg.losses.RoundLoss`; rounds are summed. It is taken in the S×S input frame
+(``resolution="input"``: low-res logits and the confidence map upsampled bilinearly, the target the
+input-frame mask, as the official code and SAM 2's trainer do) or in the decoder's low-res frame
+(``"lowres"``: area-fraction targets, faster; the form the shipped tiny foundation was trained with).
 Predictions that choose the next point are thresholded at 0 after SAM's own upsampling of the
 low-res logits to the S×S input frame.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sumseg.losses import mask_iou, sum_loss
+from sumseg.losses import RoundLoss, mask_iou
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
 
 LOSS_NAMES = ("focal", "dice", "iou")
+TaskRounds = Literal["every", "first"]
+LossResolution = Literal["input", "lowres"]
 
 
-def _upscale(low: Tensor, size: int) -> Tensor:
-    """(N, 1, 4h, 4w) low-res logits → (N, S, S) logits in the input frame (SAM's first upsampling)."""
-    return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+def input_frame_logits(low: Tensor, size: int) -> Tensor:
+    """(N, M, 4h, 4w) low-res logits → (N, M, S, S) logits in the input frame (SAM's first upsampling)."""
+    return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
 
 
 class InteractiveStep(nn.Module):
@@ -41,18 +50,23 @@ class InteractiveStep(nn.Module):
         model: the model being trained.
         corrections: correction rounds after round 1 (5 as published).
         final_round: add a last round with no new prompt.
-        theta: dice gate of the uncertainty-aware loss (pixels with c > theta).
-        use_task: give the task prompt in round 1 (off for the ``sum_no_task`` ablation).
+        loss: the loss of one round (focal weight, dice gate θ, IoU head on pseudo-labels or not).
+        use_task: give the task prompt (off for the ``sum_no_task`` ablation and pretraining).
+        task_rounds: "every" round (published) or the "first" only.
+        resolution: where the loss is taken, "input" (S×S) or "lowres" (S/4 × S/4).
     """
 
     def __init__(self, model: SumSam, corrections: int = 5, final_round: bool = True,
-                 theta: float = 0.6, use_task: bool = True) -> None:
+                 loss: RoundLoss | None = None, use_task: bool = True, task_rounds: TaskRounds = "every",
+                 resolution: LossResolution = "input") -> None:
         super().__init__()
         self.model = model
         self.corrections = corrections
         self.final_round = final_round
-        self.theta = theta
+        self.loss = loss or RoundLoss()
         self.use_task = use_task
+        self.task_rounds = task_rounds
+        self.resolution = resolution
 
     def features(self, batch: MaskBatch) -> ImageFeatures:
         if batch.embeddings is not None:
@@ -60,23 +74,15 @@ class InteractiveStep(nn.Module):
         assert batch.images is not None
         return self.model.encode(batch.images)
 
-    def _round_loss(self, low: Tensor, iou: Tensor, batch: MaskBatch) -> tuple[dict[str, Tensor], Tensor]:
-        """Losses of one round over (N, M, 4h, 4w) outputs; returns per-name means and the kept output index.
-
-        With M > 1 each mask's loss counts its output of lowest focal + dice; the IoU loss covers all M.
-        """
-        n, m = iou.shape
-        rep = lambda t: t.repeat_interleave(m, dim=0)  # noqa: E731 - (N, ...) → (N·M, ...)
-        losses = sum_loss(low.flatten(0, 1), iou.flatten(), rep(batch.target), rep(batch.confidence), self.theta)
-        mask_loss = (losses["focal"] + losses["dice"]).view(n, m)
-        best = mask_loss.argmin(1)
-        rows = torch.arange(n, device=low.device)
-        out = {
-            "focal": losses["focal"].view(n, m)[rows, best].mean(),
-            "dice": losses["dice"].view(n, m)[rows, best].mean(),
-            "iou": losses["iou"].mean(),
-        }
-        return out, best
+    def _frame(self, batch: MaskBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """(target, confidence of the loss, confidence of the sampler) in the loss's frame / the input frame."""
+        size = self.model.image_size
+        if self.resolution == "input":
+            conf = batch.confidence_input()
+            return batch.gt.float(), conf, conf
+        conf = batch.confidence_lowres()
+        sampling = F.interpolate(conf[:, None], size=(size, size), mode="nearest")[:, 0].clamp(0, 1)
+        return batch.target, conf, sampling
 
     def forward(self, batch: MaskBatch, sampler: UncertaintySampler) -> dict[str, Tensor]:
         """Run every round on ``batch``; returns ``loss`` (the sum) and its parts summed over rounds,
@@ -84,9 +90,8 @@ class InteractiveStep(nn.Module):
         model = self.model
         size = model.image_size
         features = self.features(batch)
-        conf_full = F.interpolate(batch.confidence[:, None], size=(size, size), mode="nearest")[:, 0]
-        conf_full = conf_full.clamp(0, 1)
-        first = sampler.first(batch.gt, conf_full, batch.ignore)
+        target, conf, conf_sampling = self._frame(batch)
+        first = sampler.first(batch.gt, conf_sampling, batch.ignore)
         prompts = PromptBatch(batch.image_index, first.points, first.labels, first.boxes, first.has_box)
         task = batch.tasks if self.use_task else None
         totals = {k: torch.zeros((), device=batch.gt.device) for k in LOSS_NAMES}
@@ -94,17 +99,20 @@ class InteractiveStep(nn.Module):
         prev: Tensor | None = None  # the previous round's kept logits: none in round 1
         for r in range(n_rounds):
             first_round = prev is None
-            low, iou = model(features, prompts, prev, task if first_round else None, multimask=first_round)
-            parts, best = self._round_loss(low, iou, batch)
+            round_task = task if first_round or self.task_rounds == "every" else None
+            low, iou = model(features, prompts, prev, round_task, multimask=first_round)
+            logits = input_frame_logits(low, size) if self.resolution == "input" else low
+            parts, best = self.loss(logits, iou, target, conf, batch.pseudo)
             for k in LOSS_NAMES:
                 totals[k] = totals[k] + parts[k]
             prev = low[torch.arange(len(best), device=low.device), best][:, None].detach()  # (N, 1, 4h, 4w)
             if r < self.corrections:  # a correction round follows
-                extra = sampler.correction(_upscale(prev, size) > 0, batch.gt, conf_full, batch.ignore)
+                extra = sampler.correction(input_frame_logits(prev, size)[:, 0] > 0, batch.gt, conf_sampling,
+                                           batch.ignore)
                 assert prompts.points is not None and prompts.labels is not None
                 prompts.points = torch.cat([prompts.points, extra.points], 1)
                 prompts.labels = torch.cat([prompts.labels, extra.labels], 1)
         assert prev is not None
         with torch.no_grad():
-            train_iou = mask_iou(_upscale(prev, size), batch.gt.float(), ~batch.ignore).mean()
+            train_iou = mask_iou(input_frame_logits(prev, size)[:, 0], batch.gt.float(), ~batch.ignore).mean()
         return {"loss": sum(totals.values()), **totals, "train_iou": train_iou}  # type: ignore[dict-item]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -35,6 +35,7 @@ from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
+from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_dir
@@ -48,7 +49,7 @@ from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
 from sumseg.train.sources import PseudoLabelSource, labelled_records
-from sumseg.train.step import InteractiveStep
+from sumseg.train.step import InteractiveStep, LossResolution, TaskRounds
 
 RUN_FILES = ("last.ckpt", "config.yaml", "config.json", "metrics.jsonl")
 RUN_DIRS = ("state", "tensorboard", "embeddings")
@@ -75,6 +76,11 @@ def loop_config(cfg: TrainConfig) -> LoopConfig:
         min_lr_ratio=1.0 if o.schedule is Schedule.constant else o.min_lr_ratio, grad_clip=o.grad_clip,
         save_every=r.save_every, log_every=r.log_every, accumulate=o.accumulate, precision=r.precision.value,
         device=r.device, seed=r.seed)
+
+
+def round_loss(cfg: TrainConfig) -> RoundLoss:
+    """The loss of one round that ``cfg.loss`` describes."""
+    return RoundLoss(cfg.loss.focal_weight, cfg.loss.theta, cfg.loss.iou_head_on_pseudo)
 
 
 def set_mode(model: SumSam, cfg: TrainConfig) -> None:
@@ -164,8 +170,12 @@ def build_training(cfg: TrainConfig, replica: Replica | None = None) -> Training
     set_mode(model, cfg)
     sources = build_sources(cfg, model, replica.device)
     cache = embedding_cache(cfg, model, sources, replica) if cfg.mode is Mode.decoder else None
-    module = InteractiveStep(model, cfg.rounds.corrections, cfg.rounds.final_round, cfg.rounds.theta,
-                             use_task=cfg.method is not Method.sum_no_task)
+    if not cfg.optim.train_task0 and GENERAL in model.task_prompts.task_ids:
+        model.task_prompts.fix([GENERAL])  # the official zero_token_no_grad
+    module = InteractiveStep(model, cfg.rounds.corrections, cfg.rounds.final_round, round_loss(cfg),
+                             use_task=cfg.method is not Method.sum_no_task,
+                             task_rounds=cast(TaskRounds, cfg.rounds.task_prompt.value),
+                             resolution=cast(LossResolution, cfg.loss.resolution.value))
     o = cfg.optim
     params = param_groups(model, len(model.sam.image_encoder.blocks), o.lr, o.layer_decay, o.weight_decay,
                           o.task_lr_mult)
