@@ -53,6 +53,7 @@ class TrainChoice:
     loss_resolution: str = "input"  # loss.resolution: the 256-px input frame (published) or "lowres" (64 px)
     iou_head_on_pseudo: bool = False  # loss.iou_head_on_pseudo (official SUM: human labels only)
     task_prompt: str = "every"  # rounds.task_prompt, in training and evaluation (published: every)
+    train_task0: bool = False  # optim.train_task0 (published: task 0 fixed at zero)
 
 
 @dataclass(frozen=True)
