@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from segment_anything import SamPredictor
 
 from sumseg.errors import ConfigError
@@ -73,11 +74,23 @@ class SumPredictor(SamPredictor):
         super().reset_image()
         self.image_features = None
 
-    def predict(self, *args, task: TaskChoice = DEFAULT, **kwargs):  # noqa: ANN201 - SamPredictor's return
-        """``SamPredictor.predict`` (numpy prompts in original-image pixels) with a task prompt."""
+    def predict(  # noqa: ANN201 - SamPredictor's return
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        task: TaskChoice = DEFAULT,
+    ):
+        """``SamPredictor.predict`` with a task prompt: prompts in original-image pixels, as numpy arrays
+        or anything ``np.asarray`` takes (``point_coords=[[x, y]], point_labels=[1]``, ``box=[x0, y0, x1, y1]``)."""
         self._call_task = task
         try:
-            return super().predict(*args, **kwargs)
+            return super().predict(*(None if a is None else np.asarray(a)
+                                     for a in (point_coords, point_labels, box, mask_input)),
+                                   multimask_output=multimask_output, return_logits=return_logits)
         finally:
             self._call_task = DEFAULT
 

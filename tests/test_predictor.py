@@ -35,3 +35,20 @@ def test_numpy_integer_task_is_the_same_task(rgb_image: np.ndarray) -> None:
     b.set_image(rgb_image)
     np.testing.assert_array_equal(a.predict(**kw)[2], b.predict(**kw)[2])
     np.testing.assert_array_equal(a.predict(**kw)[2], a.predict(**kw, task=np.int32(2))[2])
+
+
+def test_prompts_may_be_lists(tiny_model: SumSam, rgb_image: np.ndarray) -> None:
+    """The README's call: plain Python lists (and tuples) work as numpy arrays do."""
+    predictor = SumPredictor(tiny_model, task=1)
+    predictor.set_image(rgb_image)
+    masks, scores, low_res = predictor.predict(point_coords=[[60, 40]], point_labels=[1])
+    ref = predictor.predict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]))
+    assert masks.shape == (3, *rgb_image.shape[:2]) and scores.shape == (3,) and low_res.shape[0] == 3
+    for got, want in zip((masks, scores, low_res), ref, strict=True):
+        np.testing.assert_array_equal(got, want)
+    boxed = predictor.predict(point_coords=((60, 40),), point_labels=(1,), box=[20, 10, 120, 90],
+                              mask_input=low_res[:1].tolist(), multimask_output=False)
+    ref = predictor.predict(point_coords=np.array([[60, 40]]), point_labels=np.array([1]),
+                            box=np.array([20, 10, 120, 90]), mask_input=low_res[:1], multimask_output=False)
+    for got, want in zip(boxed, ref, strict=True):
+        np.testing.assert_array_equal(got, want)
