@@ -206,42 +206,57 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
     return out
 
 
-class _Checker:
-    """Value checks: (key, message) per problem, the key's path leading each message."""
+class Checker:
+    """Value checks of a config tree (``sumseg train``'s and ``sumseg refiner train``'s): every problem
+    is collected, its key's path leading its message, and reported at once by :meth:`raise_if_any`."""
 
     def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
+        self.errors: list[tuple[tuple[str, ...], str]] = []  # (keys involved, the first one's; message)
 
     def number(self, key: str, value: float, lo: float, hi: float, lo_open: bool = False,
                hi_open: bool = False) -> None:
         if isinstance(value, float) and not math.isfinite(value):
-            self.errors.append((key, f"{key} must be a finite number, got {value}"))
+            self.errors.append(((key,), f"{key} must be a finite number, got {value}"))
             return
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
         if not ok:
             span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-            self.errors.append((key, f"{key} must lie in {span}, got {value}"))
+            self.errors.append(((key,), f"{key} must lie in {span}, got {value}"))
+
+    def at_most(self, key: str, value: float, lo: float, bound_key: str, bound: float) -> None:
+        """``lo <= value <= bound``, where ``bound`` is the value of another key (the message names both)."""
+        if not lo <= value <= bound:
+            self.errors.append(((key, bound_key), f"{key} must lie in [{lo:g}, {bound_key}], got {value} "
+                                                  f"with {bound_key} = {bound}"))
 
     def require(self, key: str, ok: bool, message: str) -> None:
         if not ok:
-            self.errors.append((key, f"{key} {message}"))
+            self.errors.append(((key,), f"{key} {message}"))
+
+    def add(self, problems: Sequence[tuple[str, str]]) -> None:
+        """Problems found elsewhere, as (key, message) pairs."""
+        self.errors += [((key,), message) for key, message in problems]
 
     def raise_if_any(self, origin: Callable[[str], str | None]) -> None:
+        """One ConfigError listing every problem, each led by the file or override that set its key;
+        a problem between two keys set in different places names both places."""
         if self.errors:
-            where = [(origin(k), m) for k, m in self.errors]
-            raise ConfigError("; ".join(f"{o}: {m}" if o else m for o, m in where))
+            raise ConfigError("; ".join(_placed(keys, m, origin) for keys, m in self.errors))
 
 
-def _check_values(cfg: TrainConfig, c: _Checker) -> None:
-    from sumseg.models.registry import MODEL_NAMES  # noqa: PLC0415 - `import sumseg.config` imports no torch
-    from sumseg.train.distributed import DEVICES  # noqa: PLC0415
+def _placed(keys: tuple[str, ...], message: str, origin: Callable[[str], str | None]) -> str:
+    """``"<source>: <message>"`` when one source set every key involved (or none did: the defaults);
+    else ``"<message> (<key> from <source>, ...)"`` naming each key's source."""
+    sources = [origin(k) for k in keys]
+    if len(set(sources)) == 1:
+        return f"{sources[0]}: {message}" if sources[0] else message
+    where = [f"{k} from {s or 'the defaults'}" for k, s in zip(keys, sources, strict=True)]
+    return f"{message} ({', '.join(where)})"
 
+
+def _check_values(cfg: TrainConfig, c: Checker) -> None:
     m, d, r, lo, o, run = cfg.model, cfg.data, cfg.rounds, cfg.lora, cfg.optim, cfg.run
-    c.require("model.name", m.name is None or m.name in MODEL_NAMES,
-              f"must be one of {', '.join(MODEL_NAMES)}, got {m.name!r}")
-    c.require("model.name", m.name is not None or m.checkpoint is not None, "may be null only with a model.checkpoint")
-    c.require("model.tasks", len(set(m.tasks)) == len(m.tasks) and all(0 <= t < TASK_ID_LIMIT for t in m.tasks),
-              f"must be distinct ids in [0, {TASK_ID_LIMIT}), got {m.tasks}")
+    check_model(m, c)
     for i, s in enumerate(d.labelled):
         if s.task is not None:
             c.number(f"data.labelled[{i}].task", s.task, 0, TASK_ID_LIMIT - 1)
@@ -260,18 +275,40 @@ def _check_values(cfg: TrainConfig, c: _Checker) -> None:
     c.number("lora.dropout", lo.dropout, 0, 1, hi_open=True)
     c.require("lora.targets", bool(lo.targets) and all(t.isidentifier() for t in lo.targets),
               f"must be module names such as qkv, proj; got {lo.targets}")
-    c.number("optim.lr", o.lr, 0, 1, lo_open=True)
     c.number("optim.layer_decay", o.layer_decay, 0, 1, lo_open=True)
+    c.number("optim.task_lr_mult", o.task_lr_mult, 0, 1e6)
+    check_optim(o, c)
+    check_run(run, c)
+
+
+def check_model(m: ModelConfig, c: Checker) -> None:
+    """The ``model`` section (``sumseg train`` and ``sumseg refiner train``): the rule every command
+    follows (``sumseg.models.registry.model_problems``: a registry or shipped name, or a checkpoint)."""
+    from sumseg.models.registry import model_problems  # noqa: PLC0415 - `import sumseg.config` imports no torch
+
+    c.add(model_problems(m.name, m.checkpoint))
+    c.require("model.tasks", len(set(m.tasks)) == len(m.tasks) and all(0 <= t < TASK_ID_LIMIT for t in m.tasks),
+              f"must be distinct ids in [0, {TASK_ID_LIMIT}), got {m.tasks}")
+
+
+def check_optim(o: Any, c: Checker) -> None:
+    """The ``optim`` keys ``sumseg train`` and ``sumseg refiner train`` share (``OptimConfig`` or ``RefinerOptim``)."""
+    c.number("optim.lr", o.lr, 0, 1, lo_open=True)
     c.number("optim.weight_decay", o.weight_decay, 0, 10)
     c.require("optim.betas", len(o.betas) == 2, f"must be [beta1, beta2], got {o.betas}")
     for i, b in enumerate(o.betas):
         c.number(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
     c.number("optim.steps", o.steps, 1, MAX_STEPS)
-    c.number("optim.warmup", o.warmup, 0, o.steps)
+    c.at_most("optim.warmup", o.warmup, 0, "optim.steps", o.steps)
     c.number("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
     c.number("optim.grad_clip", o.grad_clip, 0, 1e12, lo_open=True)
-    c.number("optim.task_lr_mult", o.task_lr_mult, 0, 1e6)
     c.number("optim.accumulate", o.accumulate, 1, 4096)
+
+
+def check_run(run: RunConfig, c: Checker) -> None:
+    """The ``run`` section (both commands)."""
+    from sumseg.train.distributed import DEVICES  # noqa: PLC0415
+
     c.number("run.seed", run.seed, 0, 2**63 - 1)
     c.number("run.save_every", run.save_every, 1, MAX_STEPS)
     c.number("run.log_every", run.log_every, 1, MAX_STEPS)
@@ -279,7 +316,7 @@ def _check_values(cfg: TrainConfig, c: _Checker) -> None:
     c.require("run.device", run.device in DEVICES, f"must be one of {', '.join(DEVICES)}, got {run.device!r}")
 
 
-def _check_sources(cfg: TrainConfig, c: _Checker) -> None:
+def _check_sources(cfg: TrainConfig, c: Checker) -> None:
     """What the method and the ratio need: a store, labelled sets, a refiner."""
     labelled_share, pseudo_share = cfg.data.ratio
     method = cfg.method.value
@@ -296,7 +333,7 @@ def _check_sources(cfg: TrainConfig, c: _Checker) -> None:
 def check_config(cfg: TrainConfig, origin: Callable[[str], str | None] = lambda key: None) -> None:
     """Refuse bad values and combinations: one ConfigError lists every problem, each with its key's
     path and (through ``origin``) the file or override that set it."""
-    c = _Checker()
+    c = Checker()
     _check_values(cfg, c)
     c.raise_if_any(origin)
     _check_sources(cfg, c)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sumseg.errors import ConfigError
@@ -47,6 +47,8 @@ def _problems(raw: Any, cls: type, path: str) -> list[str]:
 
 
 def _value_problems(value: Any, kind: Any, path: str) -> list[str]:
+    if value == MISSING:  # "???": to be given later (an override); left for to_object to report if it never is
+        return []
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(kind):
             return []
@@ -114,6 +116,17 @@ def _parse_override(text: str) -> dict[str, Any]:
     return tree
 
 
+def _placeholders(tree: Any, path: str = "") -> list[str]:
+    """Key paths whose value is ``???`` in a plain tree."""
+    if not isinstance(tree, Mapping):
+        return []
+    out = []
+    for key, value in tree.items():
+        sub = f"{path}.{key}" if path else str(key)
+        out += [sub] if value == MISSING else _placeholders(value, sub)
+    return out
+
+
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -159,6 +172,11 @@ def load_structured(schema: type[T], path: str | Path | None = None, overrides: 
     for name, tree in named:
         cfg = _merge(cfg, tree, name, schema, moved or {})
         sources.trees.append((name, tree))
+    # "???" marks a value the user must give; OmegaConf's merge would keep the default instead (None)
+    unset = [(name, key) for name, tree in named for key in _placeholders(tree) if sources.origin(key) == name]
+    if unset:
+        raise ConfigError("; ".join(f"{name}: {key} is ??? (a value to give): set it there or add {key}=..."
+                                    for name, key in unset))
     try:
         out = OmegaConf.to_object(cfg)
     except _MERGE_ERRORS as e:

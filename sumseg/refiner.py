@@ -29,21 +29,18 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from sumseg.config import ModelConfig, RunConfig
+from sumseg.config import Checker, ModelConfig, RunConfig, check_model, check_optim, check_run
+from sumseg.config_io import load_structured
 from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.images import content_key
-from sumseg.errors import ConfigError
 from sumseg.losses import mask_iou, sum_loss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
@@ -100,35 +97,6 @@ class RefinerConfig:
     optim: RefinerOptim = field(default_factory=RefinerOptim)
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/refiner"))
 
-    def check(self, source: str = "refiner config") -> None:
-        """Raise :class:`ConfigError` naming the first key whose value is out of range."""
-        d, i, o, r = self.data, self.inputs, self.optim, self.run
-        rules = [
-            ("model.name", self.model.name is not None or self.model.checkpoint is not None,
-             "may be null only with a model.checkpoint", self.model.name),
-            ("data.labelled", len(d.labelled) > 0, "must name at least one dataset", d.labelled),
-            ("data.masks_per_image", d.masks_per_image >= 1, "must be >= 1", d.masks_per_image),
-            ("data.images_per_step", d.images_per_step >= 1, "must be >= 1", d.images_per_step),
-            ("inputs.min_iou", 0.0 <= i.min_iou <= 1.0, "must lie in [0, 1]", i.min_iou),
-            ("inputs.jitter_ratio", i.jitter_ratio >= 0, "must be >= 0", i.jitter_ratio),
-            ("inputs.max_jitter", i.max_jitter >= 0, "must be >= 0", i.max_jitter),
-            ("optim.lr", o.lr > 0, "must be > 0", o.lr),
-            ("optim.weight_decay", o.weight_decay >= 0, "must be >= 0", o.weight_decay),
-            ("optim.betas", len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-             "must be [beta1, beta2] in [0, 1)", o.betas),
-            ("optim.steps", o.steps >= 1, "must be >= 1", o.steps),
-            ("optim.warmup", 0 <= o.warmup < o.steps, "must be >= 0 and < optim.steps", o.warmup),
-            ("optim.min_lr_ratio", 0.0 <= o.min_lr_ratio <= 1.0, "must lie in [0, 1]", o.min_lr_ratio),
-            ("optim.grad_clip", o.grad_clip > 0, "must be > 0", o.grad_clip),
-            ("optim.accumulate", o.accumulate >= 1, "must be >= 1", o.accumulate),
-            ("run.save_every", r.save_every >= 1, "must be >= 1", r.save_every),
-            ("run.log_every", r.log_every >= 1, "must be >= 1", r.log_every),
-            ("run.out", bool(r.out.strip()), "must name a folder", r.out),
-        ]
-        for key, ok, what, value in rules:
-            if not ok:
-                raise ConfigError(f"{source}: {key} {what}, got {value!r}")
-
     def loop(self) -> LoopConfig:
         """The training loop's settings."""
         o, r = self.optim, self.run
@@ -138,44 +106,33 @@ class RefinerConfig:
                           precision=r.precision.value, device=r.device, seed=r.seed)
 
 
-def _apply(origin: str, make: Callable[..., Any], *args: Any) -> Any:
-    """``make(*args)``, with OmegaConf's and YAML's errors turned into a ConfigError naming the key and ``origin``."""
-    try:
-        return make(*args)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{origin}: key {key}: {str(e).splitlines()[0]}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{origin}: not readable YAML: {e}") from None
-
-
-def _merge_file(base: Any, path: str | Path) -> Any:
-    return OmegaConf.merge(base, OmegaConf.load(path))
-
-
-def _merge_override(base: Any, item: str) -> Any:
-    return OmegaConf.merge(base, OmegaConf.from_dotlist([item]))
+def check_refiner_config(cfg: RefinerConfig, origin: Callable[[str], str | None] = lambda key: None) -> None:
+    """Refuse bad values: one ConfigError lists every problem, each with its key's path and (through
+    ``origin``) the file or override that set it — ``sumseg train``'s checker and wording for the
+    sections the two share (``model``, ``optim``, ``run``)."""
+    c = Checker()
+    check_model(cfg.model, c)
+    d, i = cfg.data, cfg.inputs
+    c.require("data.labelled", len(d.labelled) > 0, "must name at least one dataset")
+    c.number("data.masks_per_image", d.masks_per_image, 1, 4096)
+    c.number("data.images_per_step", d.images_per_step, 1, 4096)
+    c.number("inputs.min_iou", i.min_iou, 0, 1)
+    c.number("inputs.jitter_ratio", i.jitter_ratio, 0, 1e6)
+    c.number("inputs.max_jitter", i.max_jitter, 0, 1e6)
+    check_optim(cfg.optim, c)
+    check_run(cfg.run, c)
+    c.raise_if_any(origin)
 
 
 def load_refiner_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RefinerConfig:
     """YAML ``path`` (optional) over the defaults, then ``key=value`` overrides (``optim.lr=1e-4``); checked.
 
-    Unknown keys, values of the wrong type and missing required keys raise :class:`ConfigError`
-    naming the key and the file or override it came from.
+    Read as ``sumseg train``'s config is (:func:`sumseg.config_io.load_structured`): unknown keys,
+    values of the wrong type and missing required keys raise :class:`ConfigError` naming the key
+    and the file or override it came from; then every out-of-range value is listed at once.
     """
-    merged = OmegaConf.structured(RefinerConfig)
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: config file not found")
-        merged = _apply(str(path), _merge_file, merged, path)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-4")
-        merged = _apply(f"override {item!r}", _merge_override, merged, item)
-    source = str(path) if path is not None else "refiner config"
-    cfg = _apply(source, OmegaConf.to_object, merged)
-    assert isinstance(cfg, RefinerConfig)
-    cfg.check(source)
+    cfg, sources = load_structured(RefinerConfig, path, overrides)
+    check_refiner_config(cfg, sources.origin)
     return cfg
 
 

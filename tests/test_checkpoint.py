@@ -162,3 +162,20 @@ def test_checkpoint_naming_an_unknown_model(tmp_path: Path) -> None:
     save_file(load_file(path), path, metadata=header)
     with pytest.raises(CheckpointError, match=rf"{path}: model 'vit_z' is not one sumseg knows"):
         load_checkpoint(path)
+
+
+def test_model_names_follow_one_rule() -> None:
+    """build_model, the configs and the CLI share sumseg.models.registry.model_problems."""
+    from sumseg.models.registry import MODEL_CHOICES, PRETRAINED, model_problems
+
+    assert "tiny_foundation" in MODEL_CHOICES and PRETRAINED["tiny_foundation"].is_file()
+    with pytest.raises(ConfigError, match="name must be one of vit_h, .*, tiny_foundation, got 'vit_x'"):
+        build_model("vit_x")
+    with pytest.raises(ConfigError, match="name may be omitted only with a checkpoint"):
+        build_model()
+    with pytest.raises(ConfigError, match="checkpoint must be omitted with name tiny_foundation .*give name tiny"):
+        build_model("tiny_foundation", "some.ckpt")
+    assert model_problems("tiny_foundation", None) == [] and model_problems(None, "a.ckpt") == []
+    assert model_problems("tiny", None, ("--model", "--checkpoint")) == []
+    assert model_problems(None, None, ("--model", "--checkpoint")) == [
+        ("--model", "--model may be omitted only with a --checkpoint")]

@@ -84,7 +84,6 @@ def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
     ("optim.grad_clip=inf", "optim.grad_clip must be a finite number"),
     ("optim.steps=1000000000000", "optim.steps must lie in [1, 1e+08]"),
     ("optim.steps=0", "optim.steps must lie in [1"),
-    ("optim.warmup=2000", "optim.warmup must lie in [0, 1000]"),
     ("optim.betas=[0.9]", "optim.betas must be [beta1, beta2]"),
     ("data.ratio=[0, 0]", "data.ratio must give labelled or pseudo-labelled images a share > 0"),
     ("data.ratio=[1, -1]", "data.ratio[1] must lie in"),
@@ -191,4 +190,36 @@ def test_config_changes_lists_what_a_resume_may_not_change() -> None:
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.data.labelled and cfg.data.pseudo_labels and cfg.method is Method.sum
-    assert cfg.model.checkpoint, "a shipped config starts from a foundation checkpoint"
+    assert cfg.model.checkpoint or cfg.model.name == "tiny_foundation", "a shipped config starts from a foundation"
+
+
+def test_a_bound_between_two_keys_names_where_each_was_set(tmp_path: Path) -> None:
+    """optim.warmup <= optim.steps: the message names both keys and, when they came from two places, both places."""
+    f = tmp_path / "c.yaml"
+    f.write_text("optim: {warmup: 20, steps: 500}\n")
+    msg = refused("optim.steps=10", path=f)
+    assert msg == ("optim.warmup must lie in [0, optim.steps], got 20 with optim.steps = 10 "
+                   f"(optim.warmup from {f}, optim.steps from override 'optim.steps=10')")
+    assert refused("optim.warmup=2000").startswith(
+        "optim.warmup must lie in [0, optim.steps], got 2000 with optim.steps = 1000 "
+        "(optim.warmup from override 'optim.warmup=2000', optim.steps from the defaults)")
+    f.write_text("optim: {warmup: 20, steps: 10}\n")  # one source: it leads the message, as for any key
+    assert refused(path=f) == f"{f}: optim.warmup must lie in [0, optim.steps], got 20 with optim.steps = 10"
+    assert load("optim.steps=10", "optim.warmup=10", path=f).optim.warmup == 10
+
+
+def test_every_problem_is_listed_once() -> None:
+    msg = refused("optim.lr=-1", "optim.steps=0", "run.device=tpu")
+    assert msg.count("; ") == 2 and "optim.lr must lie in" in msg and "optim.steps must lie in" in msg
+    assert "run.device must be one of" in msg and "optim.warmup" not in msg  # 0 <= 0: the default warm-up fits
+
+
+@pytest.mark.parametrize("checkpoint", [None, "m.ckpt"])
+def test_the_shipped_foundation_is_a_model_name(checkpoint: str | None) -> None:
+    """model.name=tiny_foundation: the weights shipped in the package, as for every other command."""
+    if checkpoint is None:
+        assert load("model.name=tiny_foundation").model.name == "tiny_foundation"
+        return
+    msg = refused("model.name=tiny_foundation", f"model.checkpoint={checkpoint}")
+    assert "override 'model.checkpoint=m.ckpt': model.checkpoint must be null with model.name tiny_foundation" in msg
+    assert "give model.name tiny or leave it out" in msg

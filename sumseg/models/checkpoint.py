@@ -20,16 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from sumseg.atomic import atomic_path
 from sumseg.data.checks import check_int, check_task_ids, shown
-from sumseg.errors import CheckpointError
-from sumseg.models.registry import ARCHS, build_sam
+from sumseg.errors import CheckpointError, ConfigError
+from sumseg.models.registry import ARCHS, PRETRAINED, build_sam, model_problems
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS
 
 FORMAT = "sumseg-checkpoint"
-PRETRAINED: dict[str, Path] = {
-    # the tiny foundation model trained by `sumseg pretrain` (docs/tiny-foundation.md)
-    "tiny_foundation": Path(__file__).resolve().parent.parent / "assets" / "tiny_foundation.safetensors",
-}
 FORMAT_VERSION = 1
 
 
@@ -212,21 +208,23 @@ def build_model(
 ) -> SumSam:
     """Build a task-conditioned SAM by registry name, optionally loading weights (eval mode).
 
-    A name in :data:`PRETRAINED` (``tiny_foundation``) loads the weights shipped with sumseg.
+    A name in :data:`~sumseg.models.registry.PRETRAINED` (``tiny_foundation``) loads the weights
+    shipped with sumseg (its own task ids; no checkpoint). ``name`` and ``checkpoint`` follow
+    :func:`~sumseg.models.registry.model_problems` (ConfigError otherwise).
 
     ``checkpoint`` may be an official SAM/HQ-SAM ``.pth`` (a state_dict of ``name``), an
     exported stock file, or a sumseg checkpoint (see :func:`load_checkpoint`).
     """
+    problems = model_problems(name, checkpoint, ("name", "checkpoint"))
+    if problems:
+        raise ConfigError("; ".join(m for _, m in problems))
     if name in PRETRAINED:
-        if checkpoint is not None:
-            raise CheckpointError(f"{name!r} names shipped weights; pass no checkpoint (or model 'tiny' with it)")
         if not PRETRAINED[name].is_file():
             raise CheckpointError(f"{PRETRAINED[name]}: the {name!r} weights are not in this installation")
         return load_checkpoint(PRETRAINED[name])[0]
     if checkpoint is not None:
         return load_checkpoint(checkpoint, name, tasks)[0]
-    if name is None:
-        raise CheckpointError("build_model needs a model name or a checkpoint")
+    assert name is not None
     return SumSam(build_sam(name), tasks, name).eval()
 
 
