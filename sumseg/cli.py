@@ -23,6 +23,20 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a SumSam (torch imported late)
+    """``build_model(model, checkpoint)`` under the rule every command shares, worded with the flags."""
+    from sumseg.models.checkpoint import build_model
+    from sumseg.models.registry import model_problems
+
+    problems = model_problems(model, checkpoint, ("--model", "--checkpoint"))
+    if problems:
+        raise ConfigError("; ".join(m for _, m in problems))
+    return build_model(model, checkpoint)
+
+
+MODEL_HELP = "registry name (vit_b, tiny, ...) or tiny_foundation (shipped weights); optional for a sumseg checkpoint"
+
+
 def _not_built(command: str, issue: str) -> None:
     typer.secho(f"`sumseg {command}` is not built yet ({issue}).", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(2)
@@ -32,7 +46,7 @@ def _not_built(command: str, issue: str) -> None:
 def pseudo_label(
     images: Annotated[Path, typer.Option(help="unlabelled images: an image folder or any readable dataset")],
     out: Annotated[Path, typer.Option(help="pseudo-label store folder (docs/pseudo-labels.md)")],
-    model: Annotated[str | None, typer.Option(help="registry name; optional for a sumseg checkpoint")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="foundation model weights")] = None,
     points_per_side: Annotated[int, typer.Option(min=1, help="point grid side")] = 32,
     points_per_batch: Annotated[int, typer.Option(min=1, help="grid points per decoder call")] = 64,
@@ -51,7 +65,6 @@ def pseudo_label(
 ) -> None:
     """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
     from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.models.checkpoint import build_model
     from sumseg.pseudo_label_run import format_summary, run_pseudo_labels
     from sumseg.pseudo_label_store import Shard
     from sumseg.pseudo_labels import PseudoLabelSettings
@@ -61,7 +74,7 @@ def pseudo_label(
                                        stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
                                        calibration_images)
         part = Shard.parse(shard)
-        net = build_model(model, checkpoint).to(device)
+        net = _foundation(model, checkpoint).to(device)
         emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
         summary = run_pseudo_labels(net, images, out, settings, part, emb_cache, progress)
     except SumsegError as e:
@@ -79,9 +92,26 @@ def _run_training(load: Callable[[], Any], run: Callable[[Any], dict]) -> tuple[
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return None
     if not row:
-        typer.echo(f"{Path(cfg.run.out) / 'last.ckpt'} is already trained to step {cfg.optim.steps}; nothing to do")
+        typer.echo(_nothing_to_do(Path(cfg.run.out) / "last.ckpt", cfg.optim.steps))
         return None
     return cfg, row
+
+
+def _nothing_to_do(ckpt: Path, steps: int) -> str:
+    """What a rerun of a finished run says: the steps in its checkpoint, counted as the user counts them."""
+    from sumseg.models.checkpoint import read_meta
+
+    meta = read_meta(ckpt)
+    done = steps if meta is None else meta.step + 1
+    if done > steps:
+        return (f"{ckpt} is already trained: {done} steps, more than optim.steps = {steps}; nothing to do "
+                "(another run.out trains a new run)")
+    return f"{ckpt} is already trained: {done} of {steps} steps; nothing to do"
+
+
+def _steps_done(row: dict, steps: int) -> str:
+    """``"N of M steps done"`` for the last logged row (its ``step`` is the 0-based index)."""
+    return f"{int(row.get('step', -1)) + 1} of {steps} steps done"
 
 
 @refiner_app.command("train")
@@ -96,7 +126,7 @@ def refiner_train(
     if done is None:
         return
     cfg, row = done
-    typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
+    typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: {_steps_done(row, cfg.optim.steps)}, "
                f"loss {row.get('loss', float('nan')):.3f}, IoU {row.get('input_iou', float('nan')):.3f} -> "
                f"{row.get('train_iou', float('nan')):.3f}, kept {row.get('kept', float('nan')):.0%} of masks")
     if row.get("kept") == 0:
@@ -147,7 +177,7 @@ def train(
     if done is None:
         return
     cfg, row = done
-    typer.echo(f"trained to {Path(cfg.run.out) / 'last.ckpt'}: step {row.get('step')}, "
+    typer.echo(f"trained to {Path(cfg.run.out) / 'last.ckpt'}: {_steps_done(row, cfg.optim.steps)}, "
                f"loss {row.get('loss', float('nan')):.3f}, train IoU {row.get('train_iou', float('nan')):.3f}")
 
 
@@ -170,14 +200,18 @@ def pretrain(
         row = run_pretrain(out, cfg, progress)
     except SumsegError as e:
         _fail(e)
-    typer.echo(f"pretrained to {out / 'last.ckpt'}: step {row.get('step')}, loss {row.get('loss', float('nan')):.3f}")
+    if not row:
+        typer.echo(_nothing_to_do(out / "last.ckpt", cfg.steps))
+        return
+    typer.echo(f"pretrained to {out / 'last.ckpt'}: {_steps_done(row, cfg.steps)}, "
+               f"loss {row.get('loss', float('nan')):.3f}")
 
 
 @app.command("eval")
 def eval_(
     datasets: Annotated[str, typer.Option(help="comma-separated dataset paths or names in --benchmarks-dir")],
     out: Annotated[Path, typer.Option(help="output folder (results.json, results.md, plot, overlays)")],
-    model: Annotated[str | None, typer.Option(help="registry name; optional for a sumseg checkpoint")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="sumseg checkpoint, official SAM .pth or export")] = None,
     task: Annotated[str | None, typer.Option(help="task prompt: an id, or 'auto' = each mask's task")] = None,
     task_prompt: Annotated[str, typer.Option(help="rounds with the task prompt: every, first")] = "every",
@@ -193,7 +227,6 @@ def eval_(
     from sumseg.evaluate.interactive import FirstRound
     from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES
     from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_datasets
-    from sumseg.models.checkpoint import build_model
     from sumseg.outputs import output_dir
 
     specs = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -208,7 +241,7 @@ def eval_(
                                 limit, skip_bad=skip_bad, task_rounds=task_prompt)  # type: ignore[arg-type]
         with output_dir(out, inputs=[*paths.values(), checkpoint], files=REPORT_FILES, dirs=REPORT_DIRS,
                         label="--out"):
-            net = build_model(model, checkpoint)
+            net = _foundation(model, checkpoint)
             data, skipped = evaluate(net, paths, settings, out, progress=progress)
     except SumsegError as e:
         _fail(e)
@@ -242,8 +275,10 @@ def demo(
     seeds: Annotated[int, typer.Option(min=1, help="fine-tuning seeds per method (mean ± spread)")] = 1,
     foundation: Annotated[Path | None, typer.Option(help="sumseg checkpoint of the tiny foundation model "
                                                     "(default: the shipped tiny_foundation)")] = None,
-    methods: Annotated[str | None, typer.Option(help="comma-separated fine-tuning methods (default: vanilla,"
-                                                "self_training,sum; also sum_no_task, refined_labels)")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated fine-tuning methods (default: all of "
+                                                "vanilla, self_training, sum, sum_no_task, refined_labels)")] = None,
+    world_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="synthetic world: 0 = the test world, "
+                                            "1 = the validation world the settings were chosen on")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="processes for the stages, one thread each (0: this one)")] = 2,
     benchmarks_dir: Annotated[Path | None, typer.Option(
         help="folder with GrabCut/ and Berkeley/ (default: $SUMSEG_BENCHMARKS or ../shared/benchmarks)")] = None,
@@ -255,7 +290,10 @@ def demo(
     from sumseg.evaluate.run import default_benchmarks_dir
 
     try:
-        settings = preset(quick, seeds, methods.split(",") if methods else None)
+        if benchmarks_dir is not None and not benchmarks_dir.is_dir():
+            raise ConfigError(f"--benchmarks-dir {benchmarks_dir}: no such folder (leave it out to skip the real "
+                              "benchmarks when ../shared/benchmarks is absent)")
+        settings = preset(quick, seeds, methods.split(",") if methods else None, world_seed)
         result = run_demo(out, settings, foundation, workers, benchmarks_dir or default_benchmarks_dir(),
                           echo=typer.echo)
     except SumsegError as e:
@@ -282,10 +320,22 @@ def export(
         name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
     except SumsegError as e:
         _fail(e)
-    typer.echo(f"wrote {out} (model {name}, task {task}); load it with the stock SAM builder for {name}")
+    typer.echo(f"wrote {out} (model {name}, task {task}); load it with {_stock_loader(name, out)}")
     if diff is not None:
         typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions "
                    f"(max |logit diff| {diff:.2e} <= {tolerance:.0e})")
+
+
+def _stock_loader(name: str, path: Path) -> str:
+    """How a user loads an export of ``name`` (docs/export.md): the official registry, or for tiny sizes
+    (which segment_anything has no builder for) the same SAM classes built by sumseg."""
+    from sumseg.models.registry import ARCHS, is_tiny
+
+    if is_tiny(name):
+        return (f"sam = sumseg.models.build_sam({name!r}); sam.load_state_dict(torch.load({str(path)!r}, "
+                f"weights_only=True)) (segment_anything's own classes; it has no builder for the {name} size)")
+    package = "segment_anything_hq" if ARCHS[name].hq else "segment_anything"
+    return f"{package}.sam_model_registry[{name.removeprefix('hq_')!r}](checkpoint={str(path)!r})"
 
 
 @data_app.command("inspect")

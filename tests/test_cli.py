@@ -39,6 +39,12 @@ def test_export_command(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "model tiny, task 1" in res.output and "verified" in res.output
     build_sam("tiny").load_state_dict(torch.load(tmp_path / "s.pth", weights_only=True), strict=True)
+    # the loading recipe the command prints runs as printed (segment_anything has no tiny builder)
+    recipe = res.output.split("load it with ", 1)[1].split(" (segment_anything's own classes", 1)[0]
+    assert recipe.startswith("sam = sumseg.models.build_sam('tiny'); sam.load_state_dict(torch.load(")
+    scope: dict = {}
+    exec("import torch, sumseg.models\n" + recipe, scope)  # noqa: S102 - the command's own output
+    assert type(scope["sam"]).__module__.startswith("segment_anything.")
 
 
 def test_export_errors_are_clear(tmp_path: Path) -> None:
@@ -96,3 +102,15 @@ def test_output_and_checkpoint_problems_are_one_line(tmp_path: Path) -> None:
     assert "folder.pth: is a folder" in _error_line(res)
     res = runner.invoke(app, [*args, "--checkpoint", str(ckpt), "--out", str(ckpt / "s.pth")])
     assert "its folder" in _error_line(res) and "c.ckpt: is a file, not a folder" in _error_line(res)
+
+
+def test_model_flags_follow_the_one_rule(tmp_path: Path) -> None:
+    """--model / --checkpoint: the rule of every command (registry.model_problems), worded with the flags."""
+    base = ["pseudo-label", "--images", str(tmp_path), "--out", str(tmp_path / "pl")]
+    for extra, says in [([], "--model may be omitted only with a --checkpoint"),
+                        (["--model", "tiny_foundation", "--checkpoint", "x.ckpt"],
+                         "--checkpoint must be omitted with --model tiny_foundation"),
+                        (["--model", "vit_x"], "--model must be one of vit_h, vit_l, vit_b, tiny, ")]:
+        res = runner.invoke(app, [*base, *extra])
+        assert res.exit_code == 1 and says in res.output, res.output
+    assert "tiny_foundation" in runner.invoke(app, ["eval", "--help"]).output

@@ -332,6 +332,12 @@ def test_cli(world: Path, foundation: Path, tmp_path: Path) -> None:
                               "run.progress=false"])
     assert res.exit_code == 0, res.output
     assert str(tmp_path / "run" / "last.ckpt") in res.output and "kept" in res.output
+    assert ": 2 of 2 steps done, loss" in res.output  # not "step 1" (the 0-based index of the last step)
+    args = ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'run'}", "run.progress=false"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "last.ckpt is already trained: 2 of 2 steps; nothing to do" in res.output
+    res = runner.invoke(app, [*args, "optim.steps=1"])
+    assert res.exit_code == 0 and "already trained: 2 steps, more than optim.steps = 1; nothing to do" in res.output
     res = runner.invoke(app, ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'none'}",
                               "run.progress=false", "inputs.min_iou=1"])  # a random model reaches IoU 1 nowhere
     assert res.exit_code == 0 and "kept 0% of masks" in res.output and "no mask passed the gate" in res.output

@@ -126,7 +126,7 @@ def test_cli_train(data: tuple[Path, Path, Path]) -> None:
     assert unknown.exit_code == 1 and "unknown key optim.learning_rate" in unknown.output
     ok = CliRunner().invoke(app, [*args, "run.progress=false"])
     assert ok.exit_code == 0, ok.output
-    assert f"trained to {root / 'cli_run' / 'last.ckpt'}: step 0" in ok.output
+    assert f"trained to {root / 'cli_run' / 'last.ckpt'}: 1 of 1 steps done" in ok.output  # steps as a user counts
     assert (root / "cli_run" / "config.yaml").is_file()
     again = CliRunner().invoke(app, [*args, "run.progress=false"])
-    assert again.exit_code == 0 and "already trained to step 1; nothing to do" in again.output
+    assert again.exit_code == 0 and "last.ckpt is already trained: 1 of 1 steps; nothing to do" in again.output

@@ -128,8 +128,8 @@ def test_accumulation_equals_one_call_on_all_the_rows(tmp_path: Path) -> None:
 
 def test_nan_in_data_stops_keeps_last_good_checkpoint_and_resumes_bit_for_bit(tmp_path: Path) -> None:
     train(tmp_path / "ref", inputs_fn(2))
-    stop = (r"non-finite loss, mse, gradient norm at step 3 \(lower the lr or check the data\); stopped\. "
-            r".*run/last\.ckpt keeps the last good weights \(step 1\)")
+    stop = (r"non-finite loss, mse, gradient norm in step 4 of 6 \(lower the lr or check the data\); stopped\. "
+            r".*run/last\.ckpt keeps the last good weights \(after 2 of 6 steps\)")  # steps as a user counts
     with pytest.raises(TrainingError, match=stop):
         train(tmp_path / "run", inputs_fn(2, nan_at=3))
     _, meta = read_checkpoint(tmp_path / "run" / "last.ckpt")
@@ -159,7 +159,7 @@ def test_tensorboard_events_read_as_one_run_after_a_resume(tmp_path: Path) -> No
 
 
 def test_inf_lr_stops_before_saving_non_finite_weights(tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match=r"non-finite weights after step 0.*no checkpoint was written yet"):
+    with pytest.raises(TrainingError, match=r"non-finite weights after step 1 .*no checkpoint was written yet"):
         train(tmp_path, inputs_fn(2), lr=float("inf"), save_every=1)
     assert not (tmp_path / "last.ckpt").exists() and not (tmp_path / "state").exists()
 

@@ -157,6 +157,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
     return dict(obj), None
 
 
+def read_meta(path: str | os.PathLike) -> CheckpointMeta | None:
+    """The checked metadata of a sumseg checkpoint, without reading its tensors; None for any other file."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors checkpoint (truncated or corrupt): {e}") from e
+    return _meta(header, path) if header.get("format") == FORMAT else None
+
+
 def _fingerprint_arch(state: Mapping[str, torch.Tensor]) -> str | None:
     """Name of the registry model whose architecture matches a stock SAM state_dict, if any."""
     pos = state.get("image_encoder.pos_embed")

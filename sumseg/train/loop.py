@@ -168,7 +168,7 @@ def resume_run(run_dir: Path, module: nn.Module, model: SumSam, opt: torch.optim
     step = 0 if meta is None else meta.step
     state_file = _state_path(run_dir, step)
     if not state_file.is_file():
-        raise TrainingError(f"{ckpt} is at step {step} but {state_file} is missing: cannot resume exactly")
+        raise TrainingError(f"{ckpt} holds {step + 1} steps but {state_file} is missing: cannot resume exactly")
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     _load_module(module, state, ckpt, model)
     opt.load_state_dict(state["optimizer"])
@@ -220,7 +220,8 @@ class _Trainer:
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16: the scaler skips the step
             bad.append("gradient norm")
         if bad:
-            raise TrainingError(f"non-finite {', '.join(bad)} at step {step} (lower the lr or check the data)")
+            raise TrainingError(f"non-finite {', '.join(bad)} in step {step + 1} of {cfg.steps} "
+                                "(lower the lr or check the data)")
         self.scaler.step(self.opt)
         self.scaler.update()
         return dict(zip(names, means, strict=True)), grad_norm
@@ -229,9 +230,9 @@ class _Trainer:
 def _check_weights(trainable: list[nn.Parameter], step: int, replica: Replica) -> None:
     """Before a save: finite weights, the same on every replica."""
     if not all(bool(torch.isfinite(p).all()) for p in trainable):
-        raise TrainingError(f"non-finite weights after step {step} (the update overflowed: lower the lr)")
+        raise TrainingError(f"non-finite weights after step {step + 1} (the update overflowed: lower the lr)")
     if not replicas_agree(trainable, replica):
-        raise TrainingError(f"the {replica.world} replicas hold different weights after step {step}: a gradient "
+        raise TrainingError(f"the {replica.world} replicas hold different weights after step {step + 1}: a gradient "
                             "bypassed DDP (the step module must compute every loss inside its forward)")
 
 

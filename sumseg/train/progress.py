@@ -1,6 +1,6 @@
 """What a training run reports (rank 0 only): ``metrics.jsonl``, TensorBoard events, a progress bar.
 
-``metrics.jsonl``: one JSON object per logged step (``step``, ``lr``, ``grad_norm``,
+``metrics.jsonl``: one JSON object per logged step (``step``: its 0-based index, ``lr``, ``grad_norm``,
 ``images_per_s`` and every loss of the step module, averaged over accumulation calls and ranks).
 On resume the rows of steps that will be redone are dropped first, and TensorBoard is told to
 purge its events from the resumed step on, so both read as one uninterrupted run.
@@ -93,4 +93,5 @@ class RunLog:
         """What the run folder holds after a stop, for the error message."""
         if self.last_saved is None:
             return f"no checkpoint was written yet ({self.run_dir} has no last.ckpt)"
-        return f"{self.run_dir / 'last.ckpt'} keeps the last good weights (step {self.last_saved})"
+        return (f"{self.run_dir / 'last.ckpt'} keeps the last good weights (after {self.last_saved + 1} of "
+                f"{self.cfg.steps} steps)")
