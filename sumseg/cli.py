@@ -11,9 +11,13 @@ import typer
 
 from sumseg.errors import ConfigError, SumsegError
 
-app = typer.Typer(help="Uncertainty-aware fine-tuning of Segment Anything (SUM).", no_args_is_help=True)
-refiner_app = typer.Typer(help="Mask-refinement module (refiner).", no_args_is_help=True)
-data_app = typer.Typer(help="Datasets: inspect readable data, write the synthetic world.", no_args_is_help=True)
+# Plain help (click's formatter): rich's option table truncates long flag names at 80 columns
+# ("--points-per-si…"); click's wraps the help text and never cuts a name. tests/test_cli.py checks it.
+app = typer.Typer(help="Uncertainty-aware fine-tuning of Segment Anything (SUM).", no_args_is_help=True,
+                  rich_markup_mode=None)
+refiner_app = typer.Typer(help="Mask-refinement module (refiner).", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(help="Datasets: inspect readable data, write the synthetic world.", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(refiner_app, name="refiner")
 app.add_typer(data_app, name="data")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from typer.testing import CliRunner
@@ -114,3 +115,28 @@ def test_model_flags_follow_the_one_rule(tmp_path: Path) -> None:
         res = runner.invoke(app, [*base, *extra])
         assert res.exit_code == 1 and says in res.output, res.output
     assert "tiny_foundation" in runner.invoke(app, ["eval", "--help"]).output
+
+
+def _commands(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every command and group under ``cmd`` (typer's click objects), with its argument path."""
+    out = [(path, cmd)]
+    for name, sub in getattr(cmd, "commands", {}).items():
+        out += _commands(sub, (*path, name))
+    return out
+
+
+def test_help_at_80_columns_shows_every_flag_in_full() -> None:
+    """Every option of every command appears whole in its --help at 80 columns (no "--points-per-si…")."""
+    import re
+
+    import typer.main
+
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) >= 12
+    for path, cmd in commands:
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert res.exit_code == 0, (path, res.output)
+        assert "…" not in res.output and max(map(len, res.output.splitlines())) <= 80, path
+        names = [o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")]
+        for name in names:
+            assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", res.output), (path, name)
