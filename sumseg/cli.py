@@ -69,7 +69,7 @@ def pseudo_label(
 ) -> None:
     """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
     from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.pseudo_label_run import format_summary, run_pseudo_labels
+    from sumseg.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
     from sumseg.pseudo_label_store import Shard
     from sumseg.pseudo_labels import PseudoLabelSettings
 
@@ -84,6 +84,9 @@ def pseudo_label(
     except SumsegError as e:
         _fail(e)
     typer.echo(format_summary(summary))
+    warning = few_masks_warning(summary)
+    if warning:
+        typer.secho(warning, fg=typer.colors.YELLOW, err=True)
 
 
 def _run_training(load: Callable[[], Any], run: Callable[[Any], dict]) -> tuple[Any, dict] | None:
@@ -254,7 +257,7 @@ def eval_(
             typer.secho(f"{ds}: skipped {n} item(s), listed with the reasons in {out}/results.md",
                         fg=typer.colors.YELLOW)
     _echo_results(data)
-    typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
+    typer.echo(f"wrote {out}/results.json, instances.json, results.md, iou_vs_clicks.png, overlays/")
 
 
 def _echo_results(data: dict) -> None:

@@ -13,12 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sumseg.cli import app
+from sumseg.demo.claims import claims_table
 from sumseg.demo.context import Ctx, check_settings
+from sumseg.demo.intervals import Interval, bootstrap
 from sumseg.demo.jobs import Job, run_jobs
-from sumseg.demo.report import PROTOCOL_KEYS, mean_over_runs, protocol_key
-from sumseg.demo.report_md import claim_general, claim_task
-from sumseg.demo.settings import FOUNDATION, QUICK, TEST_SETS
-from sumseg.demo.stats import _match
+from sumseg.demo.report import mean_over_runs, protocol_key
+from sumseg.demo.settings import FOUNDATION, QUICK
+from sumseg.demo.stats import _match, auroc
 from sumseg.errors import ConfigError
 
 
@@ -35,11 +36,13 @@ def test_quick_demo_reports_every_method_set_protocol_and_round(quick_run: tuple
     out, output = quick_run
     report = json.loads((out / "report.json").read_text())
     assert list(report) == [FOUNDATION, *QUICK.methods]
-    assert PROTOCOL_KEYS == ["clicks", "box", "clicks_score", "box_score"]
+    keys = QUICK.protocol_keys
+    assert keys == ["clicks", "box", "clicks_score", "box_score"]
+    assert QUICK.test_sets == ("salient", "part", "general")
     for method, sets in report.items():
-        assert list(sets) == list(TEST_SETS), method
+        assert list(sets) == list(QUICK.test_sets), method
         for test_set, by_key in sets.items():
-            assert list(by_key) == PROTOCOL_KEYS, (method, test_set)
+            assert list(by_key) == keys, (method, test_set)
             for r in by_key.values():
                 assert set(r) == {"miou", "biou", "noc85", "noc90", "n"}
                 assert len(r["miou"]) == len(r["biou"]) == QUICK.rounds
@@ -47,19 +50,32 @@ def test_quick_demo_reports_every_method_set_protocol_and_round(quick_run: tuple
                 assert r["noc85"] is None and r["noc90"] is None  # NoC is defined on 20-round runs only
                 assert r["n"] == report[FOUNDATION][test_set]["clicks"]["n"] > 0
     assert report[FOUNDATION]["salient"]["clicks"]["n"] == QUICK.task_test  # one salient object per image
+    assert report[FOUNDATION]["part"]["clicks"]["n"] > QUICK.task_test  # parts: several per image
     assert report[FOUNDATION]["general"]["clicks"]["n"] > QUICK.general_test  # entities and parts
     # the oracle keeps the best of the three round-1 outputs, so no rule beats it in round 1
     for sets in report.values():
         for by_key in sets.values():
             for proto in ("clicks", "box"):
                 assert by_key[proto]["miou"][0] >= by_key[protocol_key(proto, "score")]["miou"][0] - 1e-9
+    # the per-instance curves behind the means: report.json's mean is their mean
+    curves = json.loads((out / "eval" / "sum-s0" / "oracle" / "instances.json").read_text())
+    for test_set in QUICK.test_sets:
+        iou = np.array(curves[test_set]["clicks"]["iou"])
+        assert iou.shape == (report["sum"][test_set]["clicks"]["n"], QUICK.rounds)
+        assert list(iou.mean(0)) == pytest.approx(report["sum"][test_set]["clicks"]["miou"], abs=1e-5)
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims["protocol"] == "clicks" and len(claims["claims"]) == 2 * (4 + 3 + 5)  # 2 tasks; 5 baselines
+    assert {c["verdict"] for c in claims["claims"]} <= {"holds", "fails", "unresolved"}
+    assert all(c["low"] <= c["estimate"] <= c["high"] for c in claims["claims"])
     md = (out / "report.md").read_text()
-    for needed in ["## The claims, measured", "## Main tables", "## Pseudo-labels", "## Stage times",
-                   "--quick` leaves them out", *(f"| {m} |" for m in report)]:
+    for needed in ["## The claims, measured", "## Main tables", "## Pseudo-labels", "## Stage times", "AUROC",
+                   "--quick` leaves them out", "paired bootstrap", *(f"| {m} |" for m in report)]:
         assert needed in md, needed
     for link in [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]:
         assert (out / link.replace("%25", "%")).is_file(), link
     assert all(m in output for m in report) and "report:" in output
+    for task in QUICK.tasks:  # every labelled task exported and verified
+        assert (out / "export" / f"sum-s0_task{task}_stock.pth").is_file()
 
 
 def test_quick_demo_stats_match_the_store(quick_run: tuple[Path, str]) -> None:
@@ -68,6 +84,9 @@ def test_quick_demo_stats_match_the_store(quick_run: tuple[Path, str]) -> None:
     assert sum(stats["kinds"].values()) == stats["masks"] > 0
     assert stats["wrong_fraction"] == pytest.approx(stats["kinds"]["wrong"] / stats["masks"])
     assert 0 <= stats["mean_u_right"] <= 1 and 0 <= stats["mean_u_wrong"] <= 1
+    assert sum(k["masks"] for k in stats["by_kind"].values()) == stats["masks"]
+    assert sum(k["wrong_pixels"] for k in stats["by_kind"].values()) == stats["wrong_pixels"]
+    assert stats["auroc"] is None or 0 <= stats["auroc"] <= 1
 
 
 def test_quick_demo_resumes_without_recomputing(quick_run: tuple[Path, str]) -> None:
@@ -147,23 +166,63 @@ def test_mean_over_seeds_per_round() -> None:
     assert (got["noc85"], got["noc90"], got["n"]) == (3.0, 4.0, 7)
 
 
-def _report(task: dict[str, float], general: dict[str, float]) -> dict:
-    return {m: {"salient": {k: _summary([task[m]] * 3) for k in PROTOCOL_KEYS},
-                "general": {k: _summary([general[m]] * 3) for k in PROTOCOL_KEYS}} for m in task}
+def test_bootstrap_interval_pairs_instances_and_draws_seeds() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.random((1, 200, 3))  # one "foundation" run: 200 instances, 3 rounds
+    # model b = a + 0.02 on every instance: paired, the difference has no spread over instances
+    curves = {"a": {"t": base}, "b": {"t": base + 0.02}}
+    iv = bootstrap(curves, {"b": 1.0, "a": -1.0}, ["t"], 1)
+    assert iv.estimate == pytest.approx(0.02) and iv.low == pytest.approx(0.02) and iv.high == pytest.approx(0.02)
+    assert iv.verdict() == "holds" and iv.verdict(0.03) == "fails"
+    assert Interval(0.0, -0.1, 0.1).verdict() == "unresolved"
+    # unpaired noise of sd 0.1 per instance: the interval of the mean difference has half-width ≈ 1.96 · 0.1/√200
+    noisy = {"a": {"t": base}, "b": {"t": base + 0.02 + rng.normal(0, 0.1, base.shape)}}
+    iv = bootstrap(noisy, {"b": 1.0, "a": -1.0}, ["t"], 1)
+    assert iv.high - iv.low == pytest.approx(2 * 1.96 * 0.1 / np.sqrt(200), rel=0.25)
+    # seeds: three runs of b that differ by a constant each; the interval widens to cover the seed spread
+    seeds = np.concatenate([base + d for d in (0.0, 0.05, 0.10)])
+    iv = bootstrap({"a": {"t": base}, "b": {"t": seeds}}, {"b": 1.0, "a": -1.0}, ["t"], 1)
+    assert iv.estimate == pytest.approx(0.05) and iv.low < 0.03 and iv.high > 0.07
+    # the mean over sets counts each set once, whatever its size
+    two = {"a": {"t": base, "u": np.zeros((1, 10, 3))}, "b": {"t": base + 0.1, "u": np.zeros((1, 10, 3))}}
+    assert bootstrap(two, {"b": 1.0, "a": -1.0}, ["t", "u"], 2).estimate == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="instances"):
+        bootstrap({"a": {"t": base}, "b": {"t": base[:, :10]}}, {"b": 1.0, "a": -1.0}, ["t"], 1)
 
 
-def test_claims_are_judged_on_the_numbers() -> None:
-    report = _report({"foundation": 0.5, "vanilla": 0.90, "self_training": 0.80, "sum": 0.91},
-                     {"foundation": 0.60, "vanilla": 0.40, "self_training": 0.55, "sum": 0.52})
-    lines, held, made = claim_task(report, {}, PROTOCOL_KEYS)
-    assert (held, made) == (8, 8) and "| clicks | 1 | 91.0 | 90.0 | 80.0 | yes (+1.0) |" in lines
-    lines, held, made = claim_general(report, PROTOCOL_KEYS)  # SUM loses 8 points, vanilla 20: at most half
-    assert (held, made) == (8, 8) and "| clicks | 3 | 60.0 | -20.0 | -8.0 | yes |" in lines
-    report["sum"]["general"]["box"]["miou"] = [0.45] * 3  # loses 15 of vanilla's 20: less, not much less
-    report["sum"]["salient"]["box_score"]["miou"] = [0.85] * 3
-    _, held, _ = claim_task(report, {}, PROTOCOL_KEYS)
-    lines, held_g, _ = claim_general(report, PROTOCOL_KEYS)
-    assert held == 6 and held_g == 6 and "| box | 1 | 60.0 | -20.0 | -15.0 | less, not much less |" in lines
+def test_claims_are_judged_on_their_intervals() -> None:
+    n = 300
+    rng = np.random.default_rng(0)
+
+    def model(task: float, part: float, general: float) -> dict[str, np.ndarray]:
+        noise = lambda: rng.normal(0, 0.02, (1, n, 3))  # noqa: E731
+        return {"salient": task + noise(), "part": part + noise(), "general": general + noise()}
+
+    curves = {FOUNDATION: model(0.90, 0.40, 0.60), "vanilla": model(0.95, 0.60, 0.40),
+              "self_training": model(0.94, 0.58, 0.55), "sum": model(0.95, 0.595, 0.55)}
+    rows = claims_table(curves, ["vanilla", "self_training", "sum"], ("salient", "part"),
+                        ("salient", "part", "general"))
+    got = {(r["claim"], r["clicks"]): r for r in rows}
+    verdict = {claim: r["verdict"] for (claim, k), r in got.items() if k == 1}
+    assert verdict["fine-tuning lifts the part task above the foundation (vanilla − foundation)"] == "holds"
+    assert verdict["SUM keeps vanilla's task gain: SUM − vanilla > −1 point on the labelled tasks"] == "holds"
+    assert verdict["vanilla forgets the general set (foundation − vanilla)"] == "holds"
+    # SUM loses 5 points where vanilla loses 20: at most half
+    half = got[("SUM loses at most half of vanilla's loss on the general set ((SUM − F) − ½ (vanilla − F))", 1)]
+    assert half["verdict"] == "holds" and half["estimate"] == pytest.approx(-5 + 10, abs=0.5)
+    assert verdict["SUM beats vanilla on the mean over all test sets"] == "holds"  # +4.8 on the mean
+    # SUM vs self-training: +1 point on salient, +1.5 on part, 0 on general
+    st = got[("SUM beats self-training on the mean over all test sets", 1)]
+    assert st["estimate"] == pytest.approx(100 * (0.01 + 0.015) / 3, abs=0.3)
+    assert not any("SUM without task prompts" in c for c in verdict)  # a method that did not run is left out
+    assert all(r["low"] <= r["estimate"] <= r["high"] for r in rows)
+
+
+def test_auroc_from_histograms() -> None:
+    assert auroc(np.array([0, 0, 2]), np.array([3, 0, 0])) == 1.0  # every wrong pixel above every right one
+    assert auroc(np.array([2, 0, 0]), np.array([0, 0, 3])) == 0.0
+    assert auroc(np.array([1, 1]), np.array([1, 1])) == 0.5  # same distribution: ties count half
+    assert auroc(np.array([0, 1]), np.array([0, 0])) is None
 
 
 def test_pseudo_labels_match_their_best_true_mask() -> None:

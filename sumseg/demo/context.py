@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sumseg.atomic import atomic_path
-from sumseg.demo.settings import FOUNDATION, GENERAL_SET, TASK_SET, DemoSettings
+from sumseg.demo.settings import FOUNDATION, GENERAL_SET, DemoSettings
 from sumseg.errors import ConfigError
 from sumseg.pseudo_label_store import file_digest
+from sumseg.tasks import TASK_NAMES
 
 FREE = ("seeds", "methods")  # settings a rerun may change: each run's results do not depend on them
 EVAL_DONE = "model.json"  # beside results.json: the digest of the checkpoint that was evaluated
@@ -55,7 +56,13 @@ class Ctx:
         return self.foundation if model == FOUNDATION else self.out / "runs" / model / "last.ckpt"
 
     def test_sets(self) -> dict[str, Path]:
-        return {TASK_SET: self.world / f"task{self.settings.task}_test", GENERAL_SET: self.world / "general_test"}
+        """Test set name → its folder: one per labelled task, then the general set."""
+        sets = {TASK_NAMES[t]: self.world / f"task{t}_test" for t in self.settings.tasks}
+        return sets | {GENERAL_SET: self.world / "general_test"}
+
+    def labelled_sets(self) -> dict[int, Path]:
+        """Labelled task id → its training split."""
+        return {t: self.world / f"task{t}_train" for t in self.settings.tasks}
 
 
 def check_settings(ctx: Ctx) -> None:

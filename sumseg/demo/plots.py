@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sumseg.atomic import atomic_path
-from sumseg.demo.settings import FOUNDATION, GENERAL_SET, PROTOCOLS, TEST_SETS
+from sumseg.demo.settings import FOUNDATION, GENERAL_SET, DemoSettings
 
 Report = dict[str, dict[str, dict[str, dict]]]  # method → test set → protocol key → summary
 
@@ -27,17 +27,18 @@ def _save(fig, path: Path) -> None:  # noqa: ANN001
         fig.savefig(tmp, format="png")
 
 
-def plot_iou_curves(report: Report, suffix: str, title: str, path: Path) -> None:
+def plot_iou_curves(report: Report, settings: DemoSettings, suffix: str, title: str, path: Path) -> None:
     """mIoU against clicks: one panel per test set × protocol, one line per method (protocol key + ``suffix``)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(9.0, 6.4)
-    axes = fig.subplots(len(TEST_SETS), len(PROTOCOLS), squeeze=False)
-    for r, test_set in enumerate(TEST_SETS):
-        for c, proto in enumerate(PROTOCOLS):
+    sets, protocols = settings.test_sets, settings.protocols
+    fig = _figure(4.5 * len(protocols) + 1, 3.0 * len(sets) + 0.4)
+    axes = fig.subplots(len(sets), len(protocols), squeeze=False)
+    for r, test_set in enumerate(sets):
+        for c, proto in enumerate(protocols):
             ax = axes[r][c]
-            for method, sets in report.items():
-                miou = sets[test_set][proto + suffix]["miou"]
+            for method, by_set in report.items():
+                miou = by_set[test_set][proto + suffix]["miou"]
                 x = np.arange(1, len(miou) + 1)
                 ax.plot(x, [np.nan if v is None else v for v in miou], marker="o", ms=3, label=method,
                         ls="--" if method == FOUNDATION else "-", color="black" if method == FOUNDATION else None)

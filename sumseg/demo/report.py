@@ -2,10 +2,11 @@
 
 ``report.json`` = ``{method: {test_set: {protocol: {"miou": [per round], "biou": [per round],
 "noc85", "noc90", "n"}}}}``: methods ``foundation`` and each fine-tuning method (the mean over its
-seeds), test sets ``salient`` (the task's test split) and ``general``, protocols ``clicks`` and
-``box`` with the oracle first round (best of three outputs against the ground truth) and
-``clicks_score`` and ``box_score`` with the score first round (the highest predicted IoU).
-``runs.json`` holds the same per fine-tuning run (``<method>-s<seed>``).
+seeds), test sets one per labelled task (``salient``, ``part``: the task's test split) and
+``general``, protocols ``clicks`` and ``box`` with the oracle first round (best of three outputs
+against the ground truth) and ``clicks_score`` and ``box_score`` with the score first round (the
+highest predicted IoU), as the settings ask. ``runs.json`` holds the same per fine-tuning run
+(``<method>-s<seed>``); ``claims.json`` the claims with their bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import numpy as np
 
 from sumseg.atomic import atomic_path
 from sumseg.demo import report_md
+from sumseg.demo.claims import claims_table
 from sumseg.demo.plots import plot_forgetting, plot_iou_curves
-from sumseg.demo.settings import FIRST_ROUNDS, FOUNDATION, PROTOCOLS, TEST_SETS
+from sumseg.demo.settings import FOUNDATION, DemoSettings
 
 if TYPE_CHECKING:
     from sumseg.demo.context import Ctx
     from sumseg.demo.jobs import Timings
 
-REPORT_FILES = ("report.md", "report.json", "runs.json")
+REPORT_FILES = ("report.md", "report.json", "runs.json", "claims.json")
 FIGURES = {"iou_oracle": "figures/iou-vs-clicks-oracle.png", "iou_score": "figures/iou-vs-clicks-score.png",
            "forgetting": "figures/forgetting.png"}
 
@@ -36,17 +38,28 @@ def protocol_key(protocol: str, first_round: str) -> str:
     return protocol if first_round == "oracle" else f"{protocol}_{first_round}"
 
 
-PROTOCOL_KEYS = [protocol_key(p, f) for f in FIRST_ROUNDS for p in PROTOCOLS]
-
-
-def model_results(eval_dir: Path) -> dict[str, dict[str, dict]]:
-    """``{test_set: {protocol key: summary}}`` of one model from its ``eval/<model>/<first round>/`` folders."""
-    out: dict[str, dict[str, dict]] = {s: {} for s in TEST_SETS}
-    for first in FIRST_ROUNDS:
-        data = json.loads((eval_dir / first / "results.json").read_text())
-        for test_set in TEST_SETS:
-            for proto in PROTOCOLS:
+def model_results(eval_dir: Path, settings: DemoSettings, name: str = "results.json") -> dict[str, dict[str, dict]]:
+    """``{test_set: {protocol key: summary}}`` of one model from its ``eval/<model>/<first round>/`` folders
+    (``name="instances.json"``: the per-instance curves instead of the summaries)."""
+    out: dict[str, dict[str, dict]] = {s: {} for s in settings.test_sets}
+    for first in settings.first_rounds:
+        data = json.loads((eval_dir / first / name).read_text())
+        for test_set in settings.test_sets:
+            for proto in settings.protocols:
                 out[test_set][protocol_key(proto, first)] = data[test_set][proto]
+    return out
+
+
+def instance_curves(ctx: Ctx, key: str) -> dict[str, dict[str, np.ndarray]]:
+    """model → test set → (seeds, instances, rounds) IoU curves of protocol ``key`` (for the intervals)."""
+    def curves(model: str) -> dict[str, list]:
+        data = model_results(ctx.out / "eval" / model, ctx.settings, "instances.json")
+        return {s: data[s][key]["iou"] for s in ctx.settings.test_sets}
+
+    out = {FOUNDATION: {s: np.array([c]) for s, c in curves(FOUNDATION).items()}}
+    for method in ctx.settings.methods:
+        per_seed = [curves(f"{method}-s{seed}") for seed in range(ctx.settings.seeds)]
+        out[method] = {s: np.array([p[s] for p in per_seed], dtype=float) for s in ctx.settings.test_sets}
     return out
 
 
@@ -72,8 +85,8 @@ def mean_over_runs(runs: list[dict]) -> dict:
 
 def collect(ctx: Ctx) -> tuple[dict, dict]:
     """(report.json's dict, runs.json's dict) from the evaluation folders."""
-    runs = {f"{m}-s{s}": model_results(ctx.out / "eval" / f"{m}-s{s}") for m, s in ctx.settings.runs()}
-    report = {FOUNDATION: model_results(ctx.out / "eval" / FOUNDATION)}
+    runs = {f"{m}-s{s}": model_results(ctx.out / "eval" / f"{m}-s{s}", ctx.settings) for m, s in ctx.settings.runs()}
+    report = {FOUNDATION: model_results(ctx.out / "eval" / FOUNDATION, ctx.settings)}
     for method in ctx.settings.methods:
         report[method] = mean_over_runs([runs[f"{method}-s{s}"] for s in range(ctx.settings.seeds)])
     return report, runs
@@ -87,11 +100,20 @@ def _write(path: Path, text: str) -> None:
 def write_report(ctx: Ctx, timings: Timings) -> dict:
     """Write report.json, runs.json, the figures and report.md into ``ctx.out``; return report.json's dict."""
     report, runs = collect(ctx)
+    s = ctx.settings
+    key = s.protocol_keys[0]
+    claims = claims_table(instance_curves(ctx, key), s.methods, s.task_sets, s.test_sets)
     _write(ctx.out / "report.json", json.dumps(report, indent=1))
     _write(ctx.out / "runs.json", json.dumps(runs, indent=1))
+    _write(ctx.out / "claims.json", json.dumps({"protocol": key, "seeds": s.seeds, "claims": claims}, indent=1))
     (ctx.out / "figures").mkdir(exist_ok=True)
-    plot_iou_curves(report, "", "first round: oracle (best of 3 vs ground truth)", ctx.out / FIGURES["iou_oracle"])
-    plot_iou_curves(report, "_score", "first round: score (highest predicted IoU)", ctx.out / FIGURES["iou_score"])
-    plot_forgetting(report, PROTOCOL_KEYS, ctx.out / FIGURES["forgetting"])
-    _write(ctx.out / "report.md", report_md.markdown(ctx, report, runs, timings, FIGURES, PROTOCOL_KEYS))
+    figures = {}
+    for first in s.first_rounds:
+        title = ("first round: oracle (best of 3 vs ground truth)" if first == "oracle"
+                 else "first round: score (highest predicted IoU)")
+        figures[f"iou_{first}"] = FIGURES[f"iou_{first}"]
+        plot_iou_curves(report, s, "" if first == "oracle" else f"_{first}", title, ctx.out / FIGURES[f"iou_{first}"])
+    figures["forgetting"] = FIGURES["forgetting"]
+    plot_forgetting(report, s.protocol_keys, ctx.out / FIGURES["forgetting"])
+    _write(ctx.out / "report.md", report_md.markdown(ctx, report, runs, timings, figures, claims))
     return report

@@ -10,104 +10,92 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from sumseg.demo.plots import forgetting
-from sumseg.demo.settings import FOUNDATION, GENERAL_SET, PROTOCOLS, TASK_SET, TEST_SETS
+from sumseg.demo.settings import FOUNDATION, DemoSettings
+from sumseg.tasks import TASK_NAMES
 
 if TYPE_CHECKING:
     from sumseg.demo.context import Ctx
     from sumseg.demo.jobs import Timings
 
-CLAIM_ROUNDS = (1, 3)
-MUCH_LESS = 0.5  # "loses much less": SUM's general-set loss at most half of vanilla's
-
-
 def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def cell(report: dict, runs: dict, method: str, test_set: str, key: str, k: int) -> str:
-    """mIoU@k in %, with ± the standard deviation over seeds when a method ran with several."""
-    v = report[method][test_set][key]["miou"][k - 1]
+def cell(report: dict, runs: dict, method: str, test_set: str, key: str, k: int, metric: str = "miou") -> str:
+    """mIoU@k (or bIoU@k) in %, with ± the standard deviation over seeds when a method ran with several."""
+    v = report[method][test_set][key][metric][k - 1]
     seeds = [r for name, r in runs.items() if name.rsplit("-s", 1)[0] == method]
     if len(seeds) < 2 or v is None:
         return pct(v)
-    return f"{pct(v)} ± {100 * float(np.std([r[test_set][key]['miou'][k - 1] for r in seeds], ddof=1)):.1f}"
+    return f"{pct(v)} ± {100 * float(np.std([r[test_set][key][metric][k - 1] for r in seeds], ddof=1)):.1f}"
 
 
 def _noc(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def claim_task(report: dict, runs: dict, keys: list[str]) -> tuple[list[str], int, int]:
-    """Claim 1 table (SUM vs vanilla and self-training on the task set) and (comparisons held, made)."""
-    others = [m for m in ("vanilla", "self_training") if m in report]
-    if "sum" not in report or not others:
-        return ["(needs the sum method and vanilla or self_training)"], 0, 0
-    head = "| protocol | clicks | SUM | " + " | ".join(others) + " | SUM beats all? |"
-    lines, held, made = [head, "|" + "---|" * (head.count("|") - 1)], 0, 0
-    for key in keys:
-        for k in CLAIM_ROUNDS:
-            s = report["sum"][TASK_SET][key]["miou"][k - 1]
-            vals = [report[m][TASK_SET][key]["miou"][k - 1] for m in others]
-            ok = all(s > v for v in vals)
-            held, made = held + ok, made + 1
-            lines.append(f"| {key} | {k} | {cell(report, runs, 'sum', TASK_SET, key, k)} | "
-                         + " | ".join(cell(report, runs, m, TASK_SET, key, k) for m in others)
-                         + f" | {'yes' if ok else 'no'} ({100 * (s - max(vals)):+.1f}) |")
-    return lines, held, made
+VERDICT = {"holds": "**holds**", "fails": "fails", "unresolved": "unresolved"}
 
 
-def claim_general(report: dict, keys: list[str]) -> tuple[list[str], int, int]:
-    """Claim 2 table (general-set change vs the foundation: SUM vs vanilla) and (comparisons held, made)."""
-    if "sum" not in report or "vanilla" not in report:
-        return ["(needs the sum and vanilla methods)"], 0, 0
-    lines = ["| protocol | clicks | foundation | vanilla change | SUM change | SUM loses much less? |",
-             "|---|---|---|---|---|---|"]
-    held = made = 0
-    for key in keys:
-        for k in CLAIM_ROUNDS:
-            d = forgetting(report, key, k)
-            lost_v, lost_s = -d["vanilla"], -d["sum"]
-            ok = lost_v > 0 and lost_s <= MUCH_LESS * lost_v
-            held, made = held + ok, made + 1
-            verdict = "yes" if ok else ("less, not much less" if lost_s < lost_v else "no")
-            lines.append(f"| {key} | {k} | {pct(report[FOUNDATION][GENERAL_SET][key]['miou'][k - 1])} | "
-                         f"{100 * d['vanilla']:+.1f} | {100 * d['sum']:+.1f} | {verdict} |")
-    return lines, held, made
+def claims_lines(claims: list[dict], seeds: int, key: str) -> list[str]:
+    """The claim table: statistic, clicks, estimate and 95 % interval in mIoU points, bound, verdict."""
+    lines = [f"Protocol `{key}`, mIoU points; 95 % paired bootstrap intervals over test instances"
+             + (f" and the {seeds} seeds of each method." if seeds > 1 else
+                " (one fine-tuning seed: seed-to-seed variation is not in these intervals; `--seeds 3` adds it)."),
+             "A claim holds when its whole interval clears the bound, fails when it lies wholly on the other side, "
+             "and is unresolved otherwise.", "",
+             "| claim | clicks | estimate | 95 % interval | bound | verdict |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c['claim']} | {c['clicks']} | {c['estimate']:+.1f} | [{c['low']:+.1f}, {c['high']:+.1f}] | "
+                     f"> {c['bound']:+.1f} | {VERDICT[c['verdict']]} |")
+    held = sum(c["verdict"] == "holds" for c in claims)
+    lines += ["", f"{held} of {len(claims)} hold, {sum(c['verdict'] == 'fails' for c in claims)} fail, "
+              f"{sum(c['verdict'] == 'unresolved' for c in claims)} unresolved."]
+    return lines
 
 
-def main_tables(report: dict, runs: dict, keys: list[str]) -> list[str]:
-    """One table per test set × first-round rule: methods × (mIoU@1/3/5, NoC@85/90) per protocol."""
+def _mean_sets(report: dict, method: str, sets: tuple[str, ...], key: str, k: int) -> float | None:
+    vals = [report[method][s][key]["miou"][k - 1] for s in sets]
+    return None if any(v is None for v in vals) else float(np.mean(vals))
+
+
+def main_tables(report: dict, runs: dict, settings: DemoSettings) -> list[str]:
+    """One table per protocol key: methods × (mIoU@1/3/5 per test set and their mean, bIoU@1, NoC@85/90)."""
     lines: list[str] = []
-    rounds = len(next(iter(report.values()))[TASK_SET][keys[0]]["miou"])
-    ks = [k for k in (1, 3, 5) if k <= rounds]
-    with_noc = rounds >= 20
-    for test_set in TEST_SETS:
-        for suffix, rule in (("", "oracle"), ("_score", "score")):
-            n = report[FOUNDATION][test_set][PROTOCOLS[0] + suffix]["n"]
-            about = "NoC = clicks to reach the IoU" if with_noc else "NoC needs 20 rounds"
-            lines += ["", f"**{test_set} set, first round {rule}** (mIoU %; {about}, {rounds} rounds, {n} instances)",
-                      ""]
-            cols = [f"{p + suffix} mIoU@{k}" for p in PROTOCOLS for k in ks]
-            cols += [f"{p + suffix} NoC@{t}" for p in PROTOCOLS for t in (85, 90)] if with_noc else []
-            head = "| method | " + " | ".join(cols) + " |"
-            lines += [head, "|" + "---|" * (head.count("|") - 1)]
-            for method, sets in report.items():
-                row = [cell(report, runs, method, test_set, p + suffix, k) for p in PROTOCOLS for k in ks]
-                if with_noc:
-                    row += [_noc(sets[test_set][p + suffix][f"noc{t}"]) for p in PROTOCOLS for t in (85, 90)]
-                lines.append(f"| {method} | " + " | ".join(row) + " |")
+    sets = settings.test_sets
+    for key in settings.protocol_keys:
+        rounds = len(report[FOUNDATION][sets[0]][key]["miou"])
+        ks = [k for k in (1, 3, 5) if k <= rounds]
+        with_noc = rounds >= 20
+        n = ", ".join(f"{s} {report[FOUNDATION][s][key]['n']}" for s in sets)
+        lines += ["", f"**`{key}`** (mIoU %, ± sd over seeds; bIoU = boundary IoU; {rounds} rounds; instances: {n})",
+                  ""]
+        cols = [f"{s} @{k}" for s in sets for k in ks] + [f"mean @{k}" for k in ks] + [f"{s} bIoU@1" for s in sets]
+        cols += [f"{s} NoC@{t}" for s in sets for t in (85, 90)] if with_noc else []
+        head = "| method | " + " | ".join(cols) + " |"
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        for method, by_set in report.items():
+            row = [cell(report, runs, method, s, key, k) for s in sets for k in ks]
+            row += [pct(_mean_sets(report, method, sets, key, k)) for k in ks]
+            row += [cell(report, runs, method, s, key, 1, "biou") for s in sets]
+            if with_noc:
+                row += [_noc(by_set[s][key][f"noc{t}"]) for s in sets for t in (85, 90)]
+            lines.append(f"| {method} | " + " | ".join(row) + " |")
+        if not with_noc:
+            lines += ["", "NoC@85/90 need 20 rounds (left out)."]
     return lines
 
 
 def main_table_text(report: dict) -> str:
-    """The terminal's summary: mIoU@1 / @3 (%) per method, test set and protocol key (clicks only)."""
-    keys = ("clicks", "clicks_score")
-    head = f"{'method':<16}" + "".join(f"{s + ' ' + k:>24}" for s in TEST_SETS for k in keys)
-    rows = [head, f"{'':<16}" + "".join(f"{'mIoU@1 / @3':>24}" for _ in TEST_SETS for _ in keys)]
-    for method, sets in report.items():
+    """The terminal's summary: mIoU@1 / @3 (%) per method and test set, first protocol key."""
+    first = report[FOUNDATION]
+    sets = list(first)
+    key = next(iter(first[sets[0]]))
+    head = f"{'method':<16}" + "".join(f"{s:>16}" for s in sets) + f"   ({key}, mIoU@1 / @3)"
+    rows = [head]
+    for method, by_set in report.items():
         rows.append(f"{method:<16}" + "".join(
-            f"{pct(sets[s][k]['miou'][0]) + ' / ' + pct(sets[s][k]['miou'][2]):>24}" for s in TEST_SETS for k in keys))
+            f"{pct(by_set[s][key]['miou'][0]) + ' / ' + pct(by_set[s][key]['miou'][2]):>16}" for s in sets))
     return "\n".join(rows)
 
 
@@ -129,13 +117,24 @@ def stats_section(ctx: Ctx) -> list[str]:
         f"- Mean U on wrong pixels (pseudo-label ≠ its best-matching true mask) {st['mean_u_wrong']:.3f}, on right "
         f"pixels {st['mean_u_right']:.3f} ({st['wrong_pixels']} wrong, {st['right_pixels']} right pixels).",
         f"- Wrong pixels the dice gate lets through (c = 1 − U > θ = {st['theta']}): "
-        f"{100 * st['wrong_pixels_passing_theta']:.0f} %.",
+        f"{100 * st['wrong_pixels_passing_theta']:.0f} % (aim: at most 50 %).",
+        "- AUROC of pixel U against pixel error (1 = U ranks every wrong pixel above every right one, 0.5 = "
+        "chance): " + ("–" if st.get("auroc") is None else f"{st['auroc']:.3f}") + ".",
+        "", "| kind of pseudo-label | masks | mean U on wrong pixels | on right pixels | wrong pixels with c > θ | "
+        "AUROC |", "|---|---|---|---|---|---|",
+        *[f"| {kind} | {k['masks']} | {_f3(k['mean_u_wrong'])} | {_f3(k['mean_u_right'])} | "
+          f"{pct(k['wrong_pixels_passing_theta'])} % | {_f3(k['auroc'])} |"
+          for kind, k in st.get("by_kind", {}).items()],
         "- Correlation of a pseudo-label's mean U (inside it) with its true IoU: "
         + ("–" if st["corr_mask_u_iou"] is None else f"{st['corr_mask_u_iou']:+.2f}") + ".",
         "", "### Uncertainty maps", "",
         "Each: image | pseudo-label (red) | refined mask σ(r) > 0.5 (blue) | U (jet, 0 → 1).", ""]
     lines += [f"![{unquote(p.stem)}]({quote(p.relative_to(ctx.out).as_posix())})" for p in overlays]
     return lines
+
+
+def _f3(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 def real_section(ctx: Ctx) -> list[str]:
@@ -145,7 +144,7 @@ def real_section(ctx: Ctx) -> list[str]:
                else "no GrabCut/Berkeley folder found (`../shared/benchmarks` or `$SUMSEG_BENCHMARKS`)")
         return [f"Skipped: {why}."]
     lines = [f"The first {ctx.settings.real_limit} instances of each set from `{ctx.benchmarks}`, oracle first "
-             f"round, task {ctx.settings.task} prompt in round 1, {ctx.settings.rounds} rounds. A tiny model "
+             f"round, task {ctx.settings.tasks[0]} prompt, {ctx.settings.rounds} rounds. A tiny model "
              "trained on synthetic shapes at 256 px scores low on real photos; the section shows the harness "
              "on real images.", "", "| model | dataset | protocol | n | mIoU@1 | mIoU@3 | mIoU@5 | NoC@85 | NoC@90 |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -175,41 +174,38 @@ def timing_section(timings: Timings) -> list[str]:
 
 def settings_lines(ctx: Ctx) -> list[str]:
     s, p, t = ctx.settings, ctx.settings.pseudo, ctx.settings.train
+    tasks = ", ".join(f"{k} ({TASK_NAMES[k]})" for k in s.tasks)
     return [
         f"- Foundation: `{ctx.foundation}`.",
-        f"- World seed {s.world_seed}: {s.unlabelled} unlabelled images, task {s.task} (salient object): "
-        f"{s.task_train} labelled training images, {s.task_test} test images; general test set {s.general_test} "
-        "images (every entity and part, task 0 prompt).",
+        f"- World seed {s.world_seed}{' (the test world)' if s.world_seed == 0 else ''}: {s.unlabelled} unlabelled "
+        f"images; labelled tasks {tasks}: {s.task_train} training and {s.task_test} test images each; general test "
+        f"set {s.general_test} images (every entity and part, task 0 prompt).",
         f"- Pseudo-labels: {p.points_per_side}² point grid, predicted IoU > {p.pred_iou_thresh}, stability >= "
         f"{p.stability_score_thresh} (quantiles of the foundation's own scores on {p.calibration_images} images), "
         f"at most {p.max_per_image} per image, area >= {p.min_area_ratio} of the image.",
-        f"- Refiner: {s.refiner_steps} steps at lr {s.refiner_lr} on the task's labelled split.",
+        f"- Refiner: {s.refiner_steps} steps at lr {s.refiner_lr} on the tasks' labelled splits.",
         f"- Fine-tuning (decoder on cached embeddings): {t.steps} steps, lr {t.lr} (task prompts ×{t.task_lr_mult:g}), "
-        f"{t.images_per_step} images per step (labelled : pseudo-labelled 1 : 1 where pseudo-labels are used), "
-        f"up to {t.masks_per_image} masks per image, {t.corrections} correction rounds, θ = {t.theta}; "
-        f"seeds {', '.join(str(i) for i in range(s.seeds))}.",
-        f"- Evaluation: {s.rounds} rounds; round 1 = three outputs, kept by the oracle (best IoU with the ground "
-        "truth: protocols `clicks`, `box`) or by the score (highest predicted IoU: `clicks_score`, `box_score`)."]
+        f"{t.images_per_step} images per step (labelled : pseudo-labelled {t.ratio[0]} : {t.ratio[1]} where "
+        f"pseudo-labels are used), up to {t.masks_per_image} masks per image, {t.corrections} correction rounds, "
+        f"θ = {t.theta}, loss at the {'input frame' if t.loss_resolution == 'input' else 'low resolution'}, IoU head "
+        f"{'also' if t.iou_head_on_pseudo else 'not'} trained on pseudo-labels, task prompt in "
+        f"{'every round' if t.task_prompt == 'every' else 'round 1 only'}, task 0 "
+        f"{'trained' if t.train_task0 else 'fixed at zero'}; seeds {', '.join(str(i) for i in range(s.seeds))}.",
+        f"- Evaluation: {s.rounds} rounds, protocols {', '.join(s.protocols)}; round 1 = three outputs, kept by "
+        + " / ".join({"oracle": "the oracle (best IoU with the ground truth)",
+                      "score": "the score (highest predicted IoU: `_score` keys)"}[f] for f in s.first_rounds)
+        + "; each mask's own task prompt."]
 
 
 def markdown(ctx: Ctx, report: dict, runs: dict, timings: Timings, figures: dict[str, str],
-             keys: list[str]) -> str:
-    task_lines, t_held, t_made = claim_task(report, runs, keys)
-    gen_lines, g_held, g_made = claim_general(report, keys)
+             claims: list[dict]) -> str:
+    s = ctx.settings
     lines = ["# sumseg demo report", "", *settings_lines(ctx), "", "## The claims, measured", "",
-             f"**1. SUM beats vanilla and self-training on the task set at 1 and 3 clicks**: held in {t_held} of "
-             f"{t_made} comparisons (mIoU %, ± the standard deviation over seeds when there are several).", "",
-             *task_lines, "",
-             f"**2. SUM loses much less than vanilla on the general set** (at most {MUCH_LESS:.0%} of vanilla's "
-             f"loss, in mIoU points against the foundation): held in {g_held} of {g_made} comparisons.", "",
-             *gen_lines, "",
-             f"With {report[FOUNDATION][TASK_SET][keys[0]]['n']} task and "
-             f"{report[FOUNDATION][GENERAL_SET][keys[0]]['n']} general instances, differences of a few points are "
-             "within run-to-run noise (docs/demo.md).",
-             "", "## Main tables", *main_tables(report, runs, keys), "",
-             "## IoU against clicks", "", f"![oracle]({figures['iou_oracle']})", "",
-             f"![score]({figures['iou_score']})",
-             "", "## Forgetting (general set, change vs the foundation)", "", f"![forgetting]({figures['forgetting']})",
-             "", "## Pseudo-labels", "", *stats_section(ctx), "", "## Real images: GrabCut and Berkeley", "",
-             *real_section(ctx), "", "## Stage times", "", *timing_section(timings), ""]
+             *claims_lines(claims, s.seeds, s.protocol_keys[0]),
+             "", "## Main tables", *main_tables(report, runs, s), "", "## IoU against clicks", ""]
+    lines += [f"![{name}]({path})" for name, path in figures.items() if name.startswith("iou_")]
+    lines += ["", "## Forgetting (general set, change vs the foundation)", "",
+              f"![forgetting]({figures['forgetting']})", "", "## Pseudo-labels", "", *stats_section(ctx), "",
+              "## Real images: GrabCut and Berkeley", "", *real_section(ctx), "", "## Stage times", "",
+              *timing_section(timings), ""]
     return "\n".join(lines)

@@ -13,16 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sumseg.errors import ConfigError
-from sumseg.tasks import SALIENT
+from sumseg.tasks import PART, SALIENT, TASK_NAMES
 
 METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum", "sum_no_task", "refined_labels")
 """Fine-tuning methods the demo knows (sumseg.config.Method values); ``foundation`` is the untuned model."""
-DEFAULT_METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum")
+DEFAULT_METHODS: tuple[str, ...] = METHODS  # the paper's comparisons: baselines and both ablations
 FOUNDATION = "foundation"
 FIRST_ROUNDS: tuple[str, ...] = ("oracle", "score")
 PROTOCOLS: tuple[str, ...] = ("clicks", "box")
-TASK_SET, GENERAL_SET = "salient", "general"
-TEST_SETS: tuple[str, ...] = (TASK_SET, GENERAL_SET)
+GENERAL_SET = "general"
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,21 @@ class TrainChoice:
 class DemoSettings:
     """One demo run. Sizes are images per split of the synthetic world (docs/synthetic-world.md)."""
 
-    world_seed: int = 0
-    task: int = SALIENT
+    world_seed: int = 0  # 0: the test world the report is for; 1: the validation world settings were chosen on
+    tasks: tuple[int, ...] = (SALIENT, PART)  # labelled tasks whose masks conflict (an object vs its parts)
     unlabelled: int = 112
-    task_train: int = 32
-    task_test: int = 40
-    general_test: int = 8
+    task_train: int = 32  # labelled training images per task
+    task_test: int = 40  # test images per task
+    general_test: int = 32  # general test images (every entity and part; task 0 prompt)
     pseudo: PseudoLabelChoice = field(default_factory=PseudoLabelChoice)
     refiner_steps: int = 100
     refiner_lr: float = 1e-4
     train: TrainChoice = field(default_factory=TrainChoice)
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 1
-    rounds: int = 5
+    rounds: int = 20  # NoC@85/90 are defined on 20 rounds
+    protocols: tuple[str, ...] = ("clicks",)
+    first_rounds: tuple[str, ...] = ("oracle",)
     uncertainty_examples: int = 6  # U-map overlays shown in the report
     real_limit: int | None = 15  # instances per real benchmark (GrabCut, Berkeley); None = skip them
 
@@ -82,12 +83,36 @@ class DemoSettings:
             raise ConfigError(f"demo methods must be some of {', '.join(METHODS)}, got {list(self.methods)}")
         if self.seeds < 1 or self.rounds < 3:
             raise ConfigError(f"demo needs seeds >= 1 and rounds >= 3, got seeds={self.seeds}, rounds={self.rounds}")
+        if not self.tasks or any(t not in TASK_NAMES or t == 0 for t in self.tasks) or len(set(self.tasks)) != len(
+                self.tasks):
+            raise ConfigError(f"demo tasks must be distinct labelled task ids of the world (1, 2, 3), got {self.tasks}")
+        if not set(self.protocols) <= set(PROTOCOLS) or not set(self.first_rounds) <= set(FIRST_ROUNDS) or not (
+                self.protocols and self.first_rounds):
+            raise ConfigError(f"demo protocols must be some of {PROTOCOLS} and first rounds some of {FIRST_ROUNDS}")
+        if not 0 <= self.world_seed < 2**32:
+            raise ConfigError(f"demo world seed must be in [0, 2^32), got {self.world_seed}")
+
+    @property
+    def task_sets(self) -> tuple[str, ...]:
+        """The test sets of the labelled tasks, named after their task ("salient", "part")."""
+        return tuple(TASK_NAMES[t] for t in self.tasks)
+
+    @property
+    def test_sets(self) -> tuple[str, ...]:
+        return (*self.task_sets, GENERAL_SET)
+
+    @property
+    def protocol_keys(self) -> list[str]:
+        """``clicks`` / ``box`` (oracle first round), ``clicks_score`` / ``box_score`` (score first round)."""
+        return [p if f == "oracle" else f"{p}_{f}" for f in self.first_rounds for p in self.protocols]
 
     @property
     def world_sizes(self) -> dict[str, int]:
         """Images per split of the demo's world (the other splits are left out)."""
-        return {"unlabeled": self.unlabelled, f"task{self.task}_train": self.task_train,
-                f"task{self.task}_test": self.task_test, "general_test": self.general_test}
+        sizes = {"unlabeled": self.unlabelled, "general_test": self.general_test}
+        for t in self.tasks:
+            sizes |= {f"task{t}_train": self.task_train, f"task{t}_test": self.task_test}
+        return sizes
 
     def runs(self) -> list[tuple[str, int]]:
         """(method, seed) of every fine-tuning run, seeds 0..seeds-1 per method."""
@@ -99,7 +124,7 @@ class DemoSettings:
 
 FULL = DemoSettings()
 QUICK = DemoSettings(
-    unlabelled=12, task_train=6, task_test=6, general_test=2,
+    unlabelled=12, task_train=4, task_test=4, general_test=2, protocols=PROTOCOLS, first_rounds=FIRST_ROUNDS,
     pseudo=PseudoLabelChoice(points_per_side=6, calibration_images=4, max_per_image=4),
     refiner_steps=6,
     train=TrainChoice(steps=6, warmup=1, images_per_step=2, ratio=(1, 1), masks_per_image=2, corrections=1),
@@ -107,7 +132,9 @@ QUICK = DemoSettings(
 )
 
 
-def preset(quick: bool, seeds: int = 1, methods: Sequence[str] | None = None) -> DemoSettings:
-    """:data:`QUICK` or :data:`FULL` with ``seeds`` fine-tuning seeds per method (and other ``methods``)."""
+def preset(quick: bool, seeds: int = 1, methods: Sequence[str] | None = None, world_seed: int = 0) -> DemoSettings:
+    """:data:`QUICK` or :data:`FULL` with ``seeds`` fine-tuning seeds per method (and other ``methods``), on
+    the world of ``world_seed``."""
     base = QUICK if quick else FULL
-    return replace(base, seeds=seeds, methods=tuple(m.strip() for m in methods) if methods else base.methods)
+    return replace(base, seeds=seeds, methods=tuple(m.strip() for m in methods) if methods else base.methods,
+                   world_seed=world_seed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from sumseg.demo.context import Ctx, eval_is_current, mark_evaluated
-from sumseg.demo.settings import FIRST_ROUNDS, PROTOCOLS
 
 
 def pseudo_labels(ctx: Ctx) -> str:
@@ -33,13 +32,13 @@ def pseudo_labels(ctx: Ctx) -> str:
 
 
 def refiner(ctx: Ctx) -> str:
-    """The refiner, trained on the task's labelled split (its own embedding cache: other jobs run alongside)."""
+    """The refiner, trained on the tasks' labelled splits (its own embedding cache: other jobs run alongside)."""
     from sumseg.refiner import load_refiner_config, train_refiner
 
     s = ctx.settings
     cfg = load_refiner_config(None, [
         "model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
-        f"data.labelled=[{json.dumps(str(ctx.world / f'task{s.task}_train'))}]",
+        f"data.labelled=[{', '.join(json.dumps(str(p)) for p in ctx.labelled_sets().values())}]",
         f"data.embedding_cache={json.dumps(str(ctx.refiner / 'embeddings'))}",
         f"optim.steps={s.refiner_steps}", f"optim.lr={s.refiner_lr}", f"optim.warmup={min(20, s.refiner_steps // 5)}",
         f"run.out={json.dumps(str(ctx.refiner))}", f"run.save_every={max(1, s.refiner_steps // 2)}",
@@ -65,10 +64,10 @@ def uncertainty(ctx: Ctx) -> str:
 
 def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
     """``sumseg train`` key=value settings of one demo run (no YAML: the demo's settings are its own)."""
-    s, t = ctx.settings, ctx.settings.train
-    labelled = json.dumps(str(ctx.world / f"task{s.task}_train"))
+    t = ctx.settings.train
+    labelled = ", ".join(f"{{path: {json.dumps(str(p))}, task: {k}}}" for k, p in ctx.labelled_sets().items())
     out = ["model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
-           f"data.labelled=[{{path: {labelled}, task: {s.task}}}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
+           f"data.labelled=[{labelled}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
            f"data.masks_per_image={t.masks_per_image}", f"data.images_per_step={t.images_per_step}",
            f"method={method}", "mode=decoder", f"rounds.corrections={t.corrections}",
            f"rounds.task_prompt={t.task_prompt}", f"loss.theta={t.theta}", f"loss.resolution={t.loss_resolution}",
@@ -97,27 +96,28 @@ def finetune(ctx: Ctx, method: str, seed: int) -> str:
 
 
 def evaluate_model(ctx: Ctx, model_name: str) -> str:
-    """Both protocols on both test sets, once per first-round rule (each mask's own task prompt in round 1)."""
+    """The protocols on every test set, once per first-round rule (each mask's own task prompt)."""
     from sumseg.evaluate.run import EvalSettings, evaluate
     from sumseg.models.checkpoint import build_model
 
     ckpt = ctx.checkpoint(model_name)
     net, parts = None, []
-    for first in FIRST_ROUNDS:
+    for first in ctx.settings.first_rounds:
         folder = ctx.out / "eval" / model_name / first
         if not eval_is_current(folder, ckpt):
             net = net or build_model(None, ckpt)
-            settings = EvalSettings(PROTOCOLS, ctx.settings.rounds, first, "auto", overlays=2,  # type: ignore[arg-type]
-                                    task_rounds=ctx.settings.train.task_prompt)  # type: ignore[arg-type]
+            settings = EvalSettings(ctx.settings.protocols, ctx.settings.rounds, first, "auto",  # type: ignore[arg-type]
+                                    overlays=2, task_rounds=ctx.settings.train.task_prompt)  # type: ignore[arg-type]
             evaluate(net, ctx.test_sets(), settings, folder, progress=False)
             mark_evaluated(folder, ckpt)
         data = json.loads((folder / "results.json").read_text())
-        parts.append(f"{first}: " + ", ".join(f"{ds} {data[ds]['clicks']['miou'][0]:.3f}" for ds in data))
-    return "mIoU@1 (clicks) " + "; ".join(parts)
+        proto = ctx.settings.protocols[0]
+        parts.append(f"{first}: " + ", ".join(f"{ds} {data[ds][proto]['miou'][0]:.3f}" for ds in data))
+    return f"mIoU@1 ({ctx.settings.protocols[0]}) " + "; ".join(parts)
 
 
 def evaluate_real(ctx: Ctx, models: tuple[str, ...]) -> str:
-    """The foundation and a fine-tuned model on GrabCut and Berkeley (the first instances; the task's prompt)."""
+    """The foundation and a fine-tuned model on GrabCut and Berkeley (the first instances; the first task's prompt)."""
     from sumseg.evaluate.run import EvalSettings, evaluate
     from sumseg.models.checkpoint import build_model
 
@@ -127,25 +127,31 @@ def evaluate_real(ctx: Ctx, models: tuple[str, ...]) -> str:
     for model_name in models:
         ckpt, folder = ctx.checkpoint(model_name), ctx.out / "eval" / "real" / model_name
         if not eval_is_current(folder, ckpt):
-            settings = EvalSettings(PROTOCOLS, ctx.settings.rounds, "oracle", ctx.settings.task,
+            settings = EvalSettings(ctx.settings.protocols, ctx.settings.rounds, "oracle", ctx.settings.tasks[0],
                                     ctx.settings.real_limit, overlays=2,
                                     task_rounds=ctx.settings.train.task_prompt)  # type: ignore[arg-type]
             evaluate(build_model(None, ckpt), sets, settings, folder, progress=False)
             mark_evaluated(folder, ckpt)
         data = json.loads((folder / "results.json").read_text())
-        parts.append(f"{model_name}: " + ", ".join(f"{ds} {d['clicks']['miou'][0]:.3f}" for ds, d in data.items()))
-    return "mIoU@1 (clicks) " + "; ".join(parts)
+        parts.append(f"{model_name}: " + ", ".join(f"{ds} {next(iter(d.values()))['miou'][0]:.3f}"
+                                                   for ds, d in data.items()))
+    return f"mIoU@1 ({ctx.settings.protocols[0]}) " + "; ".join(parts)
 
 
 def export(ctx: Ctx, model_name: str) -> str:
-    """The fine-tuned model's task prompt folded into a stock SAM state_dict, checked against the stock loader."""
+    """The fine-tuned model's task prompts, each folded into a stock SAM state_dict, checked against the stock
+    loader over interactive rounds."""
     from sumseg.models.export import export_checkpoint
 
-    out = ctx.out / "export" / f"{model_name}_task{ctx.settings.task}_stock.pth"
-    out.parent.mkdir(exist_ok=True)
-    _, diff = export_checkpoint(ctx.checkpoint(model_name), ctx.settings.task, out, verify=True)
-    assert diff is not None, "verify=True measures the difference"
-    return f"{out.relative_to(ctx.out)}: stock predictions equal sumseg's (max |logit diff| {diff:.1e})"
+    (ctx.out / "export").mkdir(exist_ok=True)
+    diffs = []
+    for task in ctx.settings.tasks:
+        out = ctx.out / "export" / f"{model_name}_task{task}_stock.pth"
+        _, diff = export_checkpoint(ctx.checkpoint(model_name), task, out, verify=True)
+        assert diff is not None, "verify=True measures the difference"
+        diffs.append(diff)
+    return (f"export/{model_name}_task{{{','.join(map(str, ctx.settings.tasks))}}}_stock.pth: stock predictions "
+            f"equal sumseg's in every round (max |logit diff| {max(diffs):.1e})")
 
 
 def pseudo_label_stats(ctx: Ctx) -> str:

@@ -41,18 +41,56 @@ def _match(masks: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return iou.argmax(1), iou.max(1)
 
 
+BINS = 1024  # U histogram bins for the AUROC (U in [0, 1])
+
+
+def auroc(wrong: np.ndarray, right: np.ndarray) -> float | None:
+    """AUROC of U as a detector of wrong pixels from U histograms (``BINS`` bins each): the probability that a
+    wrong pixel's U exceeds a right pixel's, ties (same bin) counting half. None without both kinds."""
+    n_w, n_r = wrong.sum(), right.sum()
+    if not n_w or not n_r:
+        return None
+    below = np.concatenate([[0], np.cumsum(right)[:-1]])  # right pixels in lower bins
+    return float((wrong * (below + 0.5 * right)).sum() / (n_w * n_r))
+
+
+class _Tally:
+    """Pixel counts, U sums and U histograms of wrong and right pixels, and wrong pixels with c > θ."""
+
+    def __init__(self) -> None:
+        self.masks = 0
+        self.hist = {True: np.zeros(BINS), False: np.zeros(BINS)}
+        self.u_sum = {True: 0.0, False: 0.0}
+        self.confident = 0
+
+    def add(self, u: np.ndarray, wrong: np.ndarray, theta: float) -> None:
+        self.masks += 1
+        for flag in (True, False):
+            sel = u[wrong if flag else ~wrong]
+            self.u_sum[flag] += float(sel.sum())
+            self.hist[flag] += np.bincount(np.minimum((sel * BINS).astype(np.int64), BINS - 1), minlength=BINS)
+        self.confident += int(((1 - u) > theta)[wrong].sum())
+
+    def summary(self) -> dict:
+        px = {f: int(self.hist[f].sum()) for f in (True, False)}
+        return {"masks": self.masks, "wrong_pixels": px[True], "right_pixels": px[False],
+                "mean_u_wrong": self.u_sum[True] / px[True] if px[True] else None,
+                "mean_u_right": self.u_sum[False] / px[False] if px[False] else None,
+                "wrong_pixels_passing_theta": self.confident / px[True] if px[True] else None,
+                "auroc": auroc(self.hist[True], self.hist[False])}
+
+
 def store_stats(root: Path, seed: int, theta: float) -> dict:
-    """Counts, kinds, wrong fraction, mean U on wrong / right pixels of a finished store with U maps.
+    """Counts, kinds, wrong fraction, U on wrong / right pixels, U's AUROC against pixel error (overall and
+    per kind of pseudo-label: its best-matching true mask's kind, or wrong) of a finished store with U maps.
 
     ``theta`` is the dice gate of the SUM loss: the share of wrong pixels with c = 1 − U > θ is
     the share the gate lets through.
     """
     store = open_store(root)
     kinds = {"salient": 0, "entity": 0, "part": 0, "wrong": 0}
+    tally = {"all": _Tally(), **{k: _Tally() for k in kinds}}
     per_image, ious, mask_u = [], [], []
-    u_sum = {True: 0.0, False: 0.0}
-    px = {True: 0, False: 0}
-    wrong_confident = 0
     for i, e in enumerate(store.images):
         per_image.append(e.num_masks)
         if not e.num_masks:
@@ -65,26 +103,25 @@ def store_stats(root: Path, seed: int, theta: float) -> dict:
             raise DataError(f"{store.uncertainty_path(i)}: no U map; run the uncertainty stage first")
         u = lowres_to_image(u8.float() / 255, store.image_size, (e.height, e.width)).clamp(0, 1).numpy()
         for k in range(len(masks)):
-            kinds["wrong" if iou[k] < WRONG_IOU else names[best[k]]] += 1
+            kind = "wrong" if iou[k] < WRONG_IOU else names[best[k]]
+            kinds[kind] += 1
             wrong = masks[k] != truth[best[k]]
-            for flag in (True, False):
-                sel = wrong if flag else ~wrong
-                u_sum[flag] += float(u[k][sel].sum())
-                px[flag] += int(sel.sum())
-            wrong_confident += int(((1 - u[k]) > theta)[wrong].sum())
+            tally["all"].add(u[k], wrong, theta)
+            tally[kind].add(u[k], wrong, theta)
             ious.append(float(iou[k]))
             mask_u.append(float(u[k][masks[k]].mean()) if masks[k].any() else 0.0)
     n = len(ious)
     corr = float(np.corrcoef(mask_u, ious)[0, 1]) if n > 2 and np.std(mask_u) > 0 and np.std(ious) > 0 else None
     counts = np.array(per_image or [0])
+    overall = tally["all"].summary()
     return {
         "images": len(store), "masks": n,
         "per_image": {"mean": float(counts.mean()), "min": int(counts.min()), "max": int(counts.max())},
         "kinds": kinds, "wrong_fraction": kinds["wrong"] / max(1, n),
         "mean_best_iou": float(np.mean(ious)) if n else None,
-        "wrong_pixels": px[True], "right_pixels": px[False],
-        "mean_u_wrong": u_sum[True] / max(1, px[True]), "mean_u_right": u_sum[False] / max(1, px[False]),
-        "wrong_pixels_passing_theta": wrong_confident / max(1, px[True]), "theta": theta,
+        "wrong_pixels": overall["wrong_pixels"], "right_pixels": overall["right_pixels"],
+        "mean_u_wrong": overall["mean_u_wrong"] or 0.0, "mean_u_right": overall["mean_u_right"] or 0.0,
+        "wrong_pixels_passing_theta": overall["wrong_pixels_passing_theta"] or 0.0, "theta": theta,
+        "auroc": overall["auroc"], "by_kind": {k: tally[k].summary() for k in kinds},
         "corr_mask_u_iou": corr, "thresholds": store.thresholds,
     }
-

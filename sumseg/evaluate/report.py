@@ -2,7 +2,9 @@
 
 ``results.json`` = ``{dataset: {protocol: {"miou": [per round], "biou": [per round],
 "noc85": x, "noc90": x, "n": count}}}`` (boundary-IoU NaNs are left out of the means; the
-counts left out are in ``results.md``).
+counts left out are in ``results.md``). ``instances.json`` = ``{dataset: {protocol: {"names": [...],
+"iou": [[per round] per instance], "biou": [...] (null where both boundaries are empty)}}}``: the
+per-instance curves behind the means, in instance order (for paired comparisons of two models).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sumseg.outputs import OutputError
 Results = dict[str, dict[str, list[InstanceResult]]]
 """dataset → protocol → per-instance results."""
 
-REPORT_FILES: tuple[str, ...] = ("results.json", "results.md", "iou_vs_clicks.png")
+REPORT_FILES: tuple[str, ...] = ("results.json", "results.md", "iou_vs_clicks.png", "instances.json")
 REPORT_DIRS: tuple[str, ...] = ("overlays",)  # its PNGs from an earlier run are removed
 
 
@@ -54,6 +56,15 @@ def results_json(summ: dict[str, dict[str, InteractiveSummary]]) -> dict:
         }
         for ds, by_proto in summ.items()
     }
+
+
+def instances_json(results: Results) -> dict:
+    """Per-instance IoU and boundary-IoU curves (rounded to 1e-6; NaN as null) of every dataset × protocol."""
+    return {ds: {proto: {"names": [r.name for r in rs],
+                         "iou": [[_num(v) for v in r.ious] for r in rs],
+                         "biou": [[_num(v) for v in r.bious] for r in rs]}
+                 for proto, rs in by_proto.items()}
+            for ds, by_proto in results.items()}
 
 
 def _fmt(v: float) -> str:
@@ -169,6 +180,8 @@ def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray
     data = results_json(summ)
     with atomic_path(out_dir / "results.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2))
+    with atomic_path(out_dir / "instances.json") as tmp:
+        tmp.write_text(json.dumps(instances_json(results), allow_nan=False))
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(results_markdown(results, summ, title) + skipped_markdown(skipped or {}))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")
