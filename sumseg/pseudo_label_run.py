@@ -180,11 +180,35 @@ def summarise(root: Path, labelled_now: int = 0) -> StoreSummary:
                         size / max(1, len(store)), store.thresholds, store.meta["settings"], store.complete)
 
 
+FEW_MASKS_PER_IMAGE = 1.0
+"""Below this mean number of masks per image the thresholds kept almost nothing: the run warns."""
+QUANTILE_ADVICE = "--iou-thresh q0.6 --stability-thresh q0.5 --max-per-image 6"
+"""Thresholds that keep masks on a model whose scores are not SAM's (the tiny foundation; docs/demo.md)."""
+
+
+def few_masks_warning(s: StoreSummary) -> str | None:
+    """A warning when the thresholds kept fewer than :data:`FEW_MASKS_PER_IMAGE` masks per image on
+    average (SAM's 0.88 / 0.95 on a model whose scores are not calibrated like SAM's); else None."""
+    if not s.masks_per_image:
+        return None
+    total, n = sum(s.masks_per_image), len(s.masks_per_image)
+    if total / n >= FEW_MASKS_PER_IMAGE:
+        return None
+    given = f"--iou-thresh {s.settings.get('pred_iou_thresh')} --stability-thresh " \
+            f"{s.settings.get('stability_score_thresh')}"
+    return (f"warning: the thresholds kept almost nothing ({total} masks on {n} images, {total / n:.2f} per "
+            f"image; given {given}). A model whose scores are not calibrated like SAM's needs thresholds "
+            f"from its own scores: rerun into a new --out with quantiles, e.g. {QUANTILE_ADVICE} "
+            "(lower quantiles keep more; docs/pseudo-labels.md)")
+
+
 def format_summary(s: StoreSummary) -> str:
-    """The end-of-run report (plain text)."""
+    """The end-of-run report (plain text); its first line says when almost nothing was kept."""
     k = np.array(s.masks_per_image or [0])
+    few = few_masks_warning(s) is not None
     lines = [f"pseudo-label store {s.root}: {s.images} images ({s.labelled_now} labelled by this run), "
              f"{int(k.sum())} masks; per image mean {k.mean():.1f}, min {k.min()}, max {k.max()}"
+             + (f" [almost nothing kept: try {QUANTILE_ADVICE}]" if few else "")
              + ("" if s.complete else " [other shards not finished yet]"),
              "thresholds: predicted IoU > {pred_iou_thresh:.4g}, stability >= {stability_score_thresh:.4g}".format(
                  **s.thresholds) + f" (given: {s.settings.get('pred_iou_thresh')}, "

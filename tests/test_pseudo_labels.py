@@ -353,3 +353,24 @@ def test_empty_mask_stability_is_stored_as_zero(tmp_path: Path) -> None:
     write_image(tmp_path, StoreEntry(0, "a", "a", "a.png", 256, 256, 1, [1, 0, 0, 0, 0]), labels)
     assert load_json(tmp_path / "a.json")["annotations"][0]["stability_score"] == 0.0  # strict JSON: no NaN
     assert read_tensors(tmp_path / "a.safetensors", IMAGE_FORMAT)[0]["stability_score"].tolist() == [0.0]
+
+
+def test_thresholds_that_keep_almost_nothing_are_warned_about(tmp_path: Path, checkpoint: Path, images: Path,
+                                                              single_run: Path) -> None:
+    """SAM's 0.88 / 0.95 on a model whose scores are not SAM's keep ~nothing: stderr and the summary say so."""
+    from typer.testing import CliRunner
+
+    from sumseg.cli import app
+    from sumseg.pseudo_label_run import few_masks_warning, summarise
+
+    res = CliRunner().invoke(app, ["pseudo-label", "--checkpoint", str(checkpoint), "--images", str(images),
+                                   "--out", str(tmp_path / "pl"), "--points-per-side", str(GRID), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    first = res.stdout.splitlines()[0]
+    assert "per image mean 0.0" in first and "[almost nothing kept: try --iou-thresh q0.6 --stability-thresh q0.5" \
+        in first
+    assert res.stderr.startswith("warning: the thresholds kept almost nothing (0 masks on 3 images, 0.00 per image; "
+                                 "given --iou-thresh 0.88 --stability-thresh 0.95)")
+    assert "--iou-thresh q0.6 --stability-thresh q0.5 --max-per-image 6" in res.stderr
+    kept = summarise(single_run)  # quantiles of the model's own scores keep masks: no warning
+    assert sum(kept.masks_per_image) >= len(kept.masks_per_image) and few_masks_warning(kept) is None
