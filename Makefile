@@ -30,5 +30,16 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sumseg demo
 
+# Full-size SAM on a GPU (docs/performance.md): one prepared command, JSON + markdown table in out/bench-gpu/.
+# On a CPU it runs too (`--size tiny` for a quick check).
+.PHONY: bench-gpu gpu-wheels
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu --out out/bench-gpu
+
+# The wheels a GPU machine without a registry needs for bench-gpu (segment-anything, pycocotools,
+# omegaconf, antlr4, sumseg), downloaded into out/gpu-wheels/ (gitignored).
+gpu-wheels: $(STAMP)
+	sh benchmarks/gpu_wheels.sh $(BIN)/pip
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
