@@ -96,6 +96,7 @@ class DataConfig:
     masks_per_image: int = 8  # K: up to K masks drawn from each image
     images_per_step: int = 4  # per process and step (before gradient accumulation)
     embedding_cache: str | None = None  # mode=decoder; null = <run.out>/embeddings
+    max_mask_uncertainty: float | None = None  # methods with U maps: leave out pseudo-labels of a higher mean U
 
 
 @dataclass
@@ -266,6 +267,8 @@ def _check_values(cfg: TrainConfig, c: Checker) -> None:
     c.require("data.ratio", sum(d.ratio) > 0, "must give labelled or pseudo-labelled images a share > 0")
     c.number("data.masks_per_image", d.masks_per_image, 1, 4096)
     c.number("data.images_per_step", d.images_per_step, 1, 4096)
+    if d.max_mask_uncertainty is not None:
+        c.number("data.max_mask_uncertainty", d.max_mask_uncertainty, 0, 1)
     c.number("rounds.corrections", r.corrections, 0, 100)
     c.number("rounds.p_box", r.p_box, 0, 1)
     c.number("loss.theta", cfg.loss.theta, 0, 1, hi_open=True)

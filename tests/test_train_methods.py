@@ -13,6 +13,7 @@ import torch
 
 from sumseg import build_model
 from sumseg.config import load_config
+from sumseg.errors import DataError
 from sumseg.models.checkpoint import save_checkpoint
 from sumseg.pseudo_label_store import open_store
 from sumseg.train.data import LabelledSource, draw_mixed, draw_samples, slot_source
@@ -125,3 +126,42 @@ def test_task0_stays_zero_through_training_unless_freed(data: tuple[Path, Path, 
     if not train_task0:  # exported for task 0, the stock weights are the model's own, bit for bit
         state = export_state_dict(model, 0)
         assert all(torch.equal(v, state[k]) for k, v in model.sam.state_dict().items())
+
+
+def test_pseudo_labels_of_high_mean_u_are_left_out(data: tuple[Path, Path, Path]) -> None:
+    # the hand-written U is 0.8 on a 2-pixel band along each outline and 0.05 inside: small masks (mostly band)
+    # have a high mean U, large ones a low one
+    _, store_path, _ = data
+    store = open_store(store_path)
+    every = PseudoLabelSource(store, 6, 256, "maps")
+    mean_u = {}
+    for i in every.index:
+        u, inside = 1 - store.confidence(i), store.logits(i) > 0
+        mean_u[i] = ((u * inside).flatten(1).sum(1) / inside.flatten(1).sum(1)).tolist()
+    values = sorted(v for vs in mean_u.values() for v in vs)
+    cut = (values[len(values) // 2] + values[len(values) // 2 + 1]) / 2
+    assert values[0] < cut < values[-1]
+    strict = PseudoLabelSource(store, 6, 256, "maps", max_mask_u=cut)
+    kept, total = strict.filtered
+    assert total == len(values) and kept == sum(v <= cut for v in values) and 0 < kept < total
+    for i, ok in strict.eligible.items():
+        assert sorted(ok.tolist()) == [j for j, v in enumerate(mean_u[i]) if v <= cut]
+    rng = np.random.default_rng(0)
+    for index in range(len(strict)):
+        sample = strict.sample(index, rng)
+        i = strict.index[index]
+        assert len(sample.masks) == min(6, len(strict.eligible[i]))
+    # no filter: the draw is the same as before the filter existed (all masks eligible)
+    a, b = every.sample(0, np.random.default_rng(3)), PseudoLabelSource(store, 6, 256, "maps").sample(
+        0, np.random.default_rng(3))
+    assert np.array_equal(a.masks, b.masks)
+    with pytest.raises(DataError, match="no pseudo-label has a mean U"):
+        PseudoLabelSource(store, 6, 256, "maps", max_mask_u=values[0] / 2)
+    # the config key reaches the trainer's source (methods with U maps only)
+    from sumseg.train.trainer import build_sources
+
+    for method, filtered in (("sum", True), ("self_training", False)):
+        cfg = config(data, "filtered", f"data.max_mask_uncertainty={cut}", f"method={method}")
+        source = build_sources(cfg, build_model("tiny"), CPU.device)[1]
+        assert isinstance(source, PseudoLabelSource)
+        assert source.filtered == ((kept, total) if filtered else None)

@@ -5,7 +5,10 @@ A source yields :class:`~sumseg.train.batch.MaskSample` s (one image, up to K ma
 pseudo-labelled image gives task 0 (general) masks and, by method:
 
 - ``confidence="maps"`` (sum): c = 1 − U from the store's U maps (the low-res (L, L) frame
-  :class:`~sumseg.train.batch.MaskBatch` uses: L = S/4 over the padded S×S input);
+  :class:`~sumseg.train.batch.MaskBatch` uses: L = S/4 over the padded S×S input); with
+  ``max_mask_u``, pseudo-labels whose mean U over their own pixels (``s > 0``, low-res frame)
+  exceeds it are never drawn — a whole wrong mask, which the pixel weights cannot undo, shows as a
+  mask with high mean U;
 - ``confidence=None`` (self-training, refined labels): c ≡ 1;
 - with a ``refiner`` (refined labels): the targets are the refiner's masks σ(r) > 0.5, r computed
   on the fly by :func:`sumseg.uncertainty.refine` (the very computation ``sumseg uncertainty``
@@ -69,10 +72,11 @@ class PseudoLabelSource:
         image_size: S of the trained model.
         confidence: "maps" for c = 1 − U (every image needs its U maps), None for c ≡ 1.
         refiner: when given, targets are the refiner's masks instead of the pseudo-labels.
+        max_mask_u: with ``confidence="maps"``, leave out pseudo-labels of a higher mean U (None: keep all).
     """
 
     def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, confidence: str | None,
-                 refiner: SumSam | None = None) -> None:
+                 refiner: SumSam | None = None, max_mask_u: float | None = None) -> None:
         if store.image_size != image_size:
             raise ConfigError(f"{store.root / 'meta.json'}: pseudo-labels made for {store.image_size}-px model input "
                               f"({store.model}); the trained model takes {image_size} px")
@@ -82,11 +86,31 @@ class PseudoLabelSource:
         self.index = [i for i, e in enumerate(store.images) if e.num_masks > 0]
         if not self.index:
             raise DataError(f"{store.root}: the pseudo-label store holds no pseudo-labels to train on")
+        self.eligible: dict[int, np.ndarray] = {}  # store image → the pseudo-labels it may draw (all if absent)
+        self.filtered: tuple[int, int] | None = None  # (kept, total) pseudo-labels under max_mask_u
         if confidence == "maps":
             missing = [store.uncertainty_path(i) for i in self.index if not store.uncertainty_path(i).is_file()]
             if missing:
                 raise DataError(f"{missing[0]}: U map missing ({len(missing)} of {len(self.index)} images have "
                                 f"none): run `sumseg uncertainty --pseudo-labels {store.root}` first")
+            if max_mask_u is not None:
+                self._filter(max_mask_u)
+
+    def _filter(self, max_mask_u: float) -> None:
+        """Keep the pseudo-labels whose mean U over their own low-res pixels is at most ``max_mask_u``."""
+        total = kept = 0
+        for i in list(self.index):
+            u = 1.0 - self.store.confidence(i)  # type: ignore[operator]  # checked: every image has its maps
+            inside = self.store.logits(i) > 0
+            mean_u = (u * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
+            ok = (mean_u <= max_mask_u).nonzero().squeeze(1).numpy()
+            total, kept = total + len(mean_u), kept + len(ok)
+            self.eligible[i] = ok
+        self.index = [i for i in self.index if len(self.eligible[i])]
+        self.filtered = (kept, total)
+        if not self.index:
+            raise DataError(f"{self.store.root}: no pseudo-label has a mean U <= {max_mask_u} "
+                            f"(data.max_mask_uncertainty); raise it or leave it out")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -94,8 +118,9 @@ class PseudoLabelSource:
     def sample(self, index: int, rng: np.random.Generator) -> MaskSample:
         i = self.index[index]
         rec = self.store.record(i)
-        k = min(self.max_masks, len(rec.masks))
-        picked = np.sort(rng.choice(len(rec.masks), size=k, replace=False))
+        pool = self.eligible.get(i, np.arange(len(rec.masks)))
+        k = min(self.max_masks, len(pool))
+        picked = np.sort(pool[rng.choice(len(pool), size=k, replace=False)])  # all masks: the same draw as without
         image = rec.load_image()
         if self.refiner is None:
             masks = np.stack([rec.mask(int(j)) for j in picked])

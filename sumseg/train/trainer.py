@@ -122,7 +122,8 @@ def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list
         refiner = build_model(None, cfg.data.refiner).to(device)
     confidence = "maps" if cfg.method in (Method.sum, Method.sum_no_task) else None
     store = open_store(cfg.data.pseudo_labels)
-    return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, confidence, refiner)]
+    return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, confidence, refiner,
+                                        cfg.data.max_mask_uncertainty if confidence else None)]
 
 
 def _all_records(sources: list[MaskSource | None]) -> list[ImageRecord]:
