@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
+from benchmarks.matching import match_rate
 from benchmarks.run import BenchRow
 from sumseg import build_model
 from sumseg.data import encode_image, read_images
@@ -42,20 +42,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
     return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def match_rate(ours: list[dict], ref: list[dict], iou: float = 0.99) -> tuple[int, int]:
-    """(masks matched one to one at mask IoU ≥ ``iou``, max(len(ours), len(ref))), greedy by IoU."""
-    if not ours or not ref:
-        return 0, max(len(ours), len(ref))
-    m = mask_utils.iou(ours, ref, [0] * len(ref))
-    pairs = sorted(((m[i, j], i, j) for i, j in zip(*np.nonzero(m >= iou), strict=True)), reverse=True)
-    used_a, used_b = set(), set()
-    for _, i, j in pairs:
-        if i not in used_a and j not in used_b:
-            used_a.add(i)
-            used_b.add(j)
-    return len(used_a), max(len(ours), len(ref))
 
 
 def _compare(model, rgbs: list[np.ndarray], thresholds: dict[str, float]) -> BenchRow:  # noqa: ANN001

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.matching import match_rate
+
 TRAIN_SETTINGS: dict[str, dict[str, Any]] = {  # name → (autocast bf16, checkpointing, SDPA, compile)
     "fp32": {"bf16": False, "ckpt": False, "sdpa": False, "compile": False},
     "bf16": {"bf16": True, "ckpt": False, "sdpa": False, "compile": False},
@@ -659,24 +661,6 @@ def _pl_model(size: Size, device: Any) -> Any:
         for mlp in model.sam.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(50.0)
     return model
-
-
-def match_rate(ours: list[dict], ref: list[dict], iou: float = 0.99) -> tuple[int, int]:
-    """(masks matched one to one at mask IoU ≥ ``iou``, max(len(ours), len(ref))), greedy by IoU
-    (benchmarks/bench_pseudo_labels.py does the same)."""
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
-    if not ours or not ref:
-        return 0, max(len(ours), len(ref))
-    m = mask_utils.iou(ours, ref, [0] * len(ref))
-    pairs = sorted(((m[i, j], i, j) for i, j in zip(*np.nonzero(m >= iou), strict=True)), reverse=True)
-    used_a, used_b = set(), set()
-    for _, i, j in pairs:
-        if i not in used_a and j not in used_b:
-            used_a.add(i)
-            used_b.add(j)
-    return len(used_a), max(len(ours), len(ref))
 
 
 def stage_pseudo_labels(run: Run) -> dict[str, Any]:
