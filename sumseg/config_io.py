@@ -105,7 +105,7 @@ def _parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=1e-4")
     try:
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))
-    except _MERGE_ERRORS as e:
+    except (*_MERGE_ERRORS, yaml.YAMLError) as e:
         raise ConfigError(f"override {text!r}: unreadable value: {str(e).splitlines()[0]}") from None
     assert isinstance(parsed, dict)
     tree: dict[str, Any] = {}

@@ -70,6 +70,7 @@ def test_yaml_then_overrides_in_order(tmp_path: Path) -> None:
     ("data.labelled=[{path: a}, {path: b, task: [1]}]", "data.labelled[1].task"),
     ("method=magic", "method: Invalid value 'magic'"),
     ("optim.lr", "expected key=value"),
+    ("data.labelled=[a", "unreadable value: while parsing a flow sequence"),  # YAML's error, not a traceback
     ("=3", "expected key=value"),
 ])
 def test_bad_keys_and_types_name_the_key(override: str, names: str) -> None:
