@@ -257,7 +257,7 @@ def eval_(
             typer.secho(f"{ds}: skipped {n} item(s), listed with the reasons in {out}/results.md",
                         fg=typer.colors.YELLOW)
     _echo_results(data)
-    typer.echo(f"wrote {out}/results.json, results.md, iou_vs_clicks.png, overlays/")
+    typer.echo(f"wrote {out}/results.json, instances.json, results.md, iou_vs_clicks.png, overlays/")
 
 
 def _echo_results(data: dict) -> None:

@@ -53,7 +53,7 @@ class TrainChoice:
     iou_head_on_pseudo: bool = False  # loss.iou_head_on_pseudo (official SUM: human labels only)
     task_prompt: str = "every"  # rounds.task_prompt, in training and evaluation (published: every)
     train_task0: bool = False  # optim.train_task0 (published: task 0 fixed at zero)
-    max_mask_uncertainty: float | None = None  # data.max_mask_uncertainty: sum's pseudo-labels of higher mean U left out
+    max_mask_uncertainty: float | None = None  # data.max_mask_uncertainty (sum: higher mean U left out)
 
 
 @dataclass(frozen=True)
