@@ -73,12 +73,13 @@ def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
            f"rounds.task_prompt={t.task_prompt}", f"loss.theta={t.theta}", f"loss.resolution={t.loss_resolution}",
            f"loss.iou_head_on_pseudo={str(t.iou_head_on_pseudo).lower()}",
            f"optim.train_task0={str(t.train_task0).lower()}",
-           f"data.max_mask_uncertainty={'null' if t.max_mask_uncertainty is None else t.max_mask_uncertainty}",
            f"optim.lr={t.lr}", f"optim.warmup={t.warmup}", f"optim.steps={t.steps}",
            f"optim.task_lr_mult={t.task_lr_mult}", f"run.out={json.dumps(str(ctx.run_dir(method, seed)))}",
            f"run.seed={seed}", f"run.save_every={max(1, t.steps // 2)}", "run.device=cpu", "run.progress=false"]
     if method != "vanilla":
         out.append(f"data.pseudo_labels={json.dumps(str(ctx.store))}")
+    if method in ("sum", "sum_no_task") and t.max_mask_uncertainty is not None:  # the methods it changes
+        out.append(f"data.max_mask_uncertainty={t.max_mask_uncertainty}")
     if method == "refined_labels":
         out.append(f"data.refiner={json.dumps(str(ctx.refiner / 'last.ckpt'))}")
     return out
