@@ -179,3 +179,22 @@ def test_model_names_follow_one_rule() -> None:
     assert model_problems("tiny", None, ("--model", "--checkpoint")) == []
     assert model_problems(None, None, ("--model", "--checkpoint")) == [
         ("--model", "--model may be omitted only with a --checkpoint")]
+
+
+def test_the_same_weights_give_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    # safetensors writes several metadata keys in a varying order; sumseg writes one, so a checkpoint's
+    # bytes are a function of its weights and metadata (a resumed run's files equal an uninterrupted one's)
+    import subprocess
+    import sys
+
+    code = ("import sys; from sumseg import build_model, save_checkpoint; "
+            "save_checkpoint(sys.argv[1], build_model('tiny_foundation'), step=3, config={'a': 1, 'b': [1, 2]})")
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.ckpt")], check=True)
+    assert len({(tmp_path / f"{i}.ckpt").read_bytes() for i in range(3)}) == 1
+    # version 1 files (three header keys, as the shipped tiny_foundation) are still read
+    from sumseg.models.checkpoint import read_meta
+    from sumseg.models.registry import PRETRAINED
+
+    meta = read_meta(PRETRAINED["tiny_foundation"])
+    assert meta is not None and meta.model == "tiny"

@@ -169,9 +169,9 @@ def _rewrite(path: Path, edit_meta: Any = None, edit_tensors: Any = None) -> Pat
         header = dict(f.metadata())
     tensors = load_file(str(path))
     if edit_meta is not None:
-        meta = json.loads(header["sumseg"])
-        edit_meta(meta)
-        header["sumseg"] = json.dumps(meta)
+        packed = json.loads(header["sumseg"])  # {"format", "format_version", "meta"}
+        edit_meta(packed["meta"])
+        header["sumseg"] = json.dumps(packed)
     if edit_tensors is not None:
         edit_tensors(tensors)
     save_file(tensors, str(path), metadata=header)
@@ -257,6 +257,12 @@ def test_float_weight_stored_as_int_and_another_format_version(tmp_path: Path, t
     path.write_bytes(tiny_ckpt.read_bytes())
     with safe_open(str(path), framework="pt") as f:
         header = dict(f.metadata())
-    save_file(load_file(str(path)), str(path), metadata={**header, "format_version": "2"})
-    with pytest.raises(CheckpointError, match=r"v2\.ckpt: sumseg checkpoint format version '2'; this sumseg reads"):
+    packed = json.loads(header["sumseg"])
+    save_file(load_file(str(path)), str(path), metadata={"sumseg": json.dumps({**packed, "format_version": 3})})
+    with pytest.raises(CheckpointError, match=r"v2\.ckpt: sumseg checkpoint format version '3'; this sumseg reads"):
+        load_checkpoint(path)
+    # the three-key layout of version 1 says version 1; another number there is refused too
+    old = {"format": "sumseg-checkpoint", "format_version": "2", "sumseg": json.dumps(packed["meta"])}
+    save_file(load_file(str(path)), str(path), metadata=old)
+    with pytest.raises(CheckpointError, match=r"format version '2'; this sumseg reads versions 1 and 2"):
         load_checkpoint(path)

@@ -1,8 +1,11 @@
 """Checkpoint I/O. Our format: one safetensors file whose header metadata holds JSON.
 
 Weights: ``SumSam.state_dict()`` (``sam.*`` stock keys + ``task_prompts.task_embeddings``).
-Metadata (``__metadata__["sumseg"]``): format, model name, architecture, task ids, step,
-sumseg version and an optional config. Writes are atomic; loading never unpickles code:
+Metadata: one header key, ``__metadata__["sumseg"]``, holding one JSON object — format, format
+version and ``meta`` (model name, architecture, task ids, step, sumseg version, an optional
+config). One key, because safetensors writes several in a varying order: the same weights saved
+twice give the same bytes. Version 1 files (``format``, ``format_version`` and ``sumseg`` as three
+keys, e.g. the shipped ``tiny_foundation``) are read as before. Writes are atomic; loading never unpickles code:
 safetensors for ours, ``torch.load(weights_only=True)`` for official ``.pth`` state dicts.
 """
 
@@ -26,7 +29,7 @@ from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS
 
 FORMAT = "sumseg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one metadata key (reproducible bytes); 1: three keys, still read
 
 
 @dataclass
@@ -60,7 +63,7 @@ def save_checkpoint(
         arch=ARCHS[model.name].to_dict(),
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "sumseg": json.dumps(meta.__dict__)}
+    header = {"sumseg": json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta.__dict__})}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
@@ -70,16 +73,28 @@ def save_checkpoint(
 _META_TYPES: dict[str, type] = {"model": str, "config": dict, "sumseg_version": str, "arch": dict}
 
 
+def _ours(header: Mapping[str, str]) -> bool:
+    """Whether a safetensors header is a sumseg checkpoint's (either layout)."""
+    return header.get("format") == FORMAT if "format" in header else "sumseg" in header
+
+
 def _meta(header: Mapping[str, str], path: Path) -> CheckpointMeta:
     """The checked metadata of a sumseg checkpoint's header: every field of its type, task ids
     distinct and below TASK_ID_LIMIT (an id sizes the task lookup table), a step >= 0."""
-    if header.get("format_version") != str(FORMAT_VERSION):
+    try:
+        packed = None if "format" in header else json.loads(header["sumseg"])
+        if packed is not None and (not isinstance(packed, dict) or packed.get("format") != FORMAT):
+            raise ValueError(f"not an object with format {FORMAT!r}")
+    except (KeyError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: sumseg checkpoint with unreadable metadata: {e}") from e
+    version = str(header.get("format_version")) if packed is None else str(packed.get("format_version"))
+    if version not in ("1", str(FORMAT_VERSION)) or (packed is None) != (version == "1"):
         raise CheckpointError(
-            f"{path}: sumseg checkpoint format version {shown(header.get('format_version'))}; this sumseg "
-            f"reads version {FORMAT_VERSION}"
+            f"{path}: sumseg checkpoint format version {shown(version)}; this sumseg reads versions 1 and "
+            f"{FORMAT_VERSION}"
         )
     try:
-        raw = json.loads(header["sumseg"])
+        raw = json.loads(header["sumseg"]) if packed is None else packed.get("meta")
     except (KeyError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: sumseg checkpoint with unreadable metadata: {e}") from e
     fields = set(CheckpointMeta.__dataclass_fields__)
@@ -139,7 +154,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: damaged safetensors checkpoint (truncated or corrupt): {e}") from e
-        meta = _meta(header, path) if header.get("format") == FORMAT else None
+        meta = _meta(header, path) if _ours(header) else None
         _check_finite(state, path)
         return state, meta
     try:
@@ -167,7 +182,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta | None:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged safetensors checkpoint (truncated or corrupt): {e}") from e
-    return _meta(header, path) if header.get("format") == FORMAT else None
+    return _meta(header, path) if _ours(header) else None
 
 
 def _fingerprint_arch(state: Mapping[str, torch.Tensor]) -> str | None:
