@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from sumseg.metrics.masks import boundary_iou, iou
+from sumseg.models.task_prompts import TaskRounds
 from sumseg.predictor import SumPredictor
 from sumseg.prompts.clicker import Clicker
 from sumseg.prompts.geometry import Box, Click, click_points
@@ -32,9 +33,7 @@ from sumseg.prompts.geometry import mask_box as gt_box
 
 Protocol = Literal["clicks", "box"]
 FirstRound = Literal["oracle", "score", "single"]
-TaskRounds = Literal["every", "first"]
 PROTOCOLS: tuple[str, ...] = ("clicks", "box")
-TASK_ROUNDS: tuple[str, ...] = ("every", "first")
 
 
 @dataclass

@@ -11,6 +11,7 @@ their value and get no gradient — training fixes task 0 (general), the officia
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,8 +19,12 @@ from torch import nn
 from sumseg.errors import ConfigError
 from sumseg.tasks import DEFAULT_TASKS, TASK_NAMES
 
-__all__ = ["DEFAULT_TASKS", "TASK_NAMES", "TaskArg", "TaskPrompts"]
+__all__ = ["DEFAULT_TASKS", "TASK_NAMES", "TASK_ROUNDS", "TaskArg", "TaskPrompts", "TaskRounds"]
 
+
+TaskRounds = Literal["every", "first"]
+"""Interactive rounds that get the task prompt: every prompt-encoder call (published), or round 1 only."""
+TASK_ROUNDS: tuple[str, ...] = ("every", "first")
 
 TaskArg = int | torch.Tensor | None
 """A task for a batch of N prompts: one id for all, a (N,) long tensor of ids, or None (no task prompt)."""
@@ -48,10 +53,6 @@ class TaskPrompts(nn.Module):
         self._fixed.zero_()
         if task_ids:
             self._fixed[self.rows(torch.as_tensor(list(task_ids)), len(task_ids))] = True
-
-    @property
-    def fixed_ids(self) -> tuple[int, ...]:
-        return tuple(t for t, f in zip(self.task_ids, self._fixed.tolist(), strict=True) if f)
 
     def table(self) -> torch.Tensor:
         """(T, C) prompts; the fixed rows detached (they receive a zero gradient)."""

@@ -30,11 +30,11 @@ from torch import Tensor, nn
 
 from sumseg.losses import RoundLoss, mask_iou
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
+from sumseg.models.task_prompts import TaskRounds
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
 
 LOSS_NAMES = ("focal", "dice", "iou")
-TaskRounds = Literal["every", "first"]
 LossResolution = Literal["input", "lowres"]
 
 

@@ -38,6 +38,7 @@ from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
+from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.pseudo_label_store import open_store
@@ -49,7 +50,7 @@ from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
 from sumseg.train.sources import PseudoLabelSource, labelled_records
-from sumseg.train.step import InteractiveStep, LossResolution, TaskRounds
+from sumseg.train.step import InteractiveStep, LossResolution
 
 RUN_FILES = ("last.ckpt", "config.yaml", "config.json", "metrics.jsonl")
 RUN_DIRS = ("state", "tensorboard", "embeddings")
