@@ -29,9 +29,9 @@ from benchmarks.matching import match_rate
 from benchmarks.run import BenchRow
 from sumseg import build_model
 from sumseg.data import encode_image, read_images
-from sumseg.pseudo_label_store import ImageLabels
-from sumseg.pseudo_labels import PseudoLabelSettings, calibrate, label_image
-from sumseg.uncertainty import refine
+from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, label_image
+from sumseg.pipeline.store import ImageLabels
+from sumseg.pipeline.uncertainty import refine
 from tests.test_pseudo_labels import sharpened_tiny, write_images
 
 IMAGES = 2

@@ -37,7 +37,7 @@ from sumseg.prompts.sampler import RoundPrompts
 from sumseg.train.batch import MaskBatch
 from sumseg.train.distributed import Replica
 from sumseg.train.step import LOSS_NAMES, InteractiveStep, input_frame_logits
-from sumseg.train.trainer import build_sources, build_training, make_inputs
+from sumseg.train.train_run import build_sources, build_training, make_inputs
 
 REPLICA = Replica(0, 1, 0, torch.device("cpu"))
 REPS = 5

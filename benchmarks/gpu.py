@@ -669,7 +669,7 @@ def stage_pseudo_labels(run: Run) -> dict[str, Any]:
     from segment_anything import SamAutomaticMaskGenerator
 
     from sumseg.data.embedding_cache import encode_image
-    from sumseg.pseudo_labels import PseudoLabelSettings, calibrate, label_image
+    from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, label_image
 
     s = run.size
     model = _pl_model(s, run.device)
@@ -758,7 +758,7 @@ def stage_interactive_eval(run: Run) -> dict[str, Any]:
     from segment_anything import SamPredictor
 
     from sumseg.evaluate.interactive import Instance, evaluate_instances
-    from sumseg.predictor import SumPredictor
+    from sumseg.models.predictor import SumPredictor
 
     s = run.size
     model = _pl_model(s, run.device)

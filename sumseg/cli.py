@@ -29,8 +29,8 @@ def _fail(err: Exception) -> None:
 
 def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a SumSam (torch imported late)
     """``build_model(model, checkpoint)`` under the rule every command shares, worded with the flags."""
+    from sumseg.model_names import model_problems
     from sumseg.models.checkpoint import build_model
-    from sumseg.models.registry import model_problems
 
     problems = model_problems(model, checkpoint, ("--model", "--checkpoint"))
     if problems:
@@ -69,9 +69,9 @@ def pseudo_label(
 ) -> None:
     """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
     from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
-    from sumseg.pseudo_label_store import Shard
-    from sumseg.pseudo_labels import PseudoLabelSettings
+    from sumseg.pipeline.amg import PseudoLabelSettings
+    from sumseg.pipeline.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
+    from sumseg.pipeline.store import Shard
 
     try:
         settings = PseudoLabelSettings(points_per_side, points_per_batch, iou_thresh, stability_thresh,
@@ -127,7 +127,7 @@ def refiner_train(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings over the YAML")] = None,
 ) -> None:
     """Train the mask-refinement module on human-labelled masks (resumable: rerun to continue)."""
-    from sumseg.refiner import load_refiner_config, train_refiner
+    from sumseg.train.refiner_run import load_refiner_config, train_refiner
 
     done = _run_training(lambda: load_refiner_config(config, overrides or []), train_refiner)
     if done is None:
@@ -154,8 +154,8 @@ def uncertainty(
     """Refiner inference on every pseudo-label → U = |σ(s) − σ(r)| maps beside the labels (resumable)."""
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
-    from sumseg.pseudo_label_store import Shard
-    from sumseg.uncertainty import run_uncertainty
+    from sumseg.pipeline.store import Shard
+    from sumseg.pipeline.uncertainty import run_uncertainty
 
     try:
         part = Shard.parse(shard)
@@ -178,7 +178,7 @@ def train(
 ) -> None:
     """Uncertainty-aware interactive fine-tuning (resumable: rerun the same command to continue)."""
     from sumseg.config import load_config
-    from sumseg.train.trainer import train as run_train
+    from sumseg.train.train_run import train as run_train
 
     done = _run_training(lambda: load_config(config, overrides or []), run_train)
     if done is None:
@@ -198,8 +198,8 @@ def pretrain(
     """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
     from dataclasses import replace
 
-    from sumseg.pretrain import PretrainConfig
-    from sumseg.pretrain import pretrain as run_pretrain
+    from sumseg.train.pretrain_run import PretrainConfig
+    from sumseg.train.pretrain_run import pretrain as run_pretrain
 
     cfg = PretrainConfig(seed=seed)
     cfg = replace(cfg, steps=steps) if steps else cfg

@@ -22,6 +22,7 @@ from omegaconf import MISSING
 
 from sumseg.config_io import load_structured, to_plain
 from sumseg.errors import ConfigError
+from sumseg.model_names import model_problems
 from sumseg.tasks import DEFAULT_TASKS, TASK_ID_LIMIT
 
 
@@ -168,6 +169,8 @@ class TrainConfig:
 
 
 MAX_STEPS = 100_000_000
+DEVICES = ("auto", "cpu", "cuda")
+"""What ``run.device`` and ``--device`` accept."""
 MOVED_KEYS = {"rounds.theta": "loss.theta"}
 """Keys of earlier versions and where they live now (a config that sets one is refused, naming the new key)."""
 NEEDS_PSEUDO = (Method.sum, Method.self_training, Method.refined_labels, Method.sum_no_task)
@@ -286,9 +289,7 @@ def _check_values(cfg: TrainConfig, c: Checker) -> None:
 
 def check_model(m: ModelConfig, c: Checker) -> None:
     """The ``model`` section (``sumseg train`` and ``sumseg refiner train``): the rule every command
-    follows (``sumseg.models.registry.model_problems``: a registry or shipped name, or a checkpoint)."""
-    from sumseg.models.registry import model_problems  # noqa: PLC0415 - `import sumseg.config` imports no torch
-
+    follows (``sumseg.model_names.model_problems``: a registry or shipped name, or a checkpoint)."""
     c.add(model_problems(m.name, m.checkpoint))
     c.require("model.tasks", len(set(m.tasks)) == len(m.tasks) and all(0 <= t < TASK_ID_LIMIT for t in m.tasks),
               f"must be distinct ids in [0, {TASK_ID_LIMIT}), got {m.tasks}")
@@ -310,8 +311,6 @@ def check_optim(o: Any, c: Checker) -> None:
 
 def check_run(run: RunConfig, c: Checker) -> None:
     """The ``run`` section (both commands)."""
-    from sumseg.train.distributed import DEVICES  # noqa: PLC0415
-
     c.number("run.seed", run.seed, 0, 2**63 - 1)
     c.number("run.save_every", run.save_every, 1, MAX_STEPS)
     c.number("run.log_every", run.log_every, 1, MAX_STEPS)

@@ -139,7 +139,7 @@ def _schema(path: tuple[str, ...]) -> type | None:
 
         return TrainConfig
     if path == ("refiner", "train"):
-        from sumseg.refiner import RefinerConfig
+        from sumseg.train.refiner_run import RefinerConfig
 
         return RefinerConfig
     return None
@@ -172,7 +172,7 @@ def load_command_config(cmd: Command, root: Path = REPO) -> Any:
         return None
     from sumseg.config import load_config
     from sumseg.errors import ConfigError
-    from sumseg.refiner import load_refiner_config
+    from sumseg.train.refiner_run import load_refiner_config
 
     load = load_config if cmd.path == ("train",) else load_refiner_config
     try:

@@ -165,8 +165,8 @@ def test_checkpoint_naming_an_unknown_model(tmp_path: Path) -> None:
 
 
 def test_model_names_follow_one_rule() -> None:
-    """build_model, the configs and the CLI share sumseg.models.registry.model_problems."""
-    from sumseg.models.registry import MODEL_CHOICES, PRETRAINED, model_problems
+    """build_model, the configs and the CLI share sumseg.model_names.model_problems."""
+    from sumseg.model_names import MODEL_CHOICES, PRETRAINED, model_problems
 
     assert "tiny_foundation" in MODEL_CHOICES and PRETRAINED["tiny_foundation"].is_file()
     with pytest.raises(ConfigError, match="name must be one of vit_h, .*, tiny_foundation, got 'vit_x'"):
@@ -193,8 +193,8 @@ def test_the_same_weights_give_the_same_bytes_in_every_process(tmp_path: Path) -
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.ckpt")], check=True)
     assert len({(tmp_path / f"{i}.ckpt").read_bytes() for i in range(3)}) == 1
     # version 1 files (three header keys, as the shipped tiny_foundation) are still read
+    from sumseg.model_names import PRETRAINED
     from sumseg.models.checkpoint import read_meta
-    from sumseg.models.registry import PRETRAINED
 
     meta = read_meta(PRETRAINED["tiny_foundation"])
     assert meta is not None and meta.model == "tiny"

@@ -106,7 +106,7 @@ def test_output_and_checkpoint_problems_are_one_line(tmp_path: Path) -> None:
 
 
 def test_model_flags_follow_the_one_rule(tmp_path: Path) -> None:
-    """--model / --checkpoint: the rule of every command (registry.model_problems), worded with the flags."""
+    """--model / --checkpoint: the rule of every command (model_names.model_problems), worded with the flags."""
     base = ["pseudo-label", "--images", str(tmp_path), "--out", str(tmp_path / "pl")]
     for extra, says in [([], "--model may be omitted only with a --checkpoint"),
                         (["--model", "tiny_foundation", "--checkpoint", "x.ckpt"],

@@ -46,7 +46,7 @@ def test_eval_grabcut_and_berkeley_subset(tmp_path: Path) -> None:
     from sumseg.data.dataset import read_dataset
     from sumseg.evaluate.interactive import run_instance
     from sumseg.evaluate.run import iter_instances
-    from sumseg.predictor import SumPredictor
+    from sumseg.models.predictor import SumPredictor
 
     predictor = SumPredictor(build_model("tiny"))
     curves = []
@@ -147,7 +147,7 @@ def test_datasets_with_the_same_name_are_refused(tmp_path: Path) -> None:
 def test_equal_pixels_share_one_encoder_pass_and_overlay_count(tmp_path: Path, monkeypatch) -> None:
     from sumseg.data.dataset import read_dataset
     from sumseg.evaluate.run import EvalSettings, evaluate, iter_instances
-    from sumseg.predictor import SumPredictor
+    from sumseg.models.predictor import SumPredictor
 
     berkeley = read_dataset(BENCHMARKS / "Berkeley")
     keys = {i.name: i.image_key for i in iter_instances(berkeley, None, None)}

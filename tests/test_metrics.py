@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from benchmarks import reference_boundary_iou as reference
-from sumseg.evaluate.metrics import miou_at_k, noc, summarize
 from sumseg.metrics.batched import (
     _boundary_by_shifts,
     _boundary_iou_by_ops,
@@ -19,6 +18,7 @@ from sumseg.metrics.batched import (
     iou_torch,
     mask_boundary_torch,
 )
+from sumseg.metrics.interactive import miou_at_k, noc, summarize
 from sumseg.metrics.masks import boundary_iou, boundary_width, iou, mask_boundary
 
 

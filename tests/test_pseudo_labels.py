@@ -22,11 +22,8 @@ from sumseg.data import encode_image, read_images, read_sa1b, write_world
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.checkpoint import save_checkpoint
-from sumseg.models.sum_sam import ImageFeatures, SumSam
-from sumseg.pseudo_label_decoder import Candidates, decode_grid
-from sumseg.pseudo_label_run import run_pseudo_labels
-from sumseg.pseudo_label_store import Shard, lowres_to_image, open_store
-from sumseg.pseudo_labels import (
+from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
+from sumseg.pipeline.amg import (
     PseudoLabelSettings,
     calibrate,
     grid_points,
@@ -35,6 +32,9 @@ from sumseg.pseudo_labels import (
     score_quantile,
     select_masks,
 )
+from sumseg.pipeline.amg_decoder import Candidates, decode_grid
+from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
+from sumseg.pipeline.store import Shard, open_store
 
 GRID = 8
 QUANTILES = {"pred_iou_thresh": "q0.6", "stability_score_thresh": "q0.4"}
@@ -344,8 +344,9 @@ def test_embedding_cache_is_filled_and_reused(tmp_path: Path, sharp: SumSam, ima
 
 
 def test_empty_mask_stability_is_stored_as_zero(tmp_path: Path) -> None:
-    from sumseg.data.checks import load_json
-    from sumseg.pseudo_label_store import IMAGE_FORMAT, StoreEntry, read_tensors, write_image
+    from sumseg.checks import load_json
+    from sumseg.pipeline.store import IMAGE_FORMAT, StoreEntry, write_image
+    from sumseg.tensor_files import read_tensors
 
     cand, points = _cand([np.full((64, 64), -5.0)], [0.9])  # nothing above -1: stability 0/0
     labels, _ = _select(cand, points, stab=0.0)  # a threshold <= 0 keeps it, as the stock generator does
@@ -361,7 +362,7 @@ def test_thresholds_that_keep_almost_nothing_are_warned_about(tmp_path: Path, ch
     from typer.testing import CliRunner
 
     from sumseg.cli import app
-    from sumseg.pseudo_label_run import few_masks_warning, summarise
+    from sumseg.pipeline.pseudo_label_run import few_masks_warning, summarise
 
     res = CliRunner().invoke(app, ["pseudo-label", "--checkpoint", str(checkpoint), "--images", str(images),
                                    "--out", str(tmp_path / "pl"), "--points-per-side", str(GRID), "--no-progress"])

@@ -16,25 +16,17 @@ from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
 from sumseg.losses import sum_loss
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
+from sumseg.models.refiner import frozen_copy, trainable_parameters
 from sumseg.models.sum_sam import SumSam
+from sumseg.pipeline.store import ImageLabels
+from sumseg.pipeline.uncertainty import refine
 from sumseg.prompts.geometry import mask_box
-from sumseg.pseudo_label_store import ImageLabels
-from sumseg.refiner import (
-    RefinerStep,
-    draw_points,
-    frozen_copy,
-    gate,
-    load_refiner_config,
-    refiner_inputs,
-    refiner_run,
-    train_refiner,
-    trainable_parameters,
-)
 from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.data import LabelledSource, draw_samples
 from sumseg.train.distributed import Replica
 from sumseg.train.loop import run_loop
-from sumseg.uncertainty import refine
+from sumseg.train.refiner_run import load_refiner_config, refiner_run, train_refiner
+from sumseg.train.refiner_step import RefinerStep, draw_points, gate, refiner_inputs
+from sumseg.train.schedule import LabelledSource, draw_samples
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,11 @@ from sumseg.cli import app
 from sumseg.config import load_config
 from sumseg.errors import ConfigError, DataError
 from sumseg.outputs import OutputError
-from sumseg.pseudo_label_store import UNCERTAINTY_FORMAT, read_tensors, save_tensors
+from sumseg.pipeline.store import UNCERTAINTY_FORMAT
+from sumseg.tensor_files import read_tensors, save_tensors
 from sumseg.train.distributed import Replica
 from sumseg.train.loop import run_lock
-from sumseg.train.trainer import build_training, train
+from sumseg.train.train_run import build_training, train
 from tests.train_fixtures import overrides, world_and_store, write_store
 
 CPU = Replica(0, 1, 0, torch.device("cpu"))

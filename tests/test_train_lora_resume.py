@@ -12,10 +12,10 @@ import torch
 from sumseg.config import load_config
 from sumseg.errors import DataError
 from sumseg.models.checkpoint import read_checkpoint
-from sumseg.pseudo_label_store import open_store
-from sumseg.train.data import image_at, slot_source
+from sumseg.pipeline.store import open_store
+from sumseg.train.schedule import image_at, slot_source
 from sumseg.train.sources import PseudoLabelSource
-from sumseg.train.trainer import train
+from sumseg.train.train_run import train
 from tests.train_fixtures import overrides, world_and_store
 
 HALF = Fraction(1, 2)

@@ -13,10 +13,10 @@ from sumseg.config import load_config
 from sumseg.models.sum_sam import SumSam
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
-from sumseg.train.data import step_generator
 from sumseg.train.distributed import Replica
+from sumseg.train.schedule import step_generator
 from sumseg.train.step import InteractiveStep
-from sumseg.train.trainer import build_training, train
+from sumseg.train.train_run import build_training, train
 from tests.train_fixtures import overrides, world_and_store
 
 CPU = Replica(0, 1, 0, torch.device("cpu"))

@@ -15,11 +15,11 @@ from sumseg import build_model
 from sumseg.config import load_config
 from sumseg.errors import DataError
 from sumseg.models.checkpoint import save_checkpoint
-from sumseg.pseudo_label_store import open_store
-from sumseg.train.data import LabelledSource, draw_mixed, draw_samples, slot_source
+from sumseg.pipeline.store import open_store
 from sumseg.train.distributed import Replica
+from sumseg.train.schedule import LabelledSource, draw_mixed, draw_samples, slot_source
 from sumseg.train.sources import PseudoLabelSource
-from sumseg.train.trainer import build_training, train
+from sumseg.train.train_run import build_training, train
 from tests.train_fixtures import overrides, world_and_store
 
 CPU = Replica(0, 1, 0, torch.device("cpu"))
@@ -158,7 +158,7 @@ def test_pseudo_labels_of_high_mean_u_are_left_out(data: tuple[Path, Path, Path]
     with pytest.raises(DataError, match="no pseudo-label has a mean U"):
         PseudoLabelSource(store, 6, 256, "maps", max_mask_u=values[0] / 2)
     # the config key reaches the trainer's source (methods with U maps only)
-    from sumseg.train.trainer import build_sources
+    from sumseg.train.train_run import build_sources
 
     for method, filtered in (("sum", True), ("self_training", False)):
         cfg = config(data, "filtered", f"data.max_mask_uncertainty={cut}", f"method={method}")

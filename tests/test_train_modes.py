@@ -14,7 +14,7 @@ from sumseg.evaluate.run import EvalSettings, evaluate
 from sumseg.models.checkpoint import read_checkpoint
 from sumseg.train.distributed import Replica
 from sumseg.train.lora import MergedSaver, is_adapter, lora_layers
-from sumseg.train.trainer import build_training, train
+from sumseg.train.train_run import build_training, train
 from tests.train_fixtures import overrides, world_and_store
 
 CPU = Replica(0, 1, 0, torch.device("cpu"))

@@ -18,10 +18,11 @@ from sumseg.data import encode_image, read_sa1b
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.checkpoint import save_checkpoint
 from sumseg.models.sum_sam import SumSam
-from sumseg.pseudo_label_run import run_pseudo_labels
-from sumseg.pseudo_label_store import Shard, open_store, save_tensors
-from sumseg.pseudo_labels import PseudoLabelSettings
-from sumseg.uncertainty import quantise, refine, run_uncertainty, uncertainty_map
+from sumseg.pipeline.amg import PseudoLabelSettings
+from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
+from sumseg.pipeline.store import Shard, open_store
+from sumseg.pipeline.uncertainty import quantise, refine, run_uncertainty, uncertainty_map
+from sumseg.tensor_files import save_tensors
 from tests.test_pseudo_labels import sharpened_tiny, write_images
 
 SETTINGS = {"points_per_side": 8, "pred_iou_thresh": "q0.6", "stability_score_thresh": "q0.4"}

@@ -18,21 +18,20 @@ import torch.nn.functional as F
 from sumseg.data.coco import read_coco
 from sumseg.data.rle import encode
 from sumseg.data.synthetic_world import SPLITS, write_world
-from sumseg.prompts.geometry import tight_boxes
-from sumseg.pseudo_label_store import (
+from sumseg.models.sum_sam import input_size
+from sumseg.pipeline.store import (
     FORMAT,
     UNCERTAINTY_FORMAT,
     VERSION,
     ImageLabels,
     Shard,
     StoreEntry,
-    file_digest,
     image_stem,
-    input_size,
-    save_tensors,
     write_image,
     write_index,
 )
+from sumseg.prompts.geometry import tight_boxes
+from sumseg.tensor_files import file_digest, save_tensors
 
 IMAGE_SIZE = 256  # the tiny model's input S
 LOWRES = IMAGE_SIZE // 4

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from pycocotools import mask as mask_utils
 
-from sumseg.data import rle as rle_utils
-from sumseg.data.checks import (
+from sumseg.checks import (
     check_flag,
     check_image_size,
     check_int,
@@ -29,6 +28,7 @@ from sumseg.data.checks import (
     require_size,
     shown,
 )
+from sumseg.data import rle as rle_utils
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sumseg.data.checks import load_json
+from sumseg.checks import load_json
 from sumseg.data.coco import is_coco_doc, read_coco
 from sumseg.data.folder import read_mask_folder
 from sumseg.data.images import is_image_file

@@ -54,7 +54,7 @@ from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from sumseg.atomic import atomic_path
-from sumseg.data.checks import load_json
+from sumseg.checks import load_json
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sumseg.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import check_not_empty, check_same_size, check_task, check_values
 from sumseg.data.images import image_size, is_image_file, load_label, mask_levels
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
 from sumseg.errors import DataError

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from sumseg.data.checks import PIXEL_LIMIT_ENV, check_pixels, max_image_pixels
+from sumseg.checks import PIXEL_LIMIT_ENV, check_pixels, max_image_pixels
 from sumseg.errors import DataError, SumsegError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -116,7 +116,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
 
     Gray, gray+alpha, palette, RGBA (alpha dropped), CMYK and 16-bit files are converted.
     Raises :class:`DataError` naming the file when it is missing, unreadable, truncated, or has
-    more pixels than :func:`~sumseg.data.checks.max_image_pixels` (checked before decoding).
+    more pixels than :func:`~sumseg.checks.max_image_pixels` (checked before decoding).
     """
     path = Path(path)
     with _opened(path, "image") as im:

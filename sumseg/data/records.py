@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sumseg.checks import check_image_size
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import check_image_size
 from sumseg.data.images import load_rgb
 from sumseg.data.rle import Rle
 from sumseg.errors import DataError

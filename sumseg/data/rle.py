@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sumseg.data.checks import is_int, is_real, shown
+from sumseg.checks import is_int, is_real, shown
 
 Rle = dict[str, Any]
 OUTLINE_PER_SIDE = 64  # polygon outline allowed: 64·(H + W) pixels ...

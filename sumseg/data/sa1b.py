@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sumseg.data.checks import check_image_size, check_task, load_json, require, require_id, require_size, shown
+from sumseg.checks import check_image_size, check_task, load_json, require, require_id, require_size, shown
 from sumseg.data.coco import segmentation_rle
 from sumseg.data.images import image_size
 from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport

@@ -31,8 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sumseg.atomic import atomic_path
+from sumseg.checks import load_json
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import load_json
 from sumseg.data.synthetic import Scene, render_scene, scene_rng
 from sumseg.errors import ConfigError, DataError
 from sumseg.outputs import output_dir

@@ -16,8 +16,8 @@ from pathlib import Path
 from sumseg.atomic import atomic_path
 from sumseg.demo.settings import FOUNDATION, GENERAL_SET, DemoSettings
 from sumseg.errors import ConfigError
-from sumseg.pseudo_label_store import file_digest
 from sumseg.tasks import TASK_NAMES
+from sumseg.tensor_files import file_digest
 
 FREE = ("seeds", "methods")  # settings a rerun may change: each run's results do not depend on them
 EVAL_DONE = "model.json"  # beside results.json: the digest of the checkpoint that was evaluated

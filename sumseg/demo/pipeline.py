@@ -40,7 +40,7 @@ class DemoResult:
 
 def default_foundation() -> Path:
     """The shipped ``tiny_foundation`` weights."""
-    from sumseg.models.checkpoint import PRETRAINED
+    from sumseg.model_names import PRETRAINED
 
     return PRETRAINED["tiny_foundation"]
 

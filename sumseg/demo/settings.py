@@ -26,7 +26,7 @@ GENERAL_SET = "general"
 
 @dataclass(frozen=True)
 class PseudoLabelChoice:
-    """``sumseg pseudo-label``'s settings for the demo (sumseg.pseudo_labels.PseudoLabelSettings fields)."""
+    """``sumseg pseudo-label``'s settings for the demo (sumseg.pipeline.amg.PseudoLabelSettings fields)."""
 
     points_per_side: int = 12
     pred_iou_thresh: str = "q0.6"

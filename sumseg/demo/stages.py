@@ -15,8 +15,8 @@ def pseudo_labels(ctx: Ctx) -> str:
     """The foundation's automatic-mask-generator pseudo-labels of the unlabelled split."""
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
-    from sumseg.pseudo_label_run import run_pseudo_labels
-    from sumseg.pseudo_labels import PseudoLabelSettings
+    from sumseg.pipeline.amg import PseudoLabelSettings
+    from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
 
     p = ctx.settings.pseudo
     settings = PseudoLabelSettings(points_per_side=p.points_per_side, pred_iou_thresh=p.pred_iou_thresh,
@@ -33,7 +33,7 @@ def pseudo_labels(ctx: Ctx) -> str:
 
 def refiner(ctx: Ctx) -> str:
     """The refiner, trained on the tasks' labelled splits (its own embedding cache: other jobs run alongside)."""
-    from sumseg.refiner import load_refiner_config, train_refiner
+    from sumseg.train.refiner_run import load_refiner_config, train_refiner
 
     s = ctx.settings
     cfg = load_refiner_config(None, [
@@ -54,7 +54,7 @@ def uncertainty(ctx: Ctx) -> str:
     """U = |σ(s) − σ(r)| for every pseudo-label, and the overlays the report shows."""
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
-    from sumseg.uncertainty import run_uncertainty
+    from sumseg.pipeline.uncertainty import run_uncertainty
 
     net = build_model(None, ctx.refiner / "last.ckpt")
     s = run_uncertainty(net, ctx.store, show=ctx.settings.uncertainty_examples,
@@ -88,7 +88,7 @@ def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
 def finetune(ctx: Ctx, method: str, seed: int) -> str:
     """One fine-tuning run from the foundation (decoder mode on cached embeddings)."""
     from sumseg.config import load_config
-    from sumseg.train.trainer import train
+    from sumseg.train.train_run import train
 
     row = train(load_config(None, train_overrides(ctx, method, seed)))
     if not row:

@@ -15,7 +15,8 @@ import numpy as np
 
 from sumseg.data.synthetic import render_scene, scene_rng
 from sumseg.errors import DataError
-from sumseg.pseudo_label_store import PseudoLabelStore, lowres_to_image, open_store
+from sumseg.models.sum_sam import lowres_to_image
+from sumseg.pipeline.store import PseudoLabelStore, open_store
 
 WRONG_IOU = 0.5
 

@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 
 from sumseg.metrics.masks import boundary_iou, iou
+from sumseg.models.predictor import SumPredictor
 from sumseg.models.task_prompts import TaskRounds
-from sumseg.predictor import SumPredictor
 from sumseg.prompts.clicker import Clicker
 from sumseg.prompts.geometry import Box, Click, click_points
 from sumseg.prompts.geometry import mask_box as gt_box

@@ -20,7 +20,7 @@ import numpy as np
 from sumseg.atomic import atomic_path
 from sumseg.data.records import SkipReport
 from sumseg.evaluate.interactive import Instance, InstanceResult
-from sumseg.evaluate.metrics import InteractiveSummary, summarize
+from sumseg.metrics.interactive import InteractiveSummary, summarize
 from sumseg.outputs import OutputError
 
 Results = dict[str, dict[str, list[InstanceResult]]]

@@ -16,10 +16,10 @@ from sumseg.data.records import Dataset, SkipReport
 from sumseg.errors import ConfigError, DataError
 from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
 from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES, Results, overlay, overlay_name, write_report
+from sumseg.models.predictor import SumPredictor
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TASK_ROUNDS, TaskRounds
 from sumseg.outputs import output_dir
-from sumseg.predictor import SumPredictor
 
 BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
 

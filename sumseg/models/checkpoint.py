@@ -22,9 +22,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sumseg.atomic import atomic_path
-from sumseg.data.checks import check_int, check_task_ids, shown
+from sumseg.checks import check_int, check_task_ids, shown
 from sumseg.errors import CheckpointError, ConfigError
-from sumseg.models.registry import ARCHS, PRETRAINED, build_sam, model_problems
+from sumseg.model_names import PRETRAINED, model_problems
+from sumseg.models.registry import ARCHS, build_sam
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS
 
@@ -45,7 +46,7 @@ class CheckpointMeta:
 
 
 def _version() -> str:
-    from sumseg import __version__
+    from sumseg.version import __version__
 
     return __version__
 
@@ -236,9 +237,9 @@ def build_model(
 ) -> SumSam:
     """Build a task-conditioned SAM by registry name, optionally loading weights (eval mode).
 
-    A name in :data:`~sumseg.models.registry.PRETRAINED` (``tiny_foundation``) loads the weights
+    A name in :data:`~sumseg.model_names.PRETRAINED` (``tiny_foundation``) loads the weights
     shipped with sumseg (its own task ids; no checkpoint). ``name`` and ``checkpoint`` follow
-    :func:`~sumseg.models.registry.model_problems` (ConfigError otherwise).
+    :func:`~sumseg.model_names.model_problems` (ConfigError otherwise).
 
     ``checkpoint`` may be an official SAM/HQ-SAM ``.pth`` (a state_dict of ``name``), an
     exported stock file, or a sumseg checkpoint (see :func:`load_checkpoint`).

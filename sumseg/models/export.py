@@ -133,7 +133,7 @@ def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -
     """
     from segment_anything import SamPredictor
 
-    from sumseg.predictor import SumPredictor
+    from sumseg.models.predictor import SumPredictor
 
     ours, stock = SumPredictor(model, task=task), SamPredictor(stock_sam.eval())
     ours.set_image(image)

@@ -12,13 +12,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import segment_anything.modeling
 import torch
 from segment_anything.modeling import Sam
 
 from sumseg.errors import ConfigError
+from sumseg.model_names import MODEL_NAMES
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -60,38 +60,8 @@ ARCHS: dict[str, SamArch] = {
     "hq_vit_b": replace(_VIT_B, hq=True),
     "hq_tiny": replace(_TINY, hq=True),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(ARCHS)
-PRETRAINED: dict[str, Path] = {
-    # the tiny foundation model trained by `sumseg pretrain` (docs/tiny-foundation.md), a sumseg checkpoint
-    "tiny_foundation": Path(__file__).resolve().parent.parent / "assets" / "tiny_foundation.safetensors",
-}
-"""Weights shipped inside the package, by name: a name here goes wherever a registry name does
-(``--model``, ``model.name``, ``build_model``), with no checkpoint."""
-ARCHS_OF: dict[str, str] = {"tiny_foundation": "tiny"}
-"""The registry architecture of each shipped name."""
-MODEL_CHOICES: tuple[str, ...] = (*MODEL_NAMES, *PRETRAINED)
-
-
-def model_problems(name: str | None, checkpoint: object,
-                   keys: tuple[str, str] = ("model.name", "model.checkpoint")) -> list[tuple[str, str]]:
-    """What is wrong with a (model name, checkpoint) pair: (key, message) per problem, [] when fine.
-
-    The one rule of every command (``sumseg train``, ``refiner train``, ``pseudo-label``, ``eval``,
-    ``build_model``): the name is a registry name or a shipped one (:data:`PRETRAINED`); it may be
-    left out only with a checkpoint (a sumseg checkpoint names its model); a shipped name takes no
-    checkpoint. ``keys`` are how the caller spells the two (``--model``, ``--checkpoint``).
-    """
-    name_key, ckpt_key = keys
-    left_out = "null" if "." in name_key else "omitted"
-    if name is not None and name not in MODEL_CHOICES:
-        return [(name_key, f"{name_key} must be one of {', '.join(MODEL_CHOICES)}, got {name!r}")]
-    if name is None and checkpoint is None:
-        return [(name_key, f"{name_key} may be {left_out} only with a {ckpt_key}")]
-    if name in PRETRAINED and checkpoint is not None:
-        return [(ckpt_key, f"{ckpt_key} must be {left_out} with {name_key} {name} (that name loads the weights "
-                           f"shipped with sumseg); for weights of your own give {name_key} {ARCHS_OF[name]} "
-                           "or leave it out")]
-    return []
+if set(ARCHS) != set(MODEL_NAMES):  # pragma: no cover - the two tables are edited together
+    raise RuntimeError("sumseg.model_names.MODEL_NAMES must list the registry's architectures")
 
 
 def official_builder(name: str) -> Callable[..., Sam]:

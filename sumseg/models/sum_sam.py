@@ -174,3 +174,24 @@ class SumSam(nn.Module):
     ) -> torch.Tensor:
         """Low-res logits (N, M, 4h, 4w) → logits at the original image size (N, M, H, W)."""
         return self.sam.postprocess_masks(low_res, input_size, original_size)
+
+
+def input_size(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """(h, w) of the image inside the S×S model input: ResizeLongestSide's rounding, no padding."""
+    scale = image_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def lowres_to_image(maps: torch.Tensor, image_size: int, hw: tuple[int, int]) -> torch.Tensor:
+    """(K, L, L) low-res maps → (K, H, W) in image pixels: exactly ``Sam.postprocess_masks``.
+
+    Bilinear to S×S, crop the resized image's (h, w), bilinear to the original (H, W) — skipped when
+    (h, w) = (H, W): bilinear resampling to the same size is the identity (exactly).
+    """
+    x = torch.nn.functional.interpolate(maps[:, None].float(), (image_size, image_size), mode="bilinear",
+                                        align_corners=False)
+    h, w = input_size(hw[0], hw[1], image_size)
+    x = x[..., :h, :w]
+    if (h, w) != tuple(hw):
+        x = torch.nn.functional.interpolate(x, hw, mode="bilinear", align_corners=False)
+    return x[:, 0]

@@ -22,9 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sumseg.config import DEVICES
 from sumseg.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

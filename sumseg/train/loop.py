@@ -5,7 +5,7 @@ whose ``forward`` is one whole step and returns a dict of named scalar losses; `
 minimised) and an *inputs* function that builds the arguments of that ``forward`` for one call;
 it runs the calls (under ``torchrun``, in DDP), the backward passes and the updates.
 
-Every call's randomness is a function of (seed, draw, rank) (see :mod:`sumseg.train.data`; the
+Every call's randomness is a function of (seed, draw, rank) (see :mod:`sumseg.train.schedule`; the
 global torch generator is re-seeded from the same triple before each call), so resuming needs
 only the weights, the optimiser, the schedule and the loss scale — and a resumed run equals an
 uninterrupted one bit for bit (on CPU; on a GPU as far as its kernels are deterministic).

@@ -1,7 +1,7 @@
 """The trainer's image sources: human-labelled sets and the pseudo-label store.
 
 A source yields :class:`~sumseg.train.batch.MaskSample` s (one image, up to K masks) for
-:func:`~sumseg.train.data.draw_mixed`. Human labels have c ≡ 1 (``confidence=None``). A
+:func:`~sumseg.train.schedule.draw_mixed`. Human labels have c ≡ 1 (``confidence=None``). A
 pseudo-labelled image gives task 0 (general) masks and, by method:
 
 - ``confidence="maps"`` (sum): c = 1 − U from the store's U maps (the low-res (L, L) frame
@@ -11,7 +11,7 @@ pseudo-labelled image gives task 0 (general) masks and, by method:
   mask with high mean U;
 - ``confidence=None`` (self-training, refined labels): c ≡ 1;
 - with a ``refiner`` (refined labels): the targets are the refiner's masks σ(r) > 0.5, r computed
-  on the fly by :func:`sumseg.uncertainty.refine` (the very computation ``sumseg uncertainty``
+  on the fly by :func:`sumseg.pipeline.uncertainty.refine` (the very computation ``sumseg uncertainty``
   compares s against), upsampled to the image as SAM's ``postprocess_masks`` does.
 """
 
@@ -26,12 +26,12 @@ from sumseg.config import LabelledSet
 from sumseg.data.dataset import read_dataset
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
-from sumseg.models.sum_sam import SumSam
-from sumseg.pseudo_label_run import image_features
-from sumseg.pseudo_label_store import ImageLabels, PseudoLabelStore, lowres_to_image
+from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.pipeline.pseudo_label_run import image_features
+from sumseg.pipeline.store import ImageLabels, PseudoLabelStore
+from sumseg.pipeline.uncertainty import refine
 from sumseg.tasks import GENERAL
 from sumseg.train.batch import MaskSample
-from sumseg.uncertainty import refine
 
 
 def labelled_records(sets: Sequence[LabelledSet], known_tasks: Sequence[int]) -> list[ImageRecord]:

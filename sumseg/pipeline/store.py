@@ -28,14 +28,13 @@ from urllib.parse import quote
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from sumseg.atomic import atomic_path
+from sumseg.checks import load_json
 from sumseg.data import rle as rle_utils
-from sumseg.data.checks import load_json
 from sumseg.data.records import ImageRecord, MaskRecord
 from sumseg.errors import ConfigError, DataError
+from sumseg.tensor_files import file_digest, read_tensors, save_tensors
 
 FORMAT = "sumseg-pseudo-labels"
 IMAGE_FORMAT = "sumseg-pseudo-label-image"
@@ -43,27 +42,6 @@ UNCERTAINTY_FORMAT = "sumseg-uncertainty"
 VERSION = 1
 LOGIT_CLIP = 1.0e4  # logits are clipped to ±LOGIT_CLIP before the float16 cast (float16 max is 65504)
 AREA_BINS = (0.0, 0.001, 0.01, 0.1, 0.5, 1.0001)  # mask area / image area; the summary's histogram
-
-
-def input_size(height: int, width: int, image_size: int) -> tuple[int, int]:
-    """(h, w) of the image inside the S×S model input: ResizeLongestSide's rounding, no padding."""
-    scale = image_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def lowres_to_image(maps: torch.Tensor, image_size: int, hw: tuple[int, int]) -> torch.Tensor:
-    """(K, L, L) low-res maps → (K, H, W) in image pixels: exactly ``Sam.postprocess_masks``.
-
-    Bilinear to S×S, crop the resized image's (h, w), bilinear to the original (H, W) — skipped when
-    (h, w) = (H, W): bilinear resampling to the same size is the identity (exactly).
-    """
-    x = torch.nn.functional.interpolate(maps[:, None].float(), (image_size, image_size), mode="bilinear",
-                                        align_corners=False)
-    h, w = input_size(hw[0], hw[1], image_size)
-    x = x[..., :h, :w]
-    if (h, w) != tuple(hw):
-        x = torch.nn.functional.interpolate(x, hw, mode="bilinear", align_corners=False)
-    return x[:, 0]
 
 
 @dataclass(frozen=True)
@@ -136,44 +114,6 @@ def image_stem(image_id: str) -> str:
     if len(stem) > 120:
         stem = stem[:80] + "-" + hashlib.blake2b(image_id.encode(), digest_size=10).hexdigest()
     return stem
-
-
-def state_fingerprint(module: torch.nn.Module) -> str:
-    """Hex blake2b-160 of a module's state_dict (names, shapes, dtypes, bytes)."""
-    h = hashlib.blake2b(digest_size=20)
-    for name, t in sorted(module.state_dict().items()):
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Hex blake2b-128 of a file's bytes."""
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a safetensors file atomically; ``meta`` goes in as ONE JSON string (key order is then fixed,
-    so equal content gives equal bytes: safetensors does not keep the order of several metadata keys)."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"sumseg": json.dumps(meta, sort_keys=True)})
-
-
-def read_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a file written by :func:`save_tensors` whose metadata says ``format == fmt``."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (the store is incomplete; rerun the command that writes it)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(header.get("sumseg", "{}"))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise DataError(f"{path}: unreadable safetensors file (truncated or corrupt): {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise DataError(f"{path}: not a {fmt} file (no sumseg metadata saying so)")
-    return tensors, meta
 
 
 def _tensor(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], path: Path) -> torch.Tensor:

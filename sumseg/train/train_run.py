@@ -40,15 +40,15 @@ from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
+from sumseg.pipeline.store import open_store
 from sumseg.prompts.sampler import UncertaintySampler
-from sumseg.pseudo_label_store import open_store
 from sumseg.tasks import GENERAL
 from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.data import LabelledSource, MaskSource, draw_mixed, step_generator
 from sumseg.train.distributed import Replica, barrier, setup
 from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
+from sumseg.train.schedule import LabelledSource, MaskSource, draw_mixed, step_generator
 from sumseg.train.sources import PseudoLabelSource, labelled_records
 from sumseg.train.step import InteractiveStep, LossResolution
 

@@ -11,7 +11,7 @@ drop masks with area ≥ ``max_area_ratio``·H·W or < ``min_area_ratio``·H·W,
 ``min_mask_region_area=0``).
 
 Where the time goes differently: the predicted IoU is scored before any mask logits are made
-(:mod:`sumseg.pseudo_label_decoder`), and only the candidates that pass it are upsampled to the
+(:mod:`sumseg.pipeline.amg_decoder`), and only the candidates that pass it are upsampled to the
 image's resolution. A threshold may be a quantile of the model's own scores (``"q0.7"``),
 resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels.md).
 """
@@ -31,9 +31,9 @@ from torchvision.ops import batched_nms
 
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
-from sumseg.models.sum_sam import SumSam
-from sumseg.pseudo_label_decoder import Candidates, decode_grid
-from sumseg.pseudo_label_store import AREA_BINS, ImageLabels, lowres_to_image
+from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.pipeline.amg_decoder import Candidates, decode_grid
+from sumseg.pipeline.store import AREA_BINS, ImageLabels
 
 Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")
 FeatureFn = Callable[[int], tuple[torch.Tensor, tuple[int, int]]]  # position → ((1, C, h, w), (H, W))

@@ -24,22 +24,11 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from sumseg.atomic import atomic_path
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
-from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
 from sumseg.outputs import check_output_dir, folder_lock
-from sumseg.pseudo_label_run import image_features
-from sumseg.pseudo_label_store import (
-    UNCERTAINTY_FORMAT,
-    VERSION,
-    ImageLabels,
-    PseudoLabelStore,
-    Shard,
-    file_digest,
-    lowres_to_image,
-    open_store,
-    read_tensors,
-    save_tensors,
-    state_fingerprint,
-)
+from sumseg.pipeline.pseudo_label_run import image_features
+from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
+from sumseg.tensor_files import file_digest, read_tensors, save_tensors, state_fingerprint
 
 QUANTISATION = "uint8 = round(255 * U); |error| <= 1/510"
 

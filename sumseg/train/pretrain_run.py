@@ -19,9 +19,9 @@ from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.data import LabelledSource, MaskSource, draw_samples, step_generator
 from sumseg.train.distributed import Replica, barrier, setup
 from sumseg.train.loop import InputFn, LoopConfig, run_loop
+from sumseg.train.schedule import LabelledSource, MaskSource, draw_samples, step_generator
 from sumseg.train.step import InteractiveStep
 
 

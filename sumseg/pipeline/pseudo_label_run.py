@@ -27,7 +27,8 @@ from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_dir, folder_lock
-from sumseg.pseudo_label_store import (
+from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, calibration_positions, label_image
+from sumseg.pipeline.store import (
     AREA_BINS,
     FORMAT,
     VERSION,
@@ -37,11 +38,10 @@ from sumseg.pseudo_label_store import (
     open_store,
     read_entry,
     read_meta,
-    state_fingerprint,
     write_image,
     write_index,
 )
-from sumseg.pseudo_labels import PseudoLabelSettings, calibrate, calibration_positions, label_image
+from sumseg.tensor_files import state_fingerprint
 
 INDEX_EVERY = 16  # images between index rewrites (the index is a summary; the per-image JSONs are the truth)
 

@@ -1,0 +1,43 @@
+"""The refiner's model side (DESIGN §1, docs/refiner.md): the frozen twin that shares the refiner's
+image encoder, and the set of parameters a refiner trains (prompt encoder + mask decoder)."""
+
+from __future__ import annotations
+
+import copy
+
+from segment_anything.modeling import Sam
+from torch import Tensor, nn
+
+from sumseg.models.sum_sam import SumSam
+
+
+class _SharedEncoder(nn.Module):
+    """The frozen twin's image encoder slot: the twin reads the refiner's embeddings instead."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, images: Tensor) -> Tensor:
+        raise RuntimeError("the frozen twin has no image encoder: give it the refiner's embeddings")
+
+
+def frozen_copy(model: SumSam) -> SumSam:
+    """A frozen copy of ``model``'s prompt encoder, mask decoder and task prompts, without an image
+    encoder of its own (it decodes the embeddings of ``model``'s encoder, which never trains)."""
+    sam = model.sam
+    frozen_sam = Sam(_SharedEncoder(model.image_size), copy.deepcopy(sam.prompt_encoder),  # type: ignore[arg-type]
+                     copy.deepcopy(sam.mask_decoder), pixel_mean=sam.pixel_mean.flatten().tolist(),
+                     pixel_std=sam.pixel_std.flatten().tolist())
+    frozen = SumSam(frozen_sam, model.task_prompts.task_ids, model.name).to(sam.pixel_mean.device).eval()
+    frozen.task_prompts.load_state_dict(model.task_prompts.state_dict())
+    return frozen.requires_grad_(False)
+
+
+def trainable_parameters(refiner: SumSam) -> list[nn.Parameter]:
+    """Freeze everything but the prompt encoder and the mask decoder; return those parameters."""
+    refiner.requires_grad_(False)
+    parts = (refiner.sam.prompt_encoder, refiner.sam.mask_decoder)
+    for part in parts:
+        part.requires_grad_(True)
+    return [p for part in parts for p in part.parameters()]

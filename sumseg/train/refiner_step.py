@@ -1,0 +1,150 @@
+"""One refiner training step (DESIGN §1, docs/refiner.md): a point in each GT mask, the frozen
+foundation's best-of-3 candidate, the IoU gate, the jittered box, the refiner's output and its loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sumseg.losses import mask_iou, sum_loss
+from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
+from sumseg.prompts.geometry import flat_to_xy, tight_boxes
+from sumseg.prompts.sampler import draw_pixels, jitter_boxes
+from sumseg.train.batch import MaskBatch
+
+
+def draw_points(gt: Tensor, ignore: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One point per mask, uniform in ``gt & ~ignore`` ((N, S, S) bool): ((N, 1, 2) xy, (N,) valid)."""
+    flat, valid = draw_pixels(gt & ~ignore, None, generator)
+    return flat_to_xy(flat, gt.shape[2]), valid
+
+
+@dataclass
+class Gated:
+    """The candidate of each mask and the gate's verdict (N masks).
+
+    logits: (N, 1, L, L) low-res logits of the output of best IoU; boxes: (N, 4) float32 inclusive
+    xyxy tight box of that output in the input frame (zeros when empty); iou: (N,) its IoU with the
+    GT; kept: (N,) bool, iou ≥ min_iou and the output is not empty.
+    """
+
+    logits: Tensor
+    boxes: Tensor
+    iou: Tensor
+    kept: Tensor
+
+
+def gate(low: Tensor, gt: Tensor, ignore: Tensor, min_iou: float) -> Gated:
+    """Best-of-M selection and the IoU gate for (N, M, L, L) low-res logits and (N, S, S) GT masks."""
+    n, m = low.shape[:2]
+    size = gt.shape[-1]
+    best_iou = torch.full((n,), -1.0, device=low.device)
+    best = torch.zeros(n, dtype=torch.long, device=low.device)
+    for k in range(m):  # one output at a time: (N, S, S) at full input size is the big tensor
+        up = F.interpolate(low[:, k : k + 1], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        iou = mask_iou(up, gt.float(), ~ignore)
+        better = iou > best_iou
+        best_iou, best = torch.where(better, iou, best_iou), torch.where(better, k, best)
+    logits = low[torch.arange(n, device=low.device), best][:, None]
+    up = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    boxes, non_empty = tight_boxes(up > 0)
+    return Gated(logits, boxes, best_iou, (best_iou >= min_iou) & non_empty)
+
+
+@dataclass
+class RefinerInputs:
+    """The refiner's prompts for N masks (all of them; train on ``kept``).
+
+    mask_input: (N, 1, L, L) frozen logits; boxes: (N, 4) jittered xyxy; points: (N, 1, 2) xy;
+    input_iou: (N,) IoU of the frozen candidate with the GT; kept: (N,) bool.
+    """
+
+    mask_input: Tensor
+    boxes: Tensor
+    points: Tensor
+    input_iou: Tensor
+    kept: Tensor
+
+    def take(self, index: Tensor) -> RefinerInputs:
+        """The inputs of the masks ``index`` ((K,) long)."""
+        return RefinerInputs(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+@torch.no_grad()
+def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
+                   min_iou: float = 0.7, jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> RefinerInputs:
+    """Points, frozen best-of-3 candidates, the gate and jittered boxes for ``batch`` (module docstring).
+
+    Randomness, in this order, from ``generator`` only: the points, then the box jitter.
+    """
+    size = frozen.image_size
+    points, valid = draw_points(batch.gt, batch.ignore, generator)
+    labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
+    no_box = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+    prompts = PromptBatch(batch.image_index, points, labels, torch.zeros(len(points), 4, device=points.device), no_box)
+    low, _ = frozen(features, prompts, None, None, multimask=True)
+    cand = gate(low, batch.gt, batch.ignore, min_iou)
+    boxes = jitter_boxes(cand.boxes, size, size, generator, jitter_ratio, max_jitter)
+    return RefinerInputs(cand.logits, boxes, points, cand.iou, cand.kept & valid)
+
+
+def _kept_mean(values: Tensor, weight: Tensor) -> Tensor:
+    return (values * weight).sum() / weight.sum().clamp(min=1)
+
+
+class RefinerStep(nn.Module):
+    """One refiner training step: batch → ``{"loss", "focal", "dice", "iou", "train_iou", "input_iou",
+    "kept"}`` (what the loop minimises and logs; what DDP wraps).
+
+    The refiner runs on the kept masks only; a step in which nothing passes the gate runs it on one
+    mask with weight 0, so its loss is 0 (zero gradient, the same graph on every rank), not a NaN.
+    ``train_iou`` / ``input_iou``: mean IoU of the refined / frozen mask over the kept masks;
+    ``kept``: the fraction of masks that passed the gate.
+    """
+
+    def __init__(self, refiner: SumSam, frozen: SumSam, min_iou: float = 0.7, jitter_ratio: float = 0.1,
+                 max_jitter: float = 20.0) -> None:
+        super().__init__()
+        self.refiner = refiner
+        self.frozen = frozen
+        self.min_iou = min_iou
+        self.jitter_ratio = jitter_ratio
+        self.max_jitter = max_jitter
+
+    def features(self, batch: MaskBatch) -> ImageFeatures:
+        """Cached embeddings when the batch has them, else one no-grad pass of the frozen encoder."""
+        if batch.embeddings is not None:
+            return ImageFeatures(batch.embeddings)
+        assert batch.images is not None
+        with torch.no_grad():
+            return self.refiner.encode(batch.images)
+
+    def forward(self, batch: MaskBatch, generator: torch.Generator) -> dict[str, Tensor]:
+        features = self.features(batch)
+        inp = refiner_inputs(self.frozen, features, batch, generator, self.min_iou, self.jitter_ratio,
+                             self.max_jitter)
+        sel = inp.kept.nonzero().squeeze(1)
+        if sel.numel() == 0:  # one masked-out mask keeps the graph (and DDP's reduction) whole
+            sel = torch.zeros(1, dtype=torch.long, device=inp.kept.device)
+        used = inp.take(sel)
+        weight = used.kept.float()
+        low, iou = self.refine(features, batch.image_index[sel], used)
+        # human labels: c is 1 or 0 (padding, ignore), so any dice gate in (0, 1) is the same
+        losses = sum_loss(low[:, 0], iou[:, 0], batch.target[sel], batch.confidence_lowres()[sel], theta=0.5)
+        out = {k: _kept_mean(v, weight) for k, v in losses.items()}
+        with torch.no_grad():
+            size = self.refiner.image_size
+            up = F.interpolate(low.detach(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            train_iou = _kept_mean(mask_iou(up, batch.gt[sel].float(), ~batch.ignore[sel]), weight)
+        return {"loss": out["focal"] + out["dice"] + out["iou"], **out, "train_iou": train_iou,
+                "input_iou": _kept_mean(used.input_iou, weight), "kept": inp.kept.float().mean()}
+
+    def refine(self, features: ImageFeatures, image_index: Tensor, inp: RefinerInputs) -> tuple[Tensor, Tensor]:
+        """The refiner's (K, 1, L, L) logits and (K, 1) IoUs for K masks (``image_index`` (K,)): ``inp``'s
+        mask prompt, box and positive point, one output, no task prompt — ``sumseg uncertainty``'s call."""
+        labels = torch.ones(len(image_index), 1, dtype=torch.long, device=image_index.device)
+        prompts = PromptBatch(image_index, inp.points, labels, inp.boxes, labels[:, 0] == 1)
+        return self.refiner(features, prompts, inp.mask_input, None, multimask=False)
