@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
+from benchmarks.fixtures import sharpened_tiny, write_images
 from benchmarks.matching import match_rate
 from benchmarks.run import BenchRow
 from sumseg import build_model
@@ -32,7 +33,6 @@ from sumseg.data import encode_image, read_images
 from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, label_image
 from sumseg.pipeline.store import ImageLabels
 from sumseg.pipeline.uncertainty import refine
-from tests.test_pseudo_labels import sharpened_tiny, write_images
 
 IMAGES = 2
 GRID = 32

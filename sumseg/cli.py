@@ -41,11 +41,6 @@ def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a
 MODEL_HELP = "registry name (vit_b, tiny, ...) or tiny_foundation (shipped weights); optional for a sumseg checkpoint"
 
 
-def _not_built(command: str, issue: str) -> None:
-    typer.secho(f"`sumseg {command}` is not built yet ({issue}).", fg=typer.colors.YELLOW, err=True)
-    raise typer.Exit(2)
-
-
 @app.command("pseudo-label")
 def pseudo_label(
     images: Annotated[Path, typer.Option(help="unlabelled images: an image folder or any readable dataset")],

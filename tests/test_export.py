@@ -15,7 +15,6 @@ from sumseg.models import build_sam
 from sumseg.models.export import (
     ExportVerificationError,
     export_checkpoint,
-    export_state_dict,
     verify_export,
 )
 from sumseg.outputs import OutputError
@@ -41,7 +40,7 @@ def test_tiny_export_round_trip(tmp_path: Path, rgb_image: np.ndarray, task: int
 def test_export_changes_only_the_two_folded_tensors() -> None:
     model = randomise_task_prompts(build_model("tiny"))
     before = {k: v.clone() for k, v in model.sam.state_dict().items()}
-    state = export_state_dict(model, 2)
+    state = model.stock_state_dict(2)
     changed = sorted(k for k in state if not torch.equal(state[k], before[k]))
     assert changed == ["prompt_encoder.mask_downscaling.6.bias", "prompt_encoder.no_mask_embed.weight"]
     assert all(torch.equal(v, before[k]) for k, v in model.sam.state_dict().items())  # model untouched
@@ -53,7 +52,7 @@ def test_export_changes_only_the_two_folded_tensors() -> None:
 def test_hq_export_round_trip(tmp_path: Path, rgb_image: np.ndarray) -> None:
     hq = pytest.importorskip("segment_anything_hq")
     model = randomise_task_prompts(build_model("hq_tiny"))
-    state = export_state_dict(model, 1)
+    state = model.stock_state_dict(1)
     stock = build_sam("hq_tiny", seed=9)
     stock.load_state_dict(state, strict=True)
     a, b = SumPredictor(model, task=1), hq.SamPredictor(stock.eval())
@@ -77,7 +76,7 @@ def test_vit_b_export_round_trip_with_stock_loader(tmp_path: Path) -> None:
 def test_nan_outputs_fail_the_check(rgb_image: np.ndarray) -> None:
     model = randomise_task_prompts(build_model("tiny"))
     stock = build_sam("tiny")
-    stock.load_state_dict(export_state_dict(model, 1), strict=True)
+    stock.load_state_dict(model.stock_state_dict(1), strict=True)
     with torch.no_grad():
         model.task_prompts.task_embeddings[1, 0] = float("nan")  # task 1's outputs become NaN
     diff = verify_export(model, stock, rgb_image, 1)

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.utils.amg import calculate_stability_score
 
+from benchmarks.fixtures import sharpened_tiny, write_images
 from sumseg import build_model
-from sumseg.data import encode_image, read_images, read_sa1b, write_world
+from sumseg.data import encode_image, read_images, read_sa1b
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.checkpoint import save_checkpoint
@@ -39,28 +39,6 @@ from sumseg.pipeline.store import Shard, open_store
 GRID = 8
 QUANTILES = {"pred_iou_thresh": "q0.6", "stability_score_thresh": "q0.4"}
 NO_AREA = {"max_area_ratio": 2.0, "min_area_ratio": 0.0}
-
-
-def sharpened_tiny(scale: float = 50.0) -> SumSam:
-    """The tiny model (seeded random weights) with mask logits scaled up, so stability varies as SAM's does."""
-    model = build_model("tiny")
-    with torch.no_grad():
-        for mlp in model.sam.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(scale)
-    return model
-
-
-def write_images(folder: Path, n: int = 3) -> Path:
-    """``n`` synthetic-world images, the last one cropped to 192×256 (not square), as PNGs in ``folder``."""
-    world = folder.parent / f"{folder.name}_world"
-    sizes = {"pretrain": 0, "task1_train": 0, "task2_train": 0, "task3_train": 0, "task1_test": 0,
-             "task2_test": 0, "task3_test": 0, "general_test": 0, "unlabeled": n}
-    write_world(world, sizes=sizes, workers=1, progress=False)
-    folder.mkdir(parents=True)
-    for i, src in enumerate(sorted((world / "unlabeled" / "images").glob("*.png"))):
-        im = Image.open(src)
-        (im.crop((0, 0, 256, 192)) if i == n - 1 else im).save(folder / f"img{i}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,6 @@ def test_every_method_and_mode_runs(data: tuple[Path, Path, Path], method: str, 
 @pytest.mark.parametrize("train_task0", [False, True])
 def test_task0_stays_zero_through_training_unless_freed(data: tuple[Path, Path, Path], train_task0: bool) -> None:
     # the official zero_token_no_grad: task 0 (the pseudo-labels' task) is the foundation's own prompt path
-    from sumseg.models.export import export_state_dict
 
     cfg = config(data, f"t0_{train_task0}", "mode=decoder", "optim.steps=2", "optim.task_lr_mult=10",
                  f"optim.train_task0={str(train_task0).lower()}")
@@ -124,7 +123,7 @@ def test_task0_stays_zero_through_training_unless_freed(data: tuple[Path, Path, 
     assert bool(prompts.embedding(1).abs().sum() > 0) and bool(prompts.embedding(3).abs().sum() > 0)
     assert bool((prompts.embedding(0) == 0).all()) != train_task0
     if not train_task0:  # exported for task 0, the stock weights are the model's own, bit for bit
-        state = export_state_dict(model, 0)
+        state = model.stock_state_dict(0)
         assert all(torch.equal(v, state[k]) for k, v in model.sam.state_dict().items())
 
 

@@ -101,6 +101,23 @@ def _ann_task(
     return check_task(task, valid, path, where)
 
 
+def _image_records(images: list, path: Path, root: Path, check_images: bool, dataset_split: tuple[str, str],
+                   report: SkipReport, skip_bad: bool) -> tuple[dict[str, ImageRecord], set[str]]:
+    """The records of the ``images`` entries by image id, and the ids of the entries skipped as bad."""
+    records: dict[str, ImageRecord] = {}
+    dropped: set[str] = set()
+    for i, img in enumerate(images):
+        with report.guard(path, skip_bad):
+            rec = _image_record(img, i, path, root, check_images)
+            if rec.image_id in records:
+                raise DataError(f"{path}: images[{i}] has duplicate image id {rec.image_id!r}")
+            rec.dataset, rec.split = dataset_split
+            records[rec.image_id] = rec
+        if isinstance(img, dict) and "id" in img and str(img["id"]) not in records:
+            dropped.add(str(img["id"]))  # skipped (and reported) above: its annotations go with it
+    return records, dropped
+
+
 def read_coco(
     json_path: str | Path,
     image_root: str | Path | None = None,
@@ -134,17 +151,7 @@ def read_coco(
     split = split or (path.parent.name if per_split else path.stem)
     dataset = dataset or (path.resolve().parent.parent.name if per_split else path.stem)
     report = SkipReport()
-    records: dict[str, ImageRecord] = {}
-    dropped: set[str] = set()
-    for i, img in enumerate(images):
-        with report.guard(path, skip_bad):
-            rec = _image_record(img, i, path, root, check_images)
-            if rec.image_id in records:
-                raise DataError(f"{path}: images[{i}] has duplicate image id {rec.image_id!r}")
-            rec.dataset, rec.split = dataset, split
-            records[rec.image_id] = rec
-        if isinstance(img, dict) and "id" in img and str(img["id"]) not in records:
-            dropped.add(str(img["id"]))  # skipped (and reported) above: its annotations go with it
+    records, dropped = _image_records(images, path, root, check_images, (dataset, split), report, skip_bad)
     crowds: dict[str, list[rle_utils.Rle]] = {}
     seen: set[str] = set()
     for i, ann in enumerate(anns):

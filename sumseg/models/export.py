@@ -25,29 +25,12 @@ from sumseg.models.registry import build_sam, is_tiny, official_builder
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_file
 
-NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
 DEFAULT_TOLERANCE = 1e-4
 """Largest |logit| difference the verification accepts (float rounding measures about 3e-7)."""
 
 
 class ExportVerificationError(SumsegError):
     """The exported file, loaded by the stock loader, does not predict what the checkpoint predicts."""
-
-
-def mask_downscaling_bias_key(model: SumSam) -> str:
-    """State-dict key of the bias of the last ``mask_downscaling`` conv."""
-    last = len(model.sam.prompt_encoder.mask_downscaling) - 1
-    return f"prompt_encoder.mask_downscaling.{last}.bias"
-
-
-def export_state_dict(model: SumSam, task: int) -> dict[str, torch.Tensor]:
-    """Stock SAM state_dict (CPU tensors) of ``model`` with task ``task``'s prompt folded in."""
-    state = {k: v.detach().cpu().clone() for k, v in model.sam.state_dict().items()}
-    e = model.task_prompts.embedding(task).detach().cpu()
-    state[NO_MASK_KEY] = state[NO_MASK_KEY] + e[None, :]
-    bias = mask_downscaling_bias_key(model)
-    state[bias] = state[bias] + e
-    return state
 
 
 def export_checkpoint(
@@ -71,7 +54,7 @@ def export_checkpoint(
     if task not in net.task_prompts.task_ids:
         raise ConfigError(f"{checkpoint}: unknown task id {task}; this checkpoint has tasks "
                           f"{list(net.task_prompts.task_ids)}")
-    state = export_state_dict(net, task)
+    state = net.stock_state_dict(task)
     diff = None
     with atomic_path(Path(out)) as tmp:
         torch.save(state, tmp)

@@ -20,6 +20,13 @@ from torch import nn
 
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 
+NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
+
+
+def mask_downscaling_bias_key(sam: Sam) -> str:
+    """State-dict key of the bias of the last ``mask_downscaling`` conv."""
+    return f"prompt_encoder.mask_downscaling.{len(sam.prompt_encoder.mask_downscaling) - 1}.bias"
+
 
 @dataclass
 class ImageFeatures:
@@ -174,6 +181,18 @@ class SumSam(nn.Module):
     ) -> torch.Tensor:
         """Low-res logits (N, M, 4h, 4w) → logits at the original image size (N, M, H, W)."""
         return self.sam.postprocess_masks(low_res, input_size, original_size)
+
+
+    def stock_state_dict(self, task: int) -> dict[str, torch.Tensor]:
+        """Stock SAM state_dict (CPU tensors) with task ``task``'s prompt folded in: its embedding e is
+        added to ``no_mask_embed`` and to the bias of the last ``mask_downscaling`` conv, the two places
+        SAM's dense prompt comes from (with and without a mask input)."""
+        state = {k: v.detach().cpu().clone() for k, v in self.sam.state_dict().items()}
+        e = self.task_prompts.embedding(task).detach().cpu()
+        state[NO_MASK_KEY] = state[NO_MASK_KEY] + e[None, :]
+        bias = mask_downscaling_bias_key(self.sam)
+        state[bias] = state[bias] + e
+        return state
 
 
 def input_size(height: int, width: int, image_size: int) -> tuple[int, int]:

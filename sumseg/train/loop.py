@@ -146,10 +146,7 @@ def save_run(run_dir: Path, module: nn.Module, opt: torch.optim.Optimizer,
             old.unlink()
 
 
-def _load_module(module: nn.Module, state: dict, ckpt: Path, model: SumSam) -> None:
-    if "module" not in state:  # a state file of the first loop version: the weights are last.ckpt's
-        model.load_state_dict(read_checkpoint(ckpt)[0], strict=True)
-        return
+def _load_module(module: nn.Module, state: dict, ckpt: Path) -> None:
     frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
     missing, unexpected = module.load_state_dict(state["module"], strict=False)
     if set(missing) != frozen or unexpected:
@@ -170,7 +167,7 @@ def resume_run(run_dir: Path, module: nn.Module, model: SumSam, opt: torch.optim
     if not state_file.is_file():
         raise TrainingError(f"{ckpt} holds {step + 1} steps but {state_file} is missing: cannot resume exactly")
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    _load_module(module, state, ckpt, model)
+    _load_module(module, state, ckpt)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     if state.get("scaler"):
@@ -184,7 +181,7 @@ def _seed_global(seed: int, draw: int, rank: int) -> None:
 
 
 @dataclass
-class _Trainer:
+class _StepRunner:
     """What one optimiser step needs (built once per run by :func:`run_loop`)."""
 
     net: nn.Module  # the step module, in DDP when distributed
@@ -270,7 +267,7 @@ def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: lis
             raise TrainingError(f"ranks resume {run_dir} from different steps: the run folder must be on a "
                                 "file system every node shares")
         trainable = [p for g in params for p in g["params"]]
-        trainer = _Trainer(wrap(step_module, replica), inputs, opt, scaler, trainable, cfg, replica)
+        trainer = _StepRunner(wrap(step_module, replica), inputs, opt, scaler, trainable, cfg, replica)
         with RunLog(run_dir, config, cfg, replica, start, images_per_call, progress) as log:
             for step in range(start, cfg.steps):
                 try:
