@@ -717,46 +717,12 @@ def stage_pseudo_labels(run: Run) -> dict[str, Any]:
                     "off (the stock generator has none); encoder pass included"}
 
 
-def _ritm_loop(sam: Any, inst: Any, rounds: int, predictor: Any) -> list[float]:
-    """The loop a user would otherwise write: stock SamPredictor, RITM's clicker, boundary-iou-api's metric."""
-    import numpy as np
-
-    from benchmarks.reference_boundary_iou import boundary_iou
-    from benchmarks.reference_ritm import RitmClicker
-
-    gt = inst.gt
-    clicker = RitmClicker(gt)
-    pred = np.zeros_like(gt)
-    pts: list[list[int]] = []
-    lbl: list[int] = []
-    low = None
-    ious: list[float] = []
-    for r in range(rounds):
-        if r and not (gt ^ pred).any():  # no error left: the last IoU stands (as sumseg's harness does)
-            ious += [ious[-1]] * (rounds - r)
-            break
-        pos, y, x = clicker.next_click(pred)
-        clicker.add_click(y, x)
-        pts.append([x, y])
-        lbl.append(int(pos))
-        masks, scores, lows = predictor.predict(np.array(pts, np.float32), np.array(lbl), mask_input=low,
-                                                multimask_output=r == 0, return_logits=True)
-        k = 0
-        if r == 0:
-            k = int(np.argmax([np.count_nonzero(gt & (m > 0)) / max(1, np.count_nonzero(gt | (m > 0)))
-                               for m in masks]))
-        pred, low = masks[k] > sam.mask_threshold, lows[k : k + 1]
-        ious.append(np.count_nonzero(gt & pred) / np.count_nonzero(gt | pred))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boundary_iou(gt.astype(np.uint8), pred.astype(np.uint8))
-    return ious
-
-
 def stage_interactive_eval(run: Run) -> dict[str, Any]:
     import numpy as np
     import torch
     from segment_anything import SamPredictor
 
+    from benchmarks.reference_eval import ritm_eval_loop
     from sumseg.evaluate.interactive import Instance, evaluate_instances
     from sumseg.models.predictor import SumPredictor
 
@@ -771,7 +737,7 @@ def stage_interactive_eval(run: Run) -> dict[str, Any]:
     if run.cuda:  # warm-up
         list(evaluate_instances(ours_pred, insts[:1], ("clicks",), 2))
         ref_pred.set_image(insts[0].image)
-        _ritm_loop(model.sam, insts[0], 2, ref_pred)
+        ritm_eval_loop(model.sam, insts[0], 2, ref_pred)
     with torch.no_grad():
         _sync(run.device)
         t = time.perf_counter()
@@ -784,7 +750,7 @@ def stage_interactive_eval(run: Run) -> dict[str, Any]:
             if inst.image_key != current:
                 ref_pred.set_image(inst.image)
                 current = inst.image_key
-            ref.append(_ritm_loop(model.sam, inst, s.eval_rounds, ref_pred))
+            ref.append(ritm_eval_loop(model.sam, inst, s.eval_rounds, ref_pred))
         _sync(run.device)
         t_ref = time.perf_counter() - t
     equal = sum(len(a) == len(b) and bool(np.allclose(a, b, atol=1e-6)) for a, b in zip(ours, ref, strict=True))

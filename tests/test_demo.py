@@ -126,9 +126,13 @@ def test_settings_check_allows_other_seeds_and_methods_but_not_other_settings(tm
         check_settings(Ctx(tmp_path, foundation, QUICK))
 
 
-def _stamp(name: str, folder: str) -> str:
-    """Sleep 1 s; write the start and end times."""
+def _stamp(name: str, folder: str, partner: str = "") -> str:
+    """Mark the start; wait (up to 60 s) until ``partner`` has started too, so two jobs finish only when
+    they ran at the same time, however slowly their processes start; sleep 1 s; write start and end."""
     start = time.time()
+    (Path(folder) / f"{name}.started").touch()
+    while partner and not (Path(folder) / f"{partner}.started").exists() and time.time() - start < 60:
+        time.sleep(0.01)
     time.sleep(1.0)
     (Path(folder) / name).write_text(f"{start} {time.time()}")
     return f"{name} done"
@@ -139,7 +143,7 @@ def _fail() -> str:
 
 
 def test_job_graph_runs_in_parallel_after_dependencies(tmp_path: Path) -> None:
-    jobs = [Job("a", _stamp, ("a", str(tmp_path))), Job("b", _stamp, ("b", str(tmp_path))),
+    jobs = [Job("a", _stamp, ("a", str(tmp_path), "b")), Job("b", _stamp, ("b", str(tmp_path), "a")),
             Job("c", _stamp, ("c", str(tmp_path)), ("a", "b"))]
     seen: list[tuple[str, int, int]] = []
     timings = run_jobs(jobs, 2, lambda d, k, n: seen.append((d.name, k, n)))

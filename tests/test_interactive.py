@@ -119,3 +119,41 @@ def test_boundary_iou_leaves_ignore_pixels_out(tiny_model, rgb_image) -> None:
     res = run_instance(pred, inst, "clicks", rounds=1)
     assert res.bious[0] == boundary_iou(inst.gt, res.final_pred, ignore=inst.ignore)
     assert res.ious[0] == iou(inst.gt, res.final_pred, inst.ignore)
+
+
+def _per_prompt_reference(pred: SumPredictor, inst: Instance, protocol: str, rounds: int) -> list[float]:
+    """The loop a user writes with SamPredictor: one ``predict`` per instance and round (oracle pick)."""
+    from sumseg.prompts.clicker import Clicker
+    from sumseg.prompts.geometry import click_points
+
+    clicker, mask, low, ious = Clicker(inst.gt), np.zeros_like(inst.gt), None, []
+    box = np.array(gt_box(inst.gt)) if protocol == "box" else None
+    for r in range(rounds):
+        if (r > 0 or box is None) and clicker.next(mask) is None:
+            return ious + [ious[-1]] * (rounds - r)
+        points, labels = click_points(clicker.clicks)
+        logits, _, lows = pred.predict(point_coords=points, point_labels=labels, box=box, mask_input=low,
+                                       multimask_output=r == 0, return_logits=True, task=inst.task)
+        k = int(np.argmax([iou(inst.gt, m > 0) for m in logits])) if r == 0 else 0
+        mask, low = logits[k] > 0, lows[k : k + 1]
+        ious.append(iou(inst.gt, mask))
+    return ious
+
+
+@pytest.mark.parametrize("protocol", ["clicks", "box"])
+def test_instances_of_an_image_decoded_together_equal_one_by_one(rgb_image, protocol) -> None:
+    """run_image batches an image's instances (one decoder call per round and task prompt): the same
+    IoUs, round by round, as SamPredictor called once per instance and round (mixed tasks, shapes)."""
+    model = build_model("tiny", tasks=[0, 1, 2]).eval()
+    randomise_task_prompts(model)
+    h, w = rgb_image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    gts = [(yy - 90) ** 2 + (xx - 110) ** 2 < 40**2, (abs(yy - 50) < 20) & (abs(xx - 60) < 35),
+           (yy > 150) & (xx > 30) & (xx < 200), ((yy - 120) ** 2 + (xx - 200) ** 2 < 25**2)]
+    insts = [Instance(f"m{i}", "img", rgb_image, gt, task=[1, 2, None, 1][i]) for i, gt in enumerate(gts)]
+    pred = SumPredictor(model)
+    pred.set_image(rgb_image)
+    reference = [_per_prompt_reference(pred, inst, protocol, 6) for inst in insts]
+    batched = [res[protocol].ious for _, res in evaluate_instances(pred, insts, (protocol,), rounds=6)]
+    np.testing.assert_allclose(batched, reference, atol=1e-3)
+    assert max(max(r) - min(r) for r in reference) > 0.01  # the rounds differ: a real interactive run

@@ -13,16 +13,19 @@ The task prompt, when a task is given, goes with every round (``task_rounds="eve
 official code's behaviour, and what the stock model does after ``sumseg export``) or with round 1
 only (``"first"``, an ablation). When the clicker finds no error
 left, clicking stops and the last IoU counts for every remaining round.
-Each image is encoded once (instances sharing an image share the embedding).
+Each image is encoded once, and its instances are decoded together: one decoder call per round
+(and task prompt) for all of them (:func:`run_image`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 
 from sumseg.metrics.masks import boundary_iou, iou
 from sumseg.models.predictor import SumPredictor
@@ -74,6 +77,95 @@ def _choose(masks: np.ndarray, scores: np.ndarray, inst: Instance, first_round: 
     return int(np.argmax(scores))
 
 
+@dataclass
+class _Session:
+    """One instance's state between rounds: its clicker, result, last mask and low-res logits (1, L, L)."""
+
+    inst: Instance
+    clicker: Clicker
+    res: InstanceResult
+    pred: np.ndarray
+    low_res: np.ndarray | None = None
+    done: bool = False
+
+
+def _start(inst: Instance, protocol: Protocol) -> _Session:
+    if not inst.gt.any():
+        raise ValueError(f"{inst.name}: empty ground-truth mask, nothing to segment")
+    res = InstanceResult(inst.name, inst.mask_task)
+    res.box = gt_box(inst.gt) if protocol == "box" else None
+    return _Session(inst, Clicker(inst.gt, inst.ignore), res, np.zeros_like(inst.gt))
+
+
+def _decode(predictor: SumPredictor, group: list[_Session], multimask: bool, task: int | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One decoder call for the sessions of ``group`` (same image, same number of clicks, same task):
+    every click so far, the GT box (box protocol), the previous low-res logits. Returns logits at the
+    image's size (N, M, H, W), predicted IoUs (N, M) and low-res logits (N, M, L, L), as numpy."""
+    size, device = predictor.original_size, predictor.device
+    points = labels = boxes = masks = None
+    if group[0].clicker.clicks:
+        pts, lbl = zip(*(click_points(s.clicker.clicks) for s in group), strict=True)
+        coords = predictor.transform.apply_coords(np.stack(pts), size)
+        points = torch.as_tensor(coords, dtype=torch.float, device=device)
+        labels = torch.as_tensor(np.stack(lbl), dtype=torch.int, device=device)
+    if group[0].res.box is not None:
+        box = predictor.transform.apply_boxes(np.array([s.res.box for s in group], dtype=np.float64), size)
+        boxes = torch.as_tensor(box, dtype=torch.float, device=device)
+    if group[0].low_res is not None:
+        masks = torch.as_tensor(np.stack([s.low_res for s in group if s.low_res is not None]), dtype=torch.float,
+                                device=device)
+    logits, scores, low = predictor.predict_torch(points, labels, boxes, masks, multimask_output=multimask,
+                                                  return_logits=True, task=task)
+    return logits.cpu().numpy(), scores.cpu().numpy(), low.cpu().numpy()
+
+
+def _round(predictor: SumPredictor, sessions: list[_Session], r: int, rounds: int, first_round: FirstRound,
+           task_rounds: TaskRounds) -> None:
+    """Round ``r`` of every session still clicking: the clicker's next click, one decoder call per task."""
+    active = []
+    for s in sessions:
+        click = s.clicker.next(s.pred) if (r > 0 or s.res.box is None) else None
+        if r > 0 and click is None:  # no error left: the last IoU stands for the remaining rounds
+            s.res.ious += [s.res.ious[-1]] * (rounds - r)
+            s.res.bious += [s.res.bious[-1]] * (rounds - r)
+            s.done = True
+        else:
+            active.append(s)
+    multimask = r == 0 and first_round != "single"
+    tasks = [s.inst.task if r == 0 or task_rounds == "every" else None for s in active]
+    for task in dict.fromkeys(tasks):
+        group = [s for s, t in zip(active, tasks, strict=True) if t == task]
+        logits, scores, low = _decode(predictor, group, multimask, task)
+        for s, lg, sc, lo in zip(group, logits, scores, low, strict=True):
+            k = _choose(lg, sc, s.inst, first_round) if multimask else 0
+            s.pred, s.low_res = lg[k] > predictor.model.mask_threshold, lo[k : k + 1]
+            s.res.ious.append(iou(s.inst.gt, s.pred, s.inst.ignore))
+            s.res.bious.append(boundary_iou(s.inst.gt, s.pred, ignore=s.inst.ignore))
+
+
+def run_image(
+    predictor: SumPredictor,
+    instances: Sequence[Instance],
+    protocol: Protocol = "clicks",
+    rounds: int = 20,
+    first_round: FirstRound = "oracle",
+    task_rounds: TaskRounds = "every",
+) -> list[InstanceResult]:
+    """Run the instances of ONE image for ``rounds`` rounds in lockstep; ``predictor`` must hold their
+    image already. Each round decodes every instance still clicking in one call per task prompt (the
+    instances are independent: a batch of prompts, as SAM's decoder takes them)."""
+    sessions = [_start(inst, protocol) for inst in instances]
+    for r in range(rounds):
+        sessions_left = [s for s in sessions if not s.done]
+        if not sessions_left:
+            break
+        _round(predictor, sessions_left, r, rounds, first_round, task_rounds)
+    for s in sessions:
+        s.res.clicks, s.res.final_pred = list(s.clicker.clicks), s.pred
+    return [s.res for s in sessions]
+
+
 def run_instance(
     predictor: SumPredictor,
     inst: Instance,
@@ -83,34 +175,7 @@ def run_instance(
     task_rounds: TaskRounds = "every",
 ) -> InstanceResult:
     """Run one instance for ``rounds`` rounds; ``predictor`` must hold ``inst.image`` already."""
-    if not inst.gt.any():
-        raise ValueError(f"{inst.name}: empty ground-truth mask, nothing to segment")
-    clicker = Clicker(inst.gt, inst.ignore)
-    res = InstanceResult(inst.name, inst.mask_task)
-    res.box = gt_box(inst.gt) if protocol == "box" else None
-    box = None if res.box is None else np.array(res.box)
-    pred = np.zeros_like(inst.gt)
-    low_res = None
-    for r in range(rounds):
-        click = clicker.next(pred) if (r > 0 or protocol == "clicks") else None
-        if r > 0 and click is None:  # no error left: the last IoU stands for the remaining rounds
-            res.ious += [res.ious[-1]] * (rounds - r)
-            res.bious += [res.bious[-1]] * (rounds - r)
-            break
-        points, labels = click_points(clicker.clicks)
-        multimask = r == 0 and first_round != "single"
-        logits, scores, low = predictor.predict(
-            point_coords=points, point_labels=labels, box=box, mask_input=low_res,
-            multimask_output=multimask, return_logits=True,
-            task=inst.task if r == 0 or task_rounds == "every" else None,
-        )
-        k = _choose(logits, scores, inst, first_round) if multimask else 0
-        pred, low_res = logits[k] > predictor.model.mask_threshold, low[k : k + 1]
-        res.ious.append(iou(inst.gt, pred, inst.ignore))
-        res.bious.append(boundary_iou(inst.gt, pred, ignore=inst.ignore))
-    res.clicks = list(clicker.clicks)
-    res.final_pred = pred
-    return res
+    return run_image(predictor, [inst], protocol, rounds, first_round, task_rounds)[0]
 
 
 def evaluate_instances(
@@ -126,9 +191,9 @@ def evaluate_instances(
     The image encoder runs once per image: consecutive instances with the same ``image_key``
     share the embedding, and so do all protocols and rounds.
     """
-    current = None
-    for inst in instances:
-        if inst.image_key != current:
-            predictor.set_image(inst.image)
-            current = inst.image_key
-        yield inst, {p: run_instance(predictor, inst, p, rounds, first_round, task_rounds) for p in protocols}
+    for _, group in itertools.groupby(instances, key=lambda inst: inst.image_key):
+        batch = list(group)
+        predictor.set_image(batch[0].image)
+        results = {p: run_image(predictor, batch, p, rounds, first_round, task_rounds) for p in protocols}
+        for i, inst in enumerate(batch):
+            yield inst, {p: results[p][i] for p in protocols}
