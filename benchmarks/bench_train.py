@@ -32,11 +32,12 @@ import torch
 from benchmarks.run import BenchRow
 from sumseg.config import TrainConfig, load_config
 from sumseg.data.synthetic_world import SPLITS, write_world
+from sumseg.losses import LOSS_NAMES, total
 from sumseg.models.sum_sam import PromptBatch
 from sumseg.prompts.sampler import RoundPrompts
 from sumseg.train.batch import MaskBatch
 from sumseg.train.distributed import Replica
-from sumseg.train.step import LOSS_NAMES, InteractiveStep, input_frame_logits
+from sumseg.train.step import InteractiveStep, input_frame_logits
 from sumseg.train.train_run import build_sources, build_training, make_inputs
 
 REPLICA = Replica(0, 1, 0, torch.device("cpu"))
@@ -139,7 +140,7 @@ def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[RoundPro
             assert prompts.points is not None and prompts.labels is not None
             prompts.points = torch.cat([prompts.points, drawn[r + 1].points], 1)
             prompts.labels = torch.cat([prompts.labels, drawn[r + 1].labels], 1)
-    loss: torch.Tensor = sum(totals.values())  # type: ignore[assignment]
+    loss = total(totals)
     loss.backward()
     step.zero_grad(set_to_none=True)
     return float(loss.detach())

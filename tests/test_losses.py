@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from sumseg.losses import FOCAL_WEIGHT, RoundLoss, dice_loss, focal_loss, iou_loss, mask_iou, sum_loss
+from sumseg.losses import FOCAL_WEIGHT, RoundLoss, dice_loss, focal_loss, iou_loss, mask_iou
 from sumseg.train.step import input_frame_logits
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -67,22 +67,22 @@ def test_iou_loss_does_not_differentiate_the_mask() -> None:
     assert pred.grad is not None and pred.grad.item() == pytest.approx(2 * (0.3 - 1.0))
 
 
-def test_sum_loss_hand_worked() -> None:
+def test_per_mask_loss_hand_worked() -> None:
     logits, target = two_pixels()
     conf = torch.tensor([[[1.0, 0.2]]])  # pixel 1 is uncertain: below θ = .6, weight .2 in the focal term
-    out = sum_loss(logits, torch.tensor([0.3]), target, conf, theta=0.6)
+    out = RoundLoss(theta=0.6).per_mask(logits, torch.tensor([0.3]), target, conf)
     assert out["focal"].item() == pytest.approx(FOCAL_WEIGHT * (0.0625 + 0.2 * 0.84375) * LN2 / 2, rel=1e-6)
     assert out["dice"].item() == pytest.approx(0.2, rel=1e-6)
     assert out["iou"].item() == pytest.approx(0.3**2, rel=1e-6)  # prediction (0, 1) vs target (1, 0): IoU 0
     # θ = .1: pixel 1 passes the gate again → the ungated dice
-    assert sum_loss(logits, torch.tensor([0.3]), target, conf, theta=0.1)["dice"].item() == pytest.approx(
+    assert RoundLoss(theta=0.1).per_mask(logits, torch.tensor([0.3]), target, conf)["dice"].item() == pytest.approx(
         1 - 2 / 3.25, rel=1e-6)
 
 
 def test_zero_confidence_pixels_leave_the_iou_target() -> None:
     logits = torch.tensor([[[1.0, 2.0]]])
     target = torch.tensor([[[1.0, 0.0]]])
-    out = sum_loss(logits, torch.tensor([1.0]), target, torch.tensor([[[1.0, 0.0]]]))
+    out = RoundLoss().per_mask(logits, torch.tensor([1.0]), target, torch.tensor([[[1.0, 0.0]]]))
     assert out["iou"].item() == pytest.approx(0.0)  # IoU over pixel 0 alone is 1
 
 
@@ -91,8 +91,8 @@ def test_confidence_one_is_the_standard_sam_loss() -> None:
     logits = torch.randn(4, 16, 16, generator=g) * 4
     target = (torch.rand(4, 16, 16, generator=g) > 0.6).float()
     iou_pred = torch.rand(4, generator=g)
-    plain = sum_loss(logits, iou_pred, target)
-    ones = sum_loss(logits, iou_pred, target, torch.ones_like(target), theta=0.6)
+    plain = RoundLoss().per_mask(logits, iou_pred, target)
+    ones = RoundLoss(theta=0.6).per_mask(logits, iou_pred, target, torch.ones_like(target))
     for k in ("focal", "dice", "iou"):
         assert torch.equal(plain[k], ones[k]), k
     # SAM's loss written out independently: 20 · focal + dice + MSE(IoU head, IoU of logits > 0)
@@ -146,8 +146,8 @@ def test_round_loss_best_of_m_and_the_iou_head_on_pseudo_labels() -> None:
     target = (torch.rand(3, 8, 8, generator=g) > 0.5).float()
     conf = torch.rand(3, 8, 8, generator=g)
     pseudo = torch.tensor([False, True, True])
-    per = sum_loss(logits.flatten(0, 1), iou_pred.flatten(), target.repeat_interleave(3, 0),
-                   conf.repeat_interleave(3, 0), 0.6)
+    per = RoundLoss(theta=0.6).per_mask(logits.flatten(0, 1), iou_pred.flatten(), target.repeat_interleave(3, 0),
+                                        conf.repeat_interleave(3, 0))
     mask = (per["focal"] + per["dice"]).view(3, 3)
     out, best = RoundLoss(theta=0.6, iou_on_pseudo=True)(logits, iou_pred, target, conf, pseudo)
     assert best.tolist() == mask.argmin(1).tolist()

@@ -14,7 +14,7 @@ from sumseg import build_model
 from sumseg.cli import app
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
-from sumseg.losses import sum_loss
+from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
 from sumseg.models.refiner import frozen_copy, trainable_parameters
 from sumseg.models.sum_sam import SumSam
@@ -24,7 +24,7 @@ from sumseg.prompts.geometry import mask_box
 from sumseg.train.batch import MaskBatch, collate
 from sumseg.train.distributed import Replica
 from sumseg.train.loop import run_loop
-from sumseg.train.refiner_run import load_refiner_config, refiner_run, train_refiner
+from sumseg.train.refiner_run import REFINER_LOSS, load_refiner_config, refiner_run, train_refiner
 from sumseg.train.refiner_step import RefinerStep, draw_points, gate, refiner_inputs
 from sumseg.train.schedule import LabelledSource, draw_samples
 
@@ -131,7 +131,7 @@ def test_refiner_inputs_are_the_frozen_models_best_output(world: Path) -> None:
 def test_refiner_prompt_is_the_one_uncertainty_inference_builds(world: Path) -> None:
     """Training's refiner call on kept masks = ``sumseg uncertainty``'s call with (s, box, point)."""
     refiner = build_model("tiny")
-    step = RefinerStep(refiner, frozen_copy(refiner), min_iou=0.0)
+    step = RefinerStep(refiner, frozen_copy(refiner), REFINER_LOSS, min_iou=0.0)
     batch = _batch(world, refiner, images=1)
     feats = step.features(batch)
     inp = refiner_inputs(step.frozen, feats, batch, torch.Generator().manual_seed(1), 0.0)
@@ -148,7 +148,7 @@ def test_only_prompt_encoder_and_decoder_train(world: Path) -> None:
     params = trainable_parameters(refiner)
     frozen = frozen_copy(refiner)
     frozen_before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    step = RefinerStep(refiner, frozen, min_iou=0.0)
+    step = RefinerStep(refiner, frozen, REFINER_LOSS, min_iou=0.0)
     opt = torch.optim.AdamW(params, lr=1e-3)
     batch = _batch(world, refiner)
     for i in range(2):
@@ -171,7 +171,7 @@ def test_only_prompt_encoder_and_decoder_train(world: Path) -> None:
 
 def test_a_few_steps_lower_the_loss(world: Path) -> None:
     refiner = build_model("tiny")
-    step = RefinerStep(refiner, frozen_copy(refiner), min_iou=0.0)
+    step = RefinerStep(refiner, frozen_copy(refiner), REFINER_LOSS, min_iou=0.0)
     opt = torch.optim.AdamW(trainable_parameters(refiner), lr=1e-3)
     batch = _batch(world, refiner, images=1, masks=3)
     batch.embeddings, batch.images = step.features(batch).embeddings, None  # one encoder pass
@@ -189,15 +189,15 @@ def test_step_loss_is_the_sam_loss_of_the_kept_masks(world: Path) -> None:
     refiner = build_model("tiny")
     frozen = frozen_copy(refiner)
     batch = _batch(world, refiner)
-    feats = RefinerStep(refiner, frozen).features(batch)
+    feats = RefinerStep(refiner, frozen, REFINER_LOSS).features(batch)
     every = refiner_inputs(frozen, feats, batch, torch.Generator().manual_seed(3), 0.0)
     threshold = float(every.input_iou.median())
-    step = RefinerStep(refiner, frozen, min_iou=threshold)
+    step = RefinerStep(refiner, frozen, REFINER_LOSS, min_iou=threshold)
     with torch.no_grad():
         out = step(batch, torch.Generator().manual_seed(3))
         kept = (every.input_iou >= threshold).nonzero().squeeze(1)
         low, iou = step.refine(feats, batch.image_index[kept], every.take(kept))
-        want = sum_loss(low[:, 0], iou[:, 0], batch.target[kept])  # c ≡ 1: no padding or ignore here
+        want = RoundLoss().per_mask(low[:, 0], iou[:, 0], batch.target[kept])  # c ≡ 1: no padding or ignore here
     assert float(out["kept"]) == pytest.approx(len(kept) / len(batch.gt)) and 0 < len(kept) < len(batch.gt)
     for name in ("focal", "dice", "iou"):
         torch.testing.assert_close(out[name], want[name].mean())
@@ -206,7 +206,7 @@ def test_step_loss_is_the_sam_loss_of_the_kept_masks(world: Path) -> None:
 
 def test_nothing_kept_gives_zero_loss_not_nan(world: Path) -> None:
     refiner = build_model("tiny")
-    step = RefinerStep(refiner, frozen_copy(refiner), min_iou=1.0)  # a random model reaches IoU 1 nowhere
+    step = RefinerStep(refiner, frozen_copy(refiner), REFINER_LOSS, min_iou=1.0)  # a random model reaches IoU 1 nowhere
     out = step(_batch(world, refiner), torch.Generator().manual_seed(0))
     assert float(out["kept"]) == 0 and float(out["loss"].detach()) == 0
     out["loss"].backward()  # still tied to the trainable weights (every rank runs the same graph)

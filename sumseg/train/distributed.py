@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -90,6 +90,13 @@ def barrier(replica: Replica) -> None:
     """Wait for every replica (no-op alone)."""
     if replica.world > 1:
         dist.barrier()
+
+
+def main_first(replica: Replica, work: Callable[[], object]) -> None:
+    """Run ``work`` on rank 0 while the other ranks wait at a barrier (a world of one just runs it)."""
+    if replica.is_main:
+        work()
+    barrier(replica)
 
 
 def all_mean(values: torch.Tensor, replica: Replica) -> torch.Tensor:

@@ -15,14 +15,16 @@ import torch
 
 from sumseg.data.coco import read_coco
 from sumseg.data.synthetic_world import SPLITS, write_world
+from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
-from sumseg.models.sum_sam import SumSam
-from sumseg.prompts.sampler import UncertaintySampler
-from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.distributed import Replica, barrier, setup
-from sumseg.train.loop import InputFn, LoopConfig, run_loop
-from sumseg.train.schedule import LabelledSource, MaskSource, draw_samples, step_generator
+from sumseg.train.distributed import main_first, setup
+from sumseg.train.inputs import labelled_samples, step_inputs
+from sumseg.train.loop import LoopConfig, run_loop
+from sumseg.train.schedule import LabelledSource
 from sumseg.train.step import InteractiveStep
+
+PRETRAIN_LOSS = RoundLoss()
+"""SAM's loss (focal weight 20, the IoU head trained on every mask; human labels: c is 1 or 0)."""
 
 
 @dataclass
@@ -46,19 +48,6 @@ class PretrainConfig:
     save_every: int = 100
 
 
-def labelled_inputs(source: MaskSource, model: SumSam, seed: int, images_per_call: int,
-                    p_box: float) -> InputFn:
-    """The loop's inputs of an :class:`InteractiveStep` on ``source``: this rank's images of the call
-    (:func:`draw_samples`) collated on the replica's device, and a sampler seeded from (seed, draw, rank)."""
-
-    def inputs(draw: int, replica: Replica) -> tuple[MaskBatch, UncertaintySampler]:
-        samples = draw_samples(source, seed, draw, replica.rank, replica.world, images_per_call)
-        batch = collate(samples, model).to(replica.device)
-        return batch, UncertaintySampler(step_generator(seed, draw, replica.rank, replica.device), p_box=p_box)
-
-    return inputs
-
-
 def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[str, float]:
     """Write (or reuse) the world's ``pretrain`` split under ``out_dir/world`` and train into ``out_dir``
     (also as every rank of a ``torchrun`` job: rank 0 writes the world, the others wait)."""
@@ -68,17 +57,16 @@ def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[
                       min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip, save_every=cfg.save_every,
                       seed=cfg.seed)
     replica = setup(loop.device)
-    if replica.is_main:
-        write_world(world, seed=cfg.world_seed, sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS},
-                    progress=progress)
-    barrier(replica)
+    main_first(replica, lambda: write_world(world, seed=cfg.world_seed, progress=progress,
+                                            sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS}))
     source = LabelledSource(read_coco(world / "pretrain" / "annotations.json"), cfg.masks_per_image)
     model = build_model("tiny")
     torch.manual_seed(cfg.seed)
     # no task prompt: the foundation is a plain SAM (its task prompts stay 0); the loss at the decoder's
     # low resolution, as the shipped tiny foundation was trained (it reproduces bit for bit)
-    step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, use_task=False, resolution="lowres")
-    inputs = labelled_inputs(source, model, cfg.seed, cfg.images_per_step, cfg.p_box)
+    step_module = InteractiveStep(model, cfg.corrections, cfg.final_round, PRETRAIN_LOSS, use_task=False,
+                                  resolution="lowres")
+    inputs = step_inputs(labelled_samples(source, cfg.seed, cfg.images_per_step), model, cfg.seed, p_box=cfg.p_box)
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     return run_loop(step_module, inputs, model, params, loop, out_dir, {"pretrain": asdict(cfg)},
                     cfg.images_per_step, progress)

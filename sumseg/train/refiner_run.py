@@ -11,9 +11,9 @@ Training input per GT mask (frames of :mod:`sumseg.train.batch`: input frame S×
    the candidate (thresholded at 0 after SAM's upsampling to S×S), jittered with
    :func:`~sumseg.prompts.sampler.jitter_boxes` + the point; one output (``multimask=False``), no
    task prompt — the prompt ``sumseg uncertainty`` builds from a pseudo-label's ``s``, box and point;
-5. loss: :func:`sumseg.losses.sum_loss` on the refiner's output against the GT with the human-label
-   confidence of :meth:`~sumseg.train.batch.MaskBatch.confidence_lowres` (1 on the image, 0 on
-   padding and ignore pixels), averaged over the kept masks.
+5. loss: :data:`REFINER_LOSS` (a :class:`sumseg.losses.RoundLoss`) on the refiner's output against the
+   GT with the human-label confidence of :meth:`~sumseg.train.batch.MaskBatch.confidence_lowres` (1 on
+   the image, 0 on padding and ignore pixels), each term averaged over the kept masks.
 
 The image encoder (the refiner's, frozen) is the only one: the frozen twin (:func:`frozen_copy`,
 prompt encoder + mask decoder) decodes the same embeddings, which come from
@@ -29,23 +29,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import MISSING, OmegaConf
 
 from sumseg.config import Checker, ModelConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured
 from sumseg.data.dataset import read_dataset
-from sumseg.data.embedding_cache import EmbeddingCache
-from sumseg.data.images import content_key
+from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.refiner import frozen_copy, trainable_parameters
 from sumseg.outputs import check_output_dir
-from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.distributed import Replica, barrier, setup
+from sumseg.train.distributed import setup
+from sumseg.train.inputs import labelled_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, LoopConfig, run_loop
 from sumseg.train.optim import param_groups
 from sumseg.train.refiner_step import RefinerStep
-from sumseg.train.schedule import LabelledSource, draw_samples, step_generator
+from sumseg.train.schedule import LabelledSource
+
+REFINER_LOSS = RoundLoss(theta=0.5)
+"""The refiner's loss: SAM's (focal weight 20, the IoU head trained); on human labels c is 1 or 0 (padding,
+ignore), so any dice gate θ in (0, 1) gives the same loss."""
 
 
 @dataclass
@@ -152,25 +154,15 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
     trainable_parameters(refiner)
     # as sumseg train's groups: weight decay on matrices only (the encoder is frozen: no layer decay applies)
     params = param_groups(refiner, 0, cfg.optim.lr, 1.0, cfg.optim.weight_decay, 1.0)
-    step = RefinerStep(refiner, frozen_copy(refiner), cfg.inputs.min_iou, cfg.inputs.jitter_ratio,
+    step = RefinerStep(refiner, frozen_copy(refiner), REFINER_LOSS, cfg.inputs.min_iou, cfg.inputs.jitter_ratio,
                        cfg.inputs.max_jitter)
     records = [rec for path in cfg.data.labelled for rec in read_dataset(path).records]
     source = LabelledSource(records, cfg.data.masks_per_image)
     cache = None
     if cfg.data.embedding_cache is not None:
-        if replica.is_main:
-            EmbeddingCache(cfg.data.embedding_cache, refiner.sam).build(source.records, progress=cfg.run.progress)
-        barrier(replica)
-        cache = EmbeddingCache(cfg.data.embedding_cache, refiner.sam)
-    seed, per_call = cfg.run.seed, cfg.data.images_per_step
-
-    def inputs(draw: int, rep: Replica) -> tuple[MaskBatch, torch.Generator]:
-        samples = draw_samples(source, seed, draw, rep.rank, rep.world, per_call)
-        emb = None if cache is None else torch.stack([cache.get(content_key(s.image)) for s in samples])
-        batch = collate(samples, refiner, emb).to(rep.device)
-        return batch, step_generator(seed, draw, rep.rank, rep.device)
-
-    return RefinerRun(step, inputs, params)
+        cache = shared_cache(cfg.data.embedding_cache, refiner, lambda: source.records, replica, cfg.run.progress)
+    samples = labelled_samples(source, cfg.run.seed, cfg.data.images_per_step)
+    return RefinerRun(step, step_inputs(samples, refiner, cfg.run.seed, cache), params)
 
 
 def train_refiner(cfg: RefinerConfig) -> dict[str, float]:

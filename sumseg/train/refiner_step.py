@@ -1,5 +1,6 @@
 """One refiner training step (DESIGN §1, docs/refiner.md): a point in each GT mask, the frozen
-foundation's best-of-3 candidate, the IoU gate, the jittered box, the refiner's output and its loss."""
+foundation's best-of-3 candidate, the IoU gate, the jittered box, the refiner's output and its loss
+(the :class:`~sumseg.losses.RoundLoss` the step is handed, over the kept masks)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sumseg.losses import mask_iou, sum_loss
+from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, weighted_mean
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
 from sumseg.prompts.geometry import flat_to_xy, tight_boxes
 from sumseg.prompts.sampler import draw_pixels, jitter_boxes
@@ -91,10 +92,6 @@ def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, ge
     return RefinerInputs(cand.logits, boxes, points, cand.iou, cand.kept & valid)
 
 
-def _kept_mean(values: Tensor, weight: Tensor) -> Tensor:
-    return (values * weight).sum() / weight.sum().clamp(min=1)
-
-
 class RefinerStep(nn.Module):
     """One refiner training step: batch → ``{"loss", "focal", "dice", "iou", "train_iou", "input_iou",
     "kept"}`` (what the loop minimises and logs; what DDP wraps).
@@ -102,14 +99,17 @@ class RefinerStep(nn.Module):
     The refiner runs on the kept masks only; a step in which nothing passes the gate runs it on one
     mask with weight 0, so its loss is 0 (zero gradient, the same graph on every rank), not a NaN.
     ``train_iou`` / ``input_iou``: mean IoU of the refined / frozen mask over the kept masks;
-    ``kept``: the fraction of masks that passed the gate.
+    ``kept``: the fraction of masks that passed the gate. ``loss``: the loss of the refiner's one output
+    against the GT with the human-label confidence (1 on the image, 0 on padding and ignore pixels), each
+    term averaged over the kept masks (``sumseg.train.refiner_run.REFINER_LOSS`` in ``sumseg refiner train``).
     """
 
-    def __init__(self, refiner: SumSam, frozen: SumSam, min_iou: float = 0.7, jitter_ratio: float = 0.1,
-                 max_jitter: float = 20.0) -> None:
+    def __init__(self, refiner: SumSam, frozen: SumSam, loss: RoundLoss, min_iou: float = 0.7,
+                 jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> None:
         super().__init__()
         self.refiner = refiner
         self.frozen = frozen
+        self.loss = loss
         self.min_iou = min_iou
         self.jitter_ratio = jitter_ratio
         self.max_jitter = max_jitter
@@ -123,6 +123,7 @@ class RefinerStep(nn.Module):
             return self.refiner.encode(batch.images)
 
     def forward(self, batch: MaskBatch, generator: torch.Generator) -> dict[str, Tensor]:
+        """The step on ``batch`` (N masks); ``generator`` draws the points, then the box jitter."""
         features = self.features(batch)
         inp = refiner_inputs(self.frozen, features, batch, generator, self.min_iou, self.jitter_ratio,
                              self.max_jitter)
@@ -132,15 +133,13 @@ class RefinerStep(nn.Module):
         used = inp.take(sel)
         weight = used.kept.float()
         low, iou = self.refine(features, batch.image_index[sel], used)
-        # human labels: c is 1 or 0 (padding, ignore), so any dice gate in (0, 1) is the same
-        losses = sum_loss(low[:, 0], iou[:, 0], batch.target[sel], batch.confidence_lowres()[sel], theta=0.5)
-        out = {k: _kept_mean(v, weight) for k, v in losses.items()}
+        out, _ = self.loss(low, iou, batch.target[sel], batch.confidence_lowres()[sel], weight=weight)
         with torch.no_grad():
             size = self.refiner.image_size
             up = F.interpolate(low.detach(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-            train_iou = _kept_mean(mask_iou(up, batch.gt[sel].float(), ~batch.ignore[sel]), weight)
-        return {"loss": out["focal"] + out["dice"] + out["iou"], **out, "train_iou": train_iou,
-                "input_iou": _kept_mean(used.input_iou, weight), "kept": inp.kept.float().mean()}
+            train_iou = weighted_mean(mask_iou(up, batch.gt[sel].float(), ~batch.ignore[sel]), weight)
+        return {"loss": out["loss"], **{k: out[k] for k in LOSS_NAMES}, "train_iou": train_iou,
+                "input_iou": weighted_mean(used.input_iou, weight), "kept": inp.kept.float().mean()}
 
     def refine(self, features: ImageFeatures, image_index: Tensor, inp: RefinerInputs) -> tuple[Tensor, Tensor]:
         """The refiner's (K, 1, L, L) logits and (K, 1) IoUs for K masks (``image_index`` (K,)): ``inp``'s

@@ -12,7 +12,8 @@ Per step (DESIGN §1 "Interactive training"), with one encoder pass per image:
 
 The task prompt goes with every round (``task_rounds="every"``, as the official code adds it on
 every prompt-encoder call) or with round 1 only (``"first"``, an ablation). The loss of each round
-is :class:`sumseg.losses.RoundLoss`; rounds are summed. It is taken in the S×S input frame
+is the :class:`sumseg.losses.RoundLoss` the step is handed; each term is summed over the rounds,
+then the terms are added (:func:`sumseg.losses.total`). It is taken in the S×S input frame
 (``resolution="input"``: low-res logits and the confidence map upsampled bilinearly, the target the
 input-frame mask, as the official code and SAM 2's trainer do) or in the decoder's low-res frame
 (``"lowres"``: area-fraction targets, faster; the form the shipped tiny foundation was trained with).
@@ -28,13 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sumseg.losses import RoundLoss, mask_iou
+from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, total
 from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
 
-LOSS_NAMES = ("focal", "dice", "iou")
 LossResolution = Literal["input", "lowres"]
 
 
@@ -115,4 +115,4 @@ class InteractiveStep(nn.Module):
         assert prev is not None
         with torch.no_grad():
             train_iou = mask_iou(input_frame_logits(prev, size)[:, 0], batch.gt.float(), ~batch.ignore).mean()
-        return {"loss": sum(totals.values()), **totals, "train_iou": train_iou}  # type: ignore[dict-item]
+        return {"loss": total(totals), **totals, "train_iou": train_iou}

@@ -32,7 +32,6 @@ import yaml
 from sumseg.atomic import atomic_path
 from sumseg.config import Method, Mode, Schedule, TrainConfig, config_changes, to_dict, to_yaml
 from sumseg.data.embedding_cache import EmbeddingCache
-from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
@@ -41,14 +40,13 @@ from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
 from sumseg.pipeline.store import open_store
-from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.tasks import GENERAL
-from sumseg.train.batch import MaskBatch, collate
-from sumseg.train.distributed import Replica, barrier, setup
+from sumseg.train.distributed import Replica, main_first, setup
+from sumseg.train.inputs import mixed_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
-from sumseg.train.schedule import LabelledSource, MaskSource, draw_mixed, step_generator
+from sumseg.train.schedule import LabelledSource, MaskSource
 from sumseg.train.sources import PseudoLabelSource, labelled_records
 from sumseg.train.step import InteractiveStep, LossResolution
 
@@ -143,25 +141,16 @@ def embedding_cache(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | 
     """The decoder mode's cache of every training image's embedding (rank 0 builds, the others wait)."""
     root = Path(cfg.data.embedding_cache or Path(cfg.run.out) / "embeddings")
     model.sam.to(replica.device)
-    if replica.is_main:
-        EmbeddingCache(root, model.sam).build(_all_records(sources), progress=cfg.run.progress)
-    barrier(replica)
-    return EmbeddingCache(root, model.sam)
+    return shared_cache(root, model, lambda: _all_records(sources), replica, cfg.run.progress)
 
 
 def make_inputs(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | None],
                 cache: EmbeddingCache | None) -> InputFn:
-    """The loop's ``inputs(draw, replica)``: this rank's images of the call, collated on its device,
-    and a prompt sampler seeded from (seed, draw, rank)."""
-    share, seed, per_call, p_box = _share(cfg), cfg.run.seed, cfg.data.images_per_step, cfg.rounds.p_box
-
-    def inputs(draw: int, replica: Replica) -> tuple[MaskBatch, UncertaintySampler]:
-        samples = draw_mixed(sources, share, seed, draw, replica.rank, replica.world, per_call)
-        emb = None if cache is None else torch.stack([cache.get(content_key(s.image)) for s in samples])
-        batch = collate(samples, model, emb).to(replica.device)
-        return batch, UncertaintySampler(step_generator(seed, draw, replica.rank, replica.device), p_box=p_box)
-
-    return inputs
+    """The loop's ``inputs(draw, replica)`` (:func:`sumseg.train.inputs.step_inputs`): this rank's images of
+    the call (labelled and pseudo-labelled mixed at the method's share), collated on its device, and a
+    prompt sampler seeded from (seed, draw, rank)."""
+    samples = mixed_samples(sources, _share(cfg), cfg.run.seed, cfg.data.images_per_step)
+    return step_inputs(samples, model, cfg.run.seed, cache, cfg.rounds.p_box)
 
 
 def build_training(cfg: TrainConfig, replica: Replica | None = None) -> TrainingSetup:
@@ -210,9 +199,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
 def train(cfg: TrainConfig) -> dict[str, float]:
     """Run (or resume) the training of ``cfg`` into ``cfg.run.out``; returns the last logged metrics."""
     replica = setup(cfg.run.device)
-    if replica.is_main:
-        prepare_run_dir(cfg)
-    barrier(replica)
+    main_first(replica, lambda: prepare_run_dir(cfg))
     s = build_training(cfg, replica)
     return run_loop(s.module, s.inputs, s.model, s.params, s.loop, Path(cfg.run.out), s.config, s.images_per_call,
                     cfg.run.progress and replica.is_main, s.save_model)
