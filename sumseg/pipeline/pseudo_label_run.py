@@ -93,11 +93,22 @@ def _meta(model: SumSam, images: Path, records: list[ImageRecord], ids: list[str
     }
 
 
+def _unstarted(out: Path) -> bool:
+    """True for a folder that a run killed before its ``meta.json`` may leave: hidden files only (locks,
+    temporary files of atomic writes) and ``labels/`` / ``index/`` folders holding hidden files only."""
+    for p in out.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.name not in ("labels", "index") or not p.is_dir() or any(not q.name.startswith(".") for q in p.iterdir()):
+            return False
+    return True
+
+
 def _check_out(out: Path, images: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     """Check ``--out``; return the stored meta when it is this store already (same model, input, settings)."""
     out = check_output_dir(out, inputs=[images], dirs=["labels", "index"], label="--out")
     if not (out / "meta.json").is_file():
-        if any(not p.name.startswith(".") for p in out.iterdir()):
+        if not _unstarted(out):
             raise ConfigError(f"--out {out}: not empty and not a pseudo-label store; choose an empty or new folder")
         return None
     stored = read_meta(out)
@@ -127,8 +138,6 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
     meta = _meta(model, images, records, ids, settings)
     stored = _check_out(out, images, meta)
     labels_dir, index_dir = out / "labels", out / "index"
-    labels_dir.mkdir(exist_ok=True)
-    index_dir.mkdir(exist_ok=True)
 
     def features(p: int) -> tuple[torch.Tensor, tuple[int, int]]:
         return image_features(model, records[p], cache), (records[p].height, records[p].width)
@@ -143,6 +152,8 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
                              if counted else None}
             with atomic_path(out / "meta.json") as tmp:
                 tmp.write_text(json.dumps(stored, indent=1, allow_nan=False))
+        labels_dir.mkdir(exist_ok=True)  # after meta.json, the store's commit point
+        index_dir.mkdir(exist_ok=True)
         thresholds = stored["thresholds"]
         entries: list[StoreEntry] = []
         skipped = list(refused)
