@@ -120,6 +120,16 @@ def _check_out(out: Path, images: Path, meta: dict[str, Any]) -> dict[str, Any] 
     return stored
 
 
+def _finished(labels_dir: Path, stem: str, position: int, image_id: str) -> StoreEntry | None:
+    """The entry of input image ``position`` when its JSON is written (checked: it is this image's), else None."""
+    entry = read_entry(labels_dir, stem)
+    if entry is not None and (entry.position, entry.image_id) != (position, image_id):
+        raise DataError(f"{labels_dir / (stem + '.json')}: holds image {entry.image_id!r} at input position "
+                        f"{entry.position}, not {image_id!r} at {position}; the store is damaged (delete this file "
+                        "to relabel the image)")
+    return entry
+
+
 def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None) -> torch.Tensor:
     """(1, C, h, w) embeddings on the model's device: from the cache (float16) or one encoder pass."""
     device = next(model.parameters()).device
@@ -162,7 +172,7 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
         for n, p in enumerate(tqdm(todo, desc=f"pseudo-labels {shard.index}/{shard.count}", unit="img",
                                    disable=not progress)):
             rec, stem = records[p], image_stem(ids[p])
-            entry = read_entry(labels_dir, stem)
+            entry = _finished(labels_dir, stem, p, ids[p])
             if entry is None:
                 try:
                     labels, hist = label_image(model, features(p)[0], (rec.height, rec.width), settings, thresholds)
