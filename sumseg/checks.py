@@ -9,8 +9,9 @@ ints are ints (a JSON ``true`` or ``"0"`` is not), ids fit 64 bits, task ids are
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,100 @@ def check_not_empty(mask: np.ndarray | int, path: Path, what: str) -> None:
     n = mask if isinstance(mask, int) else int(np.count_nonzero(mask))
     if n == 0:
         raise DataError(f"{path}: {what} is empty (no foreground pixels)")
+
+
+# --- schemas of sumseg's own files (a store's meta.json, indexes, per-image JSONs, uncertainty.json) ---------
+
+Spec = Callable[[Any, str], Any]
+"""A schema node: ``spec(value, where)`` returns ``value`` or raises ValueError saying what it must be."""
+
+
+class _Bad(ValueError):
+    """A value that does not fit its schema node: ``where`` (e.g. ``images[3].height``) and what it must be."""
+
+    def __init__(self, where: str, must: str, value: Any) -> None:
+        super().__init__(f"field '{where}' must be {must}, got {shown(value)}" if where else
+                         f"must be {must}, got {shown(value)}")
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}" if lo != hi else f" equal to {lo}"
+    return f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else ""
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Spec:
+    """An int (not a bool) in [lo, hi]."""
+    def check(v: Any, where: str) -> Any:
+        if is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi):
+            return v
+        raise _Bad(where, "an int" + _bounds(lo, hi), v)
+    return check
+
+
+def real(lo: float | None = None, hi: float | None = None) -> Spec:
+    """A finite int or float (not a bool) in [lo, hi] (an int too big for a float is compared exactly)."""
+    def check(v: Any, where: str) -> Any:
+        if is_real(v) and (is_int(v) or math.isfinite(v)) and (lo is None or v >= lo) and (hi is None or v <= hi):
+            return v
+        raise _Bad(where, "a finite number" + _bounds(lo, hi), v)
+    return check
+
+
+def text(*choices: str) -> Spec:
+    """A str (one of ``choices`` when given)."""
+    def check(v: Any, where: str) -> Any:
+        if isinstance(v, str) and (not choices or v in choices):
+            return v
+        raise _Bad(where, "a str" if not choices else " or ".join(map(repr, choices)), v)
+    return check
+
+
+def flag() -> Spec:
+    """A JSON ``true`` / ``false``."""
+    def check(v: Any, where: str) -> Any:
+        if isinstance(v, bool):
+            return v
+        raise _Bad(where, "true or false", v)
+    return check
+
+
+def optional(spec: Spec) -> Spec:
+    """None (JSON ``null``) or ``spec``."""
+    return lambda v, where: None if v is None else spec(v, where)
+
+
+def list_of(item: Spec, length: int | None = None, max_len: int | None = None) -> Spec:
+    """A list of ``item`` (of exactly ``length`` / at most ``max_len`` items)."""
+    def check(v: Any, where: str) -> Any:
+        if not isinstance(v, list) or (length is not None and len(v) != length) or (
+                max_len is not None and len(v) > max_len):
+            n = f" of {length} items" if length is not None else \
+                f" of at most {max_len} items" if max_len is not None else ""
+            raise _Bad(where, f"a list{n}", v)
+        for i, x in enumerate(v):
+            item(x, f"{where}[{i}]")
+        return v
+    return check
+
+
+def obj(fields: dict[str, Spec]) -> Spec:
+    """A JSON object holding every key of ``fields`` (more keys are allowed and not read)."""
+    def check(v: Any, where: str) -> Any:
+        if not isinstance(v, dict):
+            raise _Bad(where, "a JSON object", v)
+        for key, spec in fields.items():
+            at = f"{where}.{key}" if where else key
+            if key not in v:
+                raise ValueError(f"field '{at}' is missing")
+            spec(v[key], at)
+        return v
+    return check
+
+
+def check_schema(value: Any, spec: Spec, path: Path, what: str = "", error: type[SumsegError] = DataError) -> Any:
+    """``value`` (parsed from ``path``) checked against ``spec``; else ``error`` naming the file and the field."""
+    try:
+        return spec(value, what)
+    except ValueError as e:
+        raise error(f"{path}: {e}") from None

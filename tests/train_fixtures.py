@@ -84,8 +84,9 @@ def write_store(images: Path, out: Path, uncertainty: bool = True, max_masks: in
         entries.append(entry)
     write_index(index_dir, Shard(), entries, [], complete=True)
     meta = {"format": FORMAT, "version": VERSION, "model": "tiny", "image_size": IMAGE_SIZE, "lowres_size": LOWRES,
-            "num_images": len(entries), "thresholds": {"iou": 0.88, "stability": 0.95}, "settings": {},
-            "input": str(images)}
+            "model_fingerprint": "hand", "input": str(images), "input_digest": "hand", "num_images": len(entries),
+            "settings": {}, "thresholds": {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95},
+            "calibration": None}  # every field sumseg pseudo-label writes (meta.json is schema-checked when read)
     (out / "meta.json").write_text(json.dumps(meta))
     return out
 

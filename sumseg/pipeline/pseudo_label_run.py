@@ -93,11 +93,22 @@ def _meta(model: SumSam, images: Path, records: list[ImageRecord], ids: list[str
     }
 
 
+def _unstarted(out: Path) -> bool:
+    """True for a folder that a run killed before its ``meta.json`` may leave: hidden files only (locks,
+    temporary files of atomic writes) and ``labels/`` / ``index/`` folders holding hidden files only."""
+    for p in out.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.name not in ("labels", "index") or not p.is_dir() or any(not q.name.startswith(".") for q in p.iterdir()):
+            return False
+    return True
+
+
 def _check_out(out: Path, images: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     """Check ``--out``; return the stored meta when it is this store already (same model, input, settings)."""
     out = check_output_dir(out, inputs=[images], dirs=["labels", "index"], label="--out")
     if not (out / "meta.json").is_file():
-        if any(not p.name.startswith(".") for p in out.iterdir()):
+        if not _unstarted(out):
             raise ConfigError(f"--out {out}: not empty and not a pseudo-label store; choose an empty or new folder")
         return None
     stored = read_meta(out)
@@ -107,6 +118,16 @@ def _check_out(out: Path, images: Path, meta: dict[str, Any]) -> dict[str, Any] 
         raise ConfigError(f"{out / 'meta.json'}: this store was made with another model, input or settings "
                           f"({shown}); use the same ones to resume or add shards, or another --out")
     return stored
+
+
+def _finished(labels_dir: Path, stem: str, position: int, image_id: str) -> StoreEntry | None:
+    """The entry of input image ``position`` when its JSON is written (checked: it is this image's), else None."""
+    entry = read_entry(labels_dir, stem)
+    if entry is not None and (entry.position, entry.image_id) != (position, image_id):
+        raise DataError(f"{labels_dir / (stem + '.json')}: holds image {entry.image_id!r} at input position "
+                        f"{entry.position}, not {image_id!r} at {position}; the store is damaged (delete this file "
+                        "to relabel the image)")
+    return entry
 
 
 def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None) -> torch.Tensor:
@@ -127,8 +148,6 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
     meta = _meta(model, images, records, ids, settings)
     stored = _check_out(out, images, meta)
     labels_dir, index_dir = out / "labels", out / "index"
-    labels_dir.mkdir(exist_ok=True)
-    index_dir.mkdir(exist_ok=True)
 
     def features(p: int) -> tuple[torch.Tensor, tuple[int, int]]:
         return image_features(model, records[p], cache), (records[p].height, records[p].width)
@@ -143,6 +162,8 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
                              if counted else None}
             with atomic_path(out / "meta.json") as tmp:
                 tmp.write_text(json.dumps(stored, indent=1, allow_nan=False))
+        labels_dir.mkdir(exist_ok=True)  # after meta.json, the store's commit point
+        index_dir.mkdir(exist_ok=True)
         thresholds = stored["thresholds"]
         entries: list[StoreEntry] = []
         skipped = list(refused)
@@ -151,7 +172,7 @@ def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settin
         for n, p in enumerate(tqdm(todo, desc=f"pseudo-labels {shard.index}/{shard.count}", unit="img",
                                    disable=not progress)):
             rec, stem = records[p], image_stem(ids[p])
-            entry = read_entry(labels_dir, stem)
+            entry = _finished(labels_dir, stem, p, ids[p])
             if entry is None:
                 try:
                     labels, hist = label_image(model, features(p)[0], (rec.height, rec.width), settings, thresholds)

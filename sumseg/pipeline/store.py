@@ -19,71 +19,36 @@ foreign file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import torch
 
 from sumseg.atomic import atomic_path
-from sumseg.checks import load_json
 from sumseg.data import rle as rle_utils
 from sumseg.data.records import ImageRecord, MaskRecord
-from sumseg.errors import ConfigError, DataError
+from sumseg.errors import DataError
+from sumseg.pipeline.store_schema import AREA_BINS as AREA_BINS
+from sumseg.pipeline.store_schema import (
+    FORMAT,
+    IMAGE_FORMAT,
+    UNCERTAINTY_FORMAT,
+    VERSION,
+    Shard,
+    StoreEntry,
+    entry_of,
+    merge_indexes,
+    read_image_doc,
+    read_meta,
+)
+from sumseg.pipeline.store_schema import image_stem as image_stem
+from sumseg.pipeline.store_schema import read_entry as read_entry
 from sumseg.tensor_files import file_digest, read_tensors, save_tensors
 
-FORMAT = "sumseg-pseudo-labels"
-IMAGE_FORMAT = "sumseg-pseudo-label-image"
-UNCERTAINTY_FORMAT = "sumseg-uncertainty"
-VERSION = 1
 LOGIT_CLIP = 1.0e4  # logits are clipped to ±LOGIT_CLIP before the float16 cast (float16 max is 65504)
-AREA_BINS = (0.0, 0.001, 0.01, 0.1, 0.5, 1.0001)  # mask area / image area; the summary's histogram
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count``: the images whose input position p has p % count == index."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str | None) -> Shard:
-        """``"i/N"`` (0 ≤ i < N) or None for the whole input."""
-        if text is None:
-            return cls()
-        try:
-            i, n = (int(v) for v in text.split("/"))
-        except ValueError:
-            raise ConfigError(f"--shard must be i/N with integers, e.g. 0/4; got {text!r}") from None
-        if n < 1 or not 0 <= i < n:
-            raise ConfigError(f"--shard {text}: need 0 <= i < N")
-        return cls(i, n)
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.index:05d}-of-{self.count:05d}"
-
-    def selects(self, position: int) -> bool:
-        return position % self.count == self.index
-
-
-@dataclass
-class StoreEntry:
-    """One labelled image: input position, id, file stem, image path (relative to ``labels/``), size, K."""
-
-    position: int
-    image_id: str
-    stem: str
-    file_name: str
-    height: int
-    width: int
-    num_masks: int
-    area_hist: list[int]
 
 
 @dataclass
@@ -108,20 +73,40 @@ class ImageLabels:
         return len(self.rles)
 
 
-def image_stem(image_id: str) -> str:
-    """File stem of an image id: percent-quoted (reversible, no '/'); long ids get a hash instead."""
-    stem = quote(image_id, safe="")
-    if len(stem) > 120:
-        stem = stem[:80] + "-" + hashlib.blake2b(image_id.encode(), digest_size=10).hexdigest()
-    return stem
-
-
-def _tensor(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], path: Path) -> torch.Tensor:
+def _tensor(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], path: Path,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensors[key]``, which must have ``shape`` (and ``dtype``); else DataError naming the file and the tensor."""
     t = tensors.get(key)
     if t is None or tuple(t.shape) != shape:
         got = "missing" if t is None else f"shape {tuple(t.shape)}"
         raise DataError(f"{path}: tensor {key!r} must have shape {shape}, got {got}")
+    if dtype is not None and t.dtype != dtype:
+        raise DataError(f"{path}: tensor {key!r} must be {dtype}, got {t.dtype}")
     return t
+
+
+def _check_values(arrays: dict[str, torch.Tensor], path: Path, e: StoreEntry) -> None:
+    """Finite values everywhere; boxes and points inside the image; stability in [0, 1] (as written)."""
+    for key, t in arrays.items():
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise DataError(f"{path}: tensor {key!r} has {bad} non-finite values (NaN or inf)")
+    xy = torch.tensor([e.width, e.height], dtype=torch.float32)
+    for key, t in (("boxes", arrays["boxes"].reshape(-1, 2)), ("points", arrays["points"])):
+        if ((t < 0) | (t > xy)).any():
+            raise DataError(f"{path}: tensor {key!r} has coordinates outside the {e.height}x{e.width} (HxW) image")
+    st = arrays["stability_score"]
+    if ((st < 0) | (st > 1)).any():
+        raise DataError(f"{path}: tensor 'stability_score' has values outside [0, 1]")
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """What is written must be finite: NaN logits would read back as a confident label."""
+    for key, t in tensors.items():
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise DataError(f"{path}: refusing to write tensor {key!r} with {bad} non-finite values (NaN or inf; "
+                            "the model's outputs for this image are not finite)")
 
 
 def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> None:
@@ -134,6 +119,7 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
         "predicted_iou": labels.predicted_iou.float(),
         "stability_score": torch.nan_to_num(labels.stability.float(), nan=0.0),  # 0/0: an empty mask; JSON has no NaN
     }
+    _refuse_non_finite(tensors, labels_dir / f"{entry.stem}.safetensors")
     save_tensors(labels_dir / f"{entry.stem}.safetensors", tensors,
                  {"format": IMAGE_FORMAT, "version": VERSION, "num_masks": k})
     anns = []
@@ -160,23 +146,6 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
         tmp.write_text(json.dumps(doc, allow_nan=False))
 
 
-def read_entry(labels_dir: Path, stem: str) -> StoreEntry | None:
-    """The entry of a finished image (its JSON exists), or None when it is not written yet."""
-    path = labels_dir / f"{stem}.json"
-    if not path.is_file():
-        return None
-    doc = load_json(path)
-    try:
-        own, img = doc["sumseg"], doc["image"]
-        if own["format"] != IMAGE_FORMAT:
-            raise KeyError("format")
-        return StoreEntry(int(own["position"]), str(img["image_id"]), stem, str(img["file_name"]),
-                          int(img["height"]), int(img["width"]), len(doc["annotations"]),
-                          [int(v) for v in own["area_hist"]])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: not a sumseg pseudo-label file (missing or bad field {e})") from e
-
-
 def write_index(index_dir: Path, shard: Shard, entries: list[StoreEntry],
                 skipped: list[dict[str, Any]], complete: bool) -> None:
     """Write (atomically) the index of one shard: its finished images and skipped files."""
@@ -186,62 +155,26 @@ def write_index(index_dir: Path, shard: Shard, entries: list[StoreEntry],
         tmp.write_text(json.dumps(doc))
 
 
-def read_meta(root: Path) -> dict[str, Any]:
-    """``meta.json`` of a store; DataError naming the file when it is missing or foreign."""
-    path = root / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; {root} is not a pseudo-label store (make one with sumseg pseudo-label)")
-    meta = load_json(path)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path}: not a sumseg pseudo-label store file (format {meta.get('format')!r})"
-                        if isinstance(meta, dict) else f"{path}: not a sumseg pseudo-label store file")
-    if meta.get("version") != VERSION:
-        raise DataError(f"{path}: store format version {meta.get('version')!r}; this sumseg reads {VERSION}")
-    return meta
-
-
-def _merge_indexes(root: Path, num_images: int) -> tuple[list[StoreEntry], list[dict[str, Any]], set[int]]:
-    """Entries (by position), skipped files (by path) and the positions covered by complete shards."""
-    entries: dict[int, StoreEntry] = {}
-    skipped: dict[str, dict[str, Any]] = {}
-    covered: set[int] = set()
-    for path in sorted((root / "index").glob("shard-*.json")):
-        doc = load_json(path)
-        try:
-            if doc["format"] != FORMAT:
-                raise KeyError("format")
-            shard = Shard(*doc["shard"])
-            new = [StoreEntry(**item) for item in doc["images"]]
-            bad = {str(item["path"]): item for item in doc["skipped"]}
-            complete = bool(doc["complete"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{path}: not a sumseg pseudo-label index (missing or bad field {err})") from err
-        for entry in new:
-            if entries.setdefault(entry.position, entry) != entry:
-                raise DataError(f"{path}: image at input position {entry.position} differs from another index's")
-        skipped.update(bad)
-        if complete:
-            covered.update(p for p in range(num_images) if shard.selects(p))
-    return [entries[p] for p in sorted(entries)], [skipped[p] for p in sorted(skipped)], covered
-
-
 class PseudoLabelStore:
     """Read access to a pseudo-label store (see the module docstring and docs/pseudo-labels.md).
 
     ``images``: the labelled images in input order; ``skipped``: files that could not be
     labelled (``{"position", "path", "reason"}``, position None for a file the reader refused);
     ``model``, ``image_size`` (S), ``lowres_size`` (L), ``thresholds`` (the resolved numbers)
-    and ``meta`` (all of meta.json).
+    and ``meta`` (all of meta.json, checked by :func:`~sumseg.pipeline.store_schema.read_meta`).
+    Every file read is checked (schema, shapes, dtypes, finite values); a mismatch names the file
+    that is wrong: the per-image JSON is the truth, so a count it contradicts blames the index.
     """
 
     def __init__(self, root: Path, meta: dict[str, Any], images: list[StoreEntry],
-                 skipped: list[dict[str, Any]], complete: bool) -> None:
+                 skipped: list[dict[str, Any]], complete: bool, sources: dict[int, Path] | None = None) -> None:
         self.root, self.meta, self.images, self.skipped, self.complete = root, meta, images, skipped, complete
         self.model: str = meta["model"]
         self.image_size: int = int(meta["image_size"])
         self.lowres_size: int = int(meta["lowres_size"])
         self.thresholds: dict[str, float] = meta["thresholds"]
         self.labels_dir = root / "labels"
+        self._sources = sources or {}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -249,16 +182,27 @@ class PseudoLabelStore:
     def image_path(self, i: int) -> Path:
         return self.labels_dir / self.images[i].file_name
 
+    def _index_file(self, i: int) -> Path:
+        return self._sources.get(self.images[i].position, self.root / "index")
+
     def _json(self, i: int) -> tuple[Path, list[dict[str, Any]]]:
+        """Image i's annotations, after checking its JSON (schema) against the index's entry."""
         e = self.images[i]
         path = self.labels_dir / f"{e.stem}.json"
         if not path.is_file():
-            raise DataError(f"{path}: file not found (listed in the store index; the store is damaged)")
-        doc = load_json(path)
-        anns = doc.get("annotations") if isinstance(doc, dict) else None
-        if not isinstance(anns, list) or len(anns) != e.num_masks:
-            raise DataError(f"{path}: expected {e.num_masks} annotations as the index says")
-        return path, anns
+            raise DataError(f"{path}: file not found (listed in {self._index_file(i)}; the store is damaged: "
+                            "rerun sumseg pseudo-label with the same arguments to relabel it)")
+        raw = read_image_doc(path)
+        doc = entry_of(raw, e.stem)
+        if (doc.image_id, doc.position, doc.height, doc.width) != (e.image_id, e.position, e.height, e.width):
+            raise DataError(f"{self._index_file(i)}: image at position {e.position} ({e.image_id!r}, "
+                            f"{e.height}x{e.width}) is not what {path} holds ({doc.image_id!r} at position "
+                            f"{doc.position}, {doc.height}x{doc.width})")
+        if doc.num_masks != e.num_masks:
+            raise DataError(f"{self._index_file(i)}: field 'num_masks' of {e.image_id!r} is {e.num_masks}, but "
+                            f"{path} holds {doc.num_masks} annotations (the index is damaged: rerun sumseg "
+                            "pseudo-label with the same arguments to rewrite it)")
+        return path, raw["annotations"]
 
     def rles(self, i: int) -> list[rle_utils.Rle]:
         """Compressed RLE masks of image ``i`` (checked before decoding)."""
@@ -266,7 +210,7 @@ class PseudoLabelStore:
         e = self.images[i]
         out = []
         for j, ann in enumerate(anns):
-            segm = ann.get("segmentation") if isinstance(ann, dict) else None
+            segm = ann.get("segmentation")
             problem = rle_utils.check_rle(segm, e.height, e.width)
             if problem:
                 raise DataError(f"{path}: annotations[{j}]: {problem}")
@@ -274,13 +218,20 @@ class PseudoLabelStore:
         return out
 
     def _arrays(self, i: int) -> tuple[Path, dict[str, torch.Tensor]]:
+        """Image i's tensors, checked: shapes (K from its JSON), dtypes, finite values, coordinates in range."""
         e, n = self.images[i], self.lowres_size
         path = self.labels_dir / f"{e.stem}.safetensors"
         tensors, _ = read_tensors(path, IMAGE_FORMAT)
-        k = e.num_masks
-        shapes = {"logits": (k, n, n), "boxes": (k, 4), "points": (k, 2), "predicted_iou": (k,),
-                  "stability_score": (k,)}
-        return path, {key: _tensor(tensors, key, shape, path).float() for key, shape in shapes.items()}
+        k, f32 = e.num_masks, torch.float32
+        shapes = {"logits": ((k, n, n), torch.float16), "boxes": ((k, 4), f32), "points": ((k, 2), f32),
+                  "predicted_iou": ((k,), f32), "stability_score": ((k,), f32)}
+        try:
+            out = {key: _tensor(tensors, key, shape, path, dtype).float() for key, (shape, dtype) in shapes.items()}
+        except DataError:
+            self._json(i)  # the index's K contradicted by the image's JSON: the index is named
+            raise
+        _check_values(out, path, e)
+        return path, out
 
     def load(self, i: int, confidence: bool = True) -> ImageLabels:
         """Everything stored for image ``i`` (confidence None before ``sumseg uncertainty``, or if not asked)."""
@@ -302,19 +253,21 @@ class PseudoLabelStore:
         return self.labels_dir / f"{self.images[i].stem}.uncertainty.safetensors"
 
     def uncertainty_u8(self, i: int) -> torch.Tensor | None:
-        """(K, L, L) uint8 round(255·U) of image ``i``, or None when not computed; stale maps raise."""
+        """(K, L, L) uint8 round(255·U) of image ``i``, or None when not computed; stale or damaged maps raise
+        (naming the labels file or the index when it is them that are damaged)."""
         path = self.uncertainty_path(i)
         if not path.is_file():
             return None
         tensors, meta = read_tensors(path, UNCERTAINTY_FORMAT)
         labels_file = self.labels_dir / f"{self.images[i].stem}.safetensors"
-        if meta.get("labels_digest") != file_digest(labels_file):
+        if not labels_file.is_file() or meta.get("labels_digest") != file_digest(labels_file):
+            self._arrays(i)  # a missing, truncated or damaged labels file is named as such
             raise DataError(f"{path}: made for other pseudo-labels than {labels_file.name} (rerun sumseg uncertainty)")
+        u = tensors.get("uncertainty")
+        if u is not None and u.ndim >= 1 and u.shape[0] != self.images[i].num_masks:
+            self._json(i)  # an index whose count the image's JSON contradicts is named
         n = self.lowres_size
-        u = _tensor(tensors, "uncertainty", (self.images[i].num_masks, n, n), path)
-        if u.dtype != torch.uint8:
-            raise DataError(f"{path}: tensor 'uncertainty' must be uint8, got {u.dtype}")
-        return u
+        return _tensor(tensors, "uncertainty", (self.images[i].num_masks, n, n), path, torch.uint8)
 
     def confidence(self, i: int) -> torch.Tensor | None:
         """(K, L, L) float32 c = 1 − U (U stored as round(255·U), error ≤ 1/510), or None."""
@@ -336,14 +289,15 @@ class PseudoLabelStore:
 
 
 def open_store(path: str | Path, allow_partial: bool = False) -> PseudoLabelStore:
-    """Open a pseudo-label store; an unfinished one raises DataError unless ``allow_partial``."""
+    """Open a pseudo-label store (every file checked as it is read); an unfinished one raises DataError
+    unless ``allow_partial``."""
     root = Path(path)
     meta = read_meta(root)
-    n = int(meta["num_images"])
-    images, skipped, covered = _merge_indexes(root, n)
-    complete = len(covered) == n
+    n = meta["num_images"]
+    images, skipped, covered, sources = merge_indexes(root, n)
+    complete = covered == n
     if not complete and not allow_partial:
-        raise DataError(f"{root}: unfinished pseudo-label store ({n - len(covered)} of {n} input images in shards "
-                        f"that have not finished; see {root / 'index'}); finish the run(s) or open with "
-                        "allow_partial=True")
-    return PseudoLabelStore(root, meta, images, skipped, complete)
+        raise DataError(f"{root}: unfinished pseudo-label store ({n - covered} of {n} input images in shards "
+                        f"that have not finished; see {root / 'index'}); finish it by rerunning the same sumseg "
+                        "pseudo-label command (each of its --shard i/N runs), which resumes where it stopped")
+    return PseudoLabelStore(root, meta, images, skipped, complete, sources)

@@ -28,6 +28,7 @@ from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
+from sumseg.pipeline.store_schema import read_uncertainty_meta
 from sumseg.tensor_files import file_digest, read_tensors, save_tensors, state_fingerprint
 
 QUANTISATION = "uint8 = round(255 * U); |error| <= 1/510"
@@ -101,8 +102,8 @@ def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
     fp = state_fingerprint(refiner)
     path = store.root / "uncertainty.json"
     if path.is_file():
-        meta = json.loads(path.read_text())
-        if meta.get("format") != UNCERTAINTY_FORMAT or meta.get("refiner_fingerprint") != fp:
+        meta = read_uncertainty_meta(path)
+        if meta["refiner_fingerprint"] != fp:
             raise ConfigError(f"{path}: the U maps here come from another refiner; delete {path} and "
                               f"{store.labels_dir}/*.uncertainty.safetensors to recompute them")
     else:
@@ -113,15 +114,16 @@ def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
 
 
 def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
+    """True when image i's U map is there, whole (shape, dtype), for this refiner and these pseudo-labels."""
     path = store.uncertainty_path(i)
     if not path.is_file():
         return False
     try:
         _, meta = read_tensors(path, UNCERTAINTY_FORMAT)
+        store.uncertainty_u8(i)  # shape, dtype and the labels digest
     except DataError:
-        return False  # a damaged file is recomputed
-    labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
-    return meta.get("refiner_fingerprint") == fp and meta.get("labels_digest") == file_digest(labels_file)
+        return False  # a damaged or stale file is recomputed (a damaged labels file is named when it is read)
+    return meta.get("refiner_fingerprint") == fp
 
 
 def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: EmbeddingCache | None,
@@ -130,6 +132,9 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: Emb
     rec, labels = store.record(i), store.load(i, confidence=False)
     hw = (rec.height, rec.width)
     r = refine(refiner, image_features(refiner, rec, cache), labels, hw)
+    if not torch.isfinite(r).all():
+        raise DataError(f"{rec.source}: refiner {refiner.name} gave {int((~torch.isfinite(r)).sum())} non-finite "
+                        "logits for this image; no U map written (NaN would read as U = 0, full confidence)")
     u8 = quantise(uncertainty_map(labels.logits, r))
     labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
     if write:
