@@ -27,6 +27,7 @@ from sumseg.models.hf_export import export_hf, preprocess_image, verify_hf_expor
 from sumseg.models.hf_sam import (  # noqa: E402
     HF_TIED_POS_KEY,
     KEY_RULES,
+    arch_of_config,
     hf_config,
     hf_to_sam_key,
     hf_to_sam_state,
@@ -65,6 +66,29 @@ def test_round_trip_through_sammodel_gives_equal_state_dicts() -> None:
     assert all(hf_to_sam_key(sam_to_hf_key(k) or "") == k for k in build_sam("vit_b").state_dict())
     assert len({h for _, h in KEY_RULES}) == len(KEY_RULES)
     assert sam_to_hf_key("mask_decoder.hf_token.weight") is None  # HQ-SAM's own tensors
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+def test_official_sizes_map_onto_sammodel_and_their_configs_read_back(name: str) -> None:
+    from sumseg.models.registry import official_builder
+
+    with torch.device("meta"):  # shapes only: no weights are made
+        sam = official_builder(name)(checkpoint=None)
+        hf = transformers.SamModel(transformers.SamConfig(**hf_config(ARCHS[name])))
+    ours, want = sam_to_hf_state(sam.state_dict()), hf.state_dict()
+    assert set(want) == set(ours) | {HF_TIED_POS_KEY}
+    assert all(want[k].shape == v.shape for k, v in ours.items())
+    written = json.loads(hf.config.to_json_string())
+    assert arch_of_config(written, "x") == name
+    written["mask_decoder_config"]["layer_norm_eps"] = 1e-6  # as the published folders say: still that model
+    assert arch_of_config(written, "x") == name
+
+
+def test_configs_that_leave_out_transformers_defaults_read_back() -> None:
+    assert arch_of_config({"model_type": "sam"}, "x") == "vit_b"  # SamConfig()'s sizes are vit_b's
+    huge = {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+            "global_attn_indexes": [7, 15, 23, 31]}
+    assert arch_of_config({"vision_config": huge}, "x") == "vit_h"  # mlp_dim follows hidden_size * mlp_ratio
 
 
 def test_written_folder_is_what_save_pretrained_writes(tmp_path: Path) -> None:
@@ -131,8 +155,11 @@ def test_hf_folder_reads_back_with_the_logits_of_its_source(tmp_path: Path, rgb_
     hf = SamModel(transformers.SamConfig(**hf_config(ARCHS["tiny"])))
     hf.load_state_dict(sam_to_hf_state(sam.state_dict()), strict=False)
     hf.save_pretrained(tmp_path / "hf")  # transformers' own writer
+    hf.save_pretrained(tmp_path / "shards", max_shard_size="1MB")
+    assert (tmp_path / "shards" / "model.safetensors.index.json").is_file()
     from_pth = build_model("tiny", tmp_path / "sam_tiny.pth")
-    for from_hf in (build_model("tiny", tmp_path / "hf"), build_model(None, tmp_path / "hf")):
+    for from_hf in (build_model("tiny", tmp_path / "hf"), build_model(None, tmp_path / "hf"),
+                    build_model(None, tmp_path / "shards")):
         assert from_hf.name == "tiny"
         a, b = from_pth.sam.state_dict(), from_hf.sam.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
