@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 
 from sumseg import build_model, save_checkpoint  # noqa: E402
 from sumseg.cli import app  # noqa: E402
-from sumseg.errors import CheckpointError, DataError  # noqa: E402
+from sumseg.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from sumseg.models import build_sam  # noqa: E402
 from sumseg.models.export import ExportVerificationError  # noqa: E402
 from sumseg.models.hf_export import export_hf, preprocess_image, verify_hf_export, write_hf_folder  # noqa: E402
@@ -143,9 +143,14 @@ def test_exported_folder_loads_with_from_pretrained_and_predicts_the_same(tmp_pa
     unfolded.mkdir()
     write_hf_folder(unfolded, build_model(None, ckpt), 0)
     assert verify_hf_export(model, SamModel.from_pretrained(unfolded).eval(), rgb_image, 1) > 1e-3
+    before = (tmp_path / "hf_task1" / "model.safetensors").read_bytes()
     with pytest.raises(ExportVerificationError, match="nothing was written"):
-        export_hf(ckpt, 1, tmp_path / "hf_task1", verify=True, tolerance=0.0)
-    assert SamModel.from_pretrained(tmp_path / "hf_task1") is not None  # the earlier export is still whole
+        export_hf(ckpt, 2, tmp_path / "hf_task1", verify=True, tolerance=0.0)
+    assert (tmp_path / "hf_task1" / "model.safetensors").read_bytes() == before  # the earlier export, untouched
+    export_hf(ckpt, 2, tmp_path / "hf_task1")  # an earlier export is replaced whole
+    assert (tmp_path / "hf_task1" / "model.safetensors").read_bytes() != before
+    assert _sessions(model, SamModel.from_pretrained(tmp_path / "hf_task1").eval(), rgb_image, 2, rounds=2) <= TOL
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
 @torch.no_grad()
@@ -195,6 +200,7 @@ def test_bad_folders_raise_data_errors_naming_the_folder(tmp_path: Path) -> None
         _folder(tmp_path, "sam2", {"model_type": "sam2", "architectures": ["Sam2Model"]}):
             r"sam2: holds a 'sam2' model \(Sam2Model\), not a SAM 1 SamModel",
         _folder(tmp_path, "hq", {"model_type": "sam_hq"}): r"hq: .*HQ-SAM folders are not supported yet",
+        _folder(tmp_path, "untyped", {}): r"untyped: holds a config.json without a model_type, not a SAM 1",
         _folder(tmp_path, "junk", "{not json"): r"junk/config.json: unreadable config",
         _folder(tmp_path, "no_weights", good): r"no_weights: no model.safetensors .*holds config.json",
         tmp_path / "pytorch": r"never unpickles pytorch_model.bin",
@@ -224,3 +230,11 @@ def test_cli_export_format_hf(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "holds other files (notes.txt)" in res.output
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x"), "--format", "onnx"])
     assert res.exit_code == 1 and "--format must be sam or hf" in res.output
+
+
+def test_hq_sam_has_no_sammodel_export(tmp_path: Path) -> None:
+    pytest.importorskip("segment_anything_hq")
+    ckpt = save_checkpoint(tmp_path / "hq.ckpt", build_model("hq_tiny"))
+    with pytest.raises(ConfigError, match=r"HQ-SAM model \(hq_tiny\) has no SamModel layout"):
+        export_hf(ckpt, 0, tmp_path / "hq_hf")
+    assert not (tmp_path / "hq_hf").exists()

@@ -251,7 +251,8 @@ def read_hf_config(folder: str | Path) -> dict:
     kind = config.get("model_type")
     if kind != "sam":
         arches = config.get("architectures")
-        what = f"a {kind!r} model" + (f" ({', '.join(map(str, arches))})" if isinstance(arches, list) else "")
+        what = f"a {kind!r} model" if kind is not None else f"a {HF_CONFIG} without a model_type"
+        what += f" ({', '.join(map(str, arches))})" if isinstance(arches, list) else ""
         hint = " (HQ-SAM folders are not supported yet)" if kind == "sam_hq" else ""
         raise HFFolderError(f"{folder}: holds {what}, not a SAM 1 SamModel (model_type 'sam'){hint}")
     return config
