@@ -308,21 +308,32 @@ def demo(
 def export(
     checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export (or a plain .pth with --model)")],
     task: Annotated[int, typer.Option(help="task id whose prompt is folded into the weights")],
-    out: Annotated[Path, typer.Option(help="output .pth (a plain state_dict for the stock loader)")],
+    out: Annotated[Path, typer.Option(help="output: a .pth (a plain state_dict for the stock loader), or with "
+                                      "--format hf a folder (config.json + model.safetensors)")],
     model: Annotated[str | None, typer.Option(help="registry name; needed only for a plain state_dict")] = None,
     verify: Annotated[bool, typer.Option(help="reload with the stock loader and compare predictions")] = True,
     tolerance: Annotated[float | None, typer.Option(min=0.0, help="largest |logit diff| --verify accepts "
                                                   "(default 1e-4)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="sam: segment_anything .pth; hf: a transformers SamModel "
+                                     "folder (save_pretrained layout)")] = "sam",
 ) -> None:
-    """Write a stock SAM state_dict with task prompt TASK folded in (exit 1 if the check fails)."""
+    """Write a stock SAM state_dict (or SamModel folder) with task prompt TASK folded in (exit 1 if the check fails)."""
     from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     try:
-        name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
+        if fmt not in ("sam", "hf"):
+            raise ConfigError(f"--format must be sam or hf, got {fmt!r}")
+        if fmt == "hf":
+            from sumseg.models.hf_export import export_hf
+
+            name, diff = export_hf(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
+        else:
+            name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
     except SumsegError as e:
         _fail(e)
-    typer.echo(f"wrote {out} (model {name}, task {task}); load it with {_stock_loader(name, out)}")
+    loader = f"transformers.SamModel.from_pretrained({str(out)!r})" if fmt == "hf" else _stock_loader(name, out)
+    typer.echo(f"wrote {out} (model {name}, task {task}); load it with {loader}")
     if diff is not None:
         typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions "
                    f"(max |logit diff| {diff:.2e} <= {tolerance:.0e})")

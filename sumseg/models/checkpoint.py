@@ -25,6 +25,7 @@ from sumseg.atomic import atomic_path
 from sumseg.checks import check_int, check_task_ids, shown
 from sumseg.errors import CheckpointError, ConfigError
 from sumseg.model_names import PRETRAINED, model_problems
+from sumseg.models.hf_sam import HF_CONFIG, read_hf_folder
 from sumseg.models.registry import ARCHS, build_sam
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS
@@ -140,12 +141,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
     """Read weights to CPU without running pickled code.
 
     Returns (state_dict, meta): meta is None for a plain state_dict (official SAM ``.pth``,
-    or our export), whose keys are stock SAM keys. Metadata is checked field by field and
-    every floating-point tensor must be finite (CheckpointError naming the file and tensor).
+    our export, or a Hugging Face ``SamModel`` folder, renamed to SAM's keys), whose keys are stock
+    SAM keys. Metadata is checked field by field and every floating-point tensor must be finite
+    (CheckpointError naming the file and tensor).
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+        return _read_folder(path)[1], None
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if _is_safetensors(path):
@@ -171,6 +173,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
     _check_finite(obj, path)
     return dict(obj), None
+
+
+def _read_folder(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """A Hugging Face ``SamModel`` folder (:mod:`sumseg.models.hf_sam`) → (its registry name, stock SAM
+    state_dict), every floating-point tensor finite."""
+    name, state = read_hf_folder(path)
+    _check_finite(state, path)
+    return name, state
 
 
 def read_meta(path: str | os.PathLike) -> CheckpointMeta | None:
@@ -242,7 +252,9 @@ def build_model(
     :func:`~sumseg.model_names.model_problems` (ConfigError otherwise).
 
     ``checkpoint`` may be an official SAM/HQ-SAM ``.pth`` (a state_dict of ``name``), an
-    exported stock file, or a sumseg checkpoint (see :func:`load_checkpoint`).
+    exported stock file, a sumseg checkpoint (see :func:`load_checkpoint`), or a local Hugging Face
+    ``SamModel`` folder (``config.json`` + ``model.safetensors``; its config names the model, so
+    ``name`` may be omitted; :mod:`sumseg.models.hf_sam`).
     """
     problems = model_problems(name, checkpoint, ("name", "checkpoint"))
     if problems:
@@ -262,11 +274,17 @@ def load_checkpoint(
 ) -> tuple[SumSam, CheckpointMeta | None]:
     """Load a checkpoint into a new model; also return its metadata (None for a plain state_dict).
 
-    For a sumseg checkpoint ``name`` may be omitted (when given it must match) and the
+    For a sumseg checkpoint or a ``SamModel`` folder ``name`` may be omitted (when given it must match) and the
     checkpoint's task ids replace ``tasks``. A plain state_dict needs ``name``.
     """
     path = Path(path)
-    state, meta = read_checkpoint(path)
+    if path.is_dir():  # a SamModel folder: its config.json names the architecture
+        held, state = _read_folder(path)
+        if name is not None and name != held:
+            raise CheckpointError(f"{path}: its {HF_CONFIG} describes a {held!r} model, not {name!r}")
+        name, meta = held, None
+    else:
+        state, meta = read_checkpoint(path)
     if meta is not None:
         if name is not None and name != meta.model:
             raise CheckpointError(f"{path}: checkpoint holds a {meta.model!r} model, not {name!r}")

@@ -50,10 +50,7 @@ def export_checkpoint(
     it was. Returns the model name and the largest difference (None without ``verify``).
     """
     check_output_file(out, inputs=[checkpoint])
-    net, _ = load_checkpoint(checkpoint, model)
-    if task not in net.task_prompts.task_ids:
-        raise ConfigError(f"{checkpoint}: unknown task id {task}; this checkpoint has tasks "
-                          f"{list(net.task_prompts.task_ids)}")
+    net = task_model(checkpoint, task, model)
     state = net.stock_state_dict(task)
     diff = None
     with atomic_path(Path(out)) as tmp:
@@ -67,6 +64,16 @@ def export_checkpoint(
                     f"(max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); the file was not written"
                 )
     return net.name, diff
+
+
+def task_model(checkpoint: str | os.PathLike, task: int, model: str | None) -> SumSam:
+    """The model of ``checkpoint`` (``model``: the registry name of a plain state_dict), which must know
+    task ``task`` (ConfigError naming the checkpoint and its tasks otherwise)."""
+    net, _ = load_checkpoint(checkpoint, model)
+    if task not in net.task_prompts.task_ids:
+        raise ConfigError(f"{checkpoint}: unknown task id {task}; this checkpoint has tasks "
+                          f"{list(net.task_prompts.task_ids)}")
+    return net
 
 
 def load_stock(path: str | os.PathLike, name: str) -> Sam:
