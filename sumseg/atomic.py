@@ -1,6 +1,8 @@
 """Atomic file writes: write a temporary file beside the target, fsync, then ``os.replace``.
 
-A reader never sees a half-written file, and a crash leaves the previous version intact.
+A reader never sees a half-written file, and a crash leaves the previous version intact. A write
+that fails (disk full, file too large, no permission, NaN in a JSON document) removes its temporary
+file and raises :class:`sumseg.errors.WriteError` naming the target and the cause (:func:`writing`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,71 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sumseg.errors import WRITE_ERRNOS, SumsegError, WriteError, write_cause
+
+LOW_SPACE = 1 << 20
+"""Free bytes below which a failed write is blamed on a full disk."""
+_LIBRARY_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "I/O error", "requested and")
+"""Text of the write failures of libraries that lose the OS error (torch.save, safetensors, numpy)."""
+
+
+def _largest(partial: Path | None) -> int:
+    """Size of the file ``partial`` or of the largest file under the folder ``partial`` (0: none)."""
+    if partial is None:
+        return 0
+    files = [partial] if partial.is_file() else [f for f in partial.rglob("*") if f.is_file()]
+    return max((f.stat().st_size for f in files), default=0)
+
+
+def _cause(exc: BaseException, folder: Path, partial: Path | None) -> str | None:
+    """Why a write failed, in words, or None when ``exc`` is no write failure."""
+    if isinstance(exc, ValueError) and "JSON compliant" in str(exc):
+        return "it would hold a non-finite number (NaN or infinity), which JSON does not allow"
+    cause = write_cause(exc)
+    if cause is not None:
+        return cause
+    library = isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError"
+    if not library or not any(t in str(exc) for t in _LIBRARY_WRITE_FAILURES):
+        return None
+    import re
+    import resource
+
+    code = re.search(r"os error (\d+)", str(exc))  # safetensors (Rust) keeps the OS error as text
+    if code and int(code[1]) in WRITE_ERRNOS:
+        return os.strerror(int(code[1]))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and _largest(partial) >= limit:
+        return f"File too large: the process's file-size limit is {limit} bytes"
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_bavail * st.f_frsize < LOW_SPACE:
+        return f"No space left on device: {st.f_bavail * st.f_frsize} bytes free"
+    return f"write failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def write_failure(exc: BaseException, target: Path, partial: Path | None = None) -> WriteError | None:
+    """A :class:`WriteError` naming ``target`` when ``exc`` is a failed write of it (``partial``: the file
+    being written, if any), else None. Knows OS errors, the JSON encoder's NaN refusal and the write
+    failures of torch.save, safetensors and numpy, which do not keep the OS error."""
+    if isinstance(exc, SumsegError):
+        return None
+    cause = _cause(exc, target.parent, partial)
+    return None if cause is None else WriteError(f"{target}: cannot write it ({cause})")
+
+
+@contextmanager
+def writing(target: str | os.PathLike, partial: str | os.PathLike | None = None) -> Iterator[None]:
+    """Translate a failed write of ``target`` inside the block into a :class:`WriteError` naming it."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only write failures are translated, the rest re-raised
+        err = write_failure(e, Path(target), None if partial is None else Path(partial))
+        if err is None:
+            raise
+        raise err from e
+
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -20,18 +87,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     exception the temporary file is removed and ``target`` is left untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp (and some writers) make 0600: use a plain open()'s mode
-        os.replace(tmp_path, target)
+        with writing(target, tmp_path):
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp (and some writers) make 0600: use a plain open()'s mode
+            os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -56,11 +125,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     old = tmp.with_suffix(".old")
     try:
-        yield tmp
+        with writing(target, tmp):
+            yield tmp
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

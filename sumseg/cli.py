@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
 
-from sumseg.errors import ConfigError, SumsegError
+from sumseg.errors import ConfigError, cli_error
 
 # Plain help (click's formatter): rich's option table truncates long flag names at 80 columns
 # ("--points-per-si…"); click's wraps the help text and never cuts a name. tests/test_cli.py checks it.
@@ -25,6 +26,19 @@ app.add_typer(data_app, name="data")
 def _fail(err: Exception) -> None:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A command's work: a SumsegError or an OS write error (:func:`sumseg.errors.cli_error`) ends it
+    with one ``error:`` line and exit status 1; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - cli_error decides; the rest is re-raised
+        err = cli_error(e)
+        if err is None:
+            raise
+        _fail(err)
 
 
 def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a SumSam (torch imported late)
@@ -67,17 +81,16 @@ def pseudo_label(
     from sumseg.pipeline.amg import PseudoLabelSettings
     from sumseg.pipeline.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
     from sumseg.pipeline.store import Shard
+    from sumseg.train.distributed import resolve_device
 
-    try:
+    with _errors():
         settings = PseudoLabelSettings(points_per_side, points_per_batch, iou_thresh, stability_thresh,
                                        stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
                                        calibration_images)
         part = Shard.parse(shard)
-        net = _foundation(model, checkpoint).to(device)
+        net = _foundation(model, checkpoint).to(resolve_device(device, key="--device"))
         emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
         summary = run_pseudo_labels(net, images, out, settings, part, emb_cache, progress)
-    except SumsegError as e:
-        _fail(e)
     typer.echo(format_summary(summary))
     warning = few_masks_warning(summary)
     if warning:
@@ -86,11 +99,9 @@ def pseudo_label(
 
 def _run_training(load: Callable[[], Any], run: Callable[[Any], dict]) -> tuple[Any, dict] | None:
     """Load a config and train it; None on ranks other than 0 (torchrun) and when there was nothing to do."""
-    try:
+    with _errors():
         cfg = load()
         row = run(cfg)
-    except SumsegError as e:
-        _fail(e)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return None
     if not row:
@@ -151,14 +162,13 @@ def uncertainty(
     from sumseg.models.checkpoint import build_model
     from sumseg.pipeline.store import Shard
     from sumseg.pipeline.uncertainty import run_uncertainty
+    from sumseg.train.distributed import resolve_device
 
-    try:
+    with _errors():
         part = Shard.parse(shard)
-        net = build_model(None, refiner).to(device)
+        net = build_model(None, refiner).to(resolve_device(device, key="--device"))
         emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
         s = run_uncertainty(net, pseudo_labels, part, show, emb_cache, progress)
-    except SumsegError as e:
-        _fail(e)
     typer.echo(f"U maps: {s.images_done} of {s.images} images ({s.computed_now} computed by this run), "
                f"{s.masks} masks, mean U {s.mean_u:.4f}")
     if s.overlays:
@@ -198,10 +208,8 @@ def pretrain(
 
     cfg = PretrainConfig(seed=seed)
     cfg = replace(cfg, steps=steps) if steps else cfg
-    try:
+    with _errors():
         row = run_pretrain(out, cfg, progress)
-    except SumsegError as e:
-        _fail(e)
     if not row:
         typer.echo(_nothing_to_do(out / "last.ckpt", cfg.steps))
         return
@@ -234,7 +242,7 @@ def eval_(
     specs = [d.strip() for d in datasets.split(",") if d.strip()]
     if not specs:
         raise typer.BadParameter(f"names no dataset ({datasets!r})", param_hint="--datasets")
-    try:
+    with _errors():
         if first_round not in get_args(FirstRound):
             raise ConfigError(f"--first-round must be one of {', '.join(get_args(FirstRound))}, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
@@ -245,8 +253,6 @@ def eval_(
                         label="--out"):
             net = _foundation(model, checkpoint)
             data, skipped = evaluate(net, paths, settings, out, progress=progress)
-    except SumsegError as e:
-        _fail(e)
     for ds, n in skipped.items():
         if n:
             typer.secho(f"{ds}: skipped {n} item(s), listed with the reasons in {out}/results.md",
@@ -291,15 +297,13 @@ def demo(
     from sumseg.demo.settings import preset
     from sumseg.evaluate.run import default_benchmarks_dir
 
-    try:
+    with _errors():
         if benchmarks_dir is not None and not benchmarks_dir.is_dir():
             raise ConfigError(f"--benchmarks-dir {benchmarks_dir}: no such folder (leave it out to skip the real "
                               "benchmarks when ../shared/benchmarks is absent)")
         settings = preset(quick, seeds, methods.split(",") if methods else None, world_seed)
         result = run_demo(out, settings, foundation, workers, benchmarks_dir or default_benchmarks_dir(),
                           echo=typer.echo)
-    except SumsegError as e:
-        _fail(e)
     typer.echo(main_table_text(result.report))
     typer.echo(f"report: {result.report_md} (numbers in {out / 'report.json'})")
 
@@ -321,7 +325,7 @@ def export(
     from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    try:
+    with _errors():
         if fmt not in ("sam", "hf"):
             raise ConfigError(f"--format must be sam or hf, got {fmt!r}")
         if fmt == "hf":
@@ -330,8 +334,6 @@ def export(
             name, diff = export_hf(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
         else:
             name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
-    except SumsegError as e:
-        _fail(e)
     loader = f"transformers.SamModel.from_pretrained({str(out)!r})" if fmt == "hf" else _stock_loader(name, out)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with {loader}")
     if diff is not None:
@@ -360,10 +362,8 @@ def data_inspect(
     """Counts per split and task, a mask-size histogram, and the problems found (exit 1 if any)."""
     from sumseg.data.summary import format_summary, inspect_dataset
 
-    try:
+    with _errors():
         summary = inspect_dataset(path, decode=decode, skip_bad=not strict)
-    except SumsegError as e:
-        _fail(e)
     typer.echo(format_summary(summary))
     if summary.problems:
         typer.secho(f"{len(summary.problems)} problem(s) found", fg=typer.colors.RED, err=True)
@@ -387,11 +387,9 @@ def data_synth(
 
     sizes = {"pretrain": pretrain, "unlabeled": unlabeled, "general_test": test}
     sizes |= {f"task{k}_train": task_train for k in (1, 2, 3)} | {f"task{k}_test": test for k in (1, 2, 3)}
-    try:
+    with _errors():
         with output_dir(out, label="--out"):
             summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
-    except SumsegError as e:
-        _fail(e)
     for split, s in summary.items():
         typer.echo(f"{split}: {s['images']} images, {s['annotations']} masks "
                    f"({s['written']} written, {s['unchanged']} unchanged)")

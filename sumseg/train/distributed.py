@@ -51,18 +51,31 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r} must be an integer (set by torchrun)") from None
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` without a GPU is refused."""
+def _available() -> str:
+    """The devices torch can use here, in words (``cpu; no CUDA device`` or ``cpu, cuda (cuda:0 to cuda:3)``)."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return "cpu" + (f", cuda (cuda:0 to cuda:{n - 1})" if n else "; no CUDA device")
+
+
+def resolve_device(name: str, local_rank: int = 0, key: str = "run.device") -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` (``cuda:N``: GPU N) without
+    that GPU is refused. ConfigError naming ``key`` (the config key or flag) and what this machine has."""
+    index, explicit = local_rank, name.startswith("cuda:")
+    if name.startswith("cuda:") and name[5:].isascii() and name[5:].isdigit():
+        name, index = "cuda", int(name[5:])
     if name not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(DEVICES)} or cuda:N, got {name!r} "
+                          f"(available here: {_available()})")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device (use device=auto or cpu)")
-    if local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} CUDA devices: "
+        raise ConfigError(f"{key} is 'cuda' but torch sees no CUDA device (available here: {_available()}); "
+                          f"use {key} auto or cpu")
+    if index >= torch.cuda.device_count():
+        what = f"{key} cuda:{index}" if explicit else f"LOCAL_RANK {index}"
+        raise ConfigError(f"{what} but this node has {torch.cuda.device_count()} CUDA devices: "
                           "start at most one process per GPU (--nproc_per_node)")
-    return torch.device("cuda", local_rank)
+    return torch.device("cuda", index)
 
 
 def setup(device: str = "auto") -> Replica:

@@ -9,6 +9,8 @@ purge its events from the resumed step on, so both read as one uninterrupted run
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,18 +19,32 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, writing
 from sumseg.train.distributed import Replica
 
 
 def append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
-    """Append ``row`` to ``path``; first, when ``resumed_from`` is given, drop rows of steps ≥ it."""
+    """Append ``row`` to ``path``; first, when ``resumed_from`` is given, drop rows of steps ≥ it.
+
+    A NaN or infinite value is written as ``null`` (JSON has no such number); a failed write leaves the
+    file as it was (no half row for the next run to read) and raises WriteError naming it."""
     if resumed_from is not None and path.exists():
         keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < resumed_from]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(k + "\n" for k in keep))
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}
+    data = memoryview((json.dumps(finite, allow_nan=False) + "\n").encode())
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        start = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except BaseException:
+            os.ftruncate(fd, start)
+            raise
+        finally:
+            os.close(fd)
 
 
 class RunLog:
@@ -48,7 +64,8 @@ class RunLog:
         self._resumed_from: int | None = start if start else None
         self._writer: Any = None
         if self.main:
-            (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+            with writing(run_dir / "config.json"):
+                (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter  # imported only by runs that write events
 
