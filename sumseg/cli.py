@@ -73,7 +73,7 @@ def pseudo_label(
     calibration_images: Annotated[int, typer.Option(min=0, help="images for quantile thresholds (0: all)")] = 32,
     shard: Annotated[str | None, typer.Option(help="i/N: label every N-th image from the i-th")] = None,
     cache: Annotated[Path | None, typer.Option(help="embedding cache folder (float16 embeddings)")] = None,
-    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
@@ -88,7 +88,8 @@ def pseudo_label(
                                        stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
                                        calibration_images)
         part = Shard.parse(shard)
-        net = _foundation(model, checkpoint).to(resolve_device(device, key="--device"))
+        dev = resolve_device(device, key="--device")
+        net = _foundation(model, checkpoint).to(dev)
         emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
         summary = run_pseudo_labels(net, images, out, settings, part, emb_cache, progress)
     typer.echo(format_summary(summary))
@@ -154,7 +155,7 @@ def uncertainty(
     show: Annotated[int, typer.Option(min=0, help="write overlay PNGs of the first N masks")] = 0,
     shard: Annotated[str | None, typer.Option(help="i/N: every N-th image of the store from the i-th")] = None,
     cache: Annotated[Path | None, typer.Option(help="embedding cache folder of the refiner's encoder")] = None,
-    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Refiner inference on every pseudo-label → U = |σ(s) − σ(r)| maps beside the labels (resumable)."""
@@ -166,7 +167,8 @@ def uncertainty(
 
     with _errors():
         part = Shard.parse(shard)
-        net = build_model(None, refiner).to(resolve_device(device, key="--device"))
+        dev = resolve_device(device, key="--device")
+        net = build_model(None, refiner).to(dev)
         emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
         s = run_uncertainty(net, pseudo_labels, part, show, emb_cache, progress)
     typer.echo(f"U maps: {s.images_done} of {s.images} images ({s.computed_now} computed by this run), "

@@ -61,7 +61,7 @@ class RunLog:
         self.images_per_step = images_per_call * cfg.accumulate * replica.world
         self.row: dict[str, float] = {}
         self.last_saved: int | None = start - 1 if start else None
-        self._resumed_from: int | None = start if start else None
+        self._resumed_from: int | None = start  # 0 too: rows of a run that failed before its first save go
         self._writer: Any = None
         if self.main:
             with writing(run_dir / "config.json"):
