@@ -33,8 +33,7 @@ from benchmarks.run import BenchRow
 from sumseg.config import TrainConfig, load_config
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.losses import LOSS_NAMES, total
-from sumseg.models.sum_sam import PromptBatch
-from sumseg.prompts.sampler import RoundPrompts
+from sumseg.prompts.batch import PromptBatch
 from sumseg.train.batch import MaskBatch
 from sumseg.train.distributed import Replica
 from sumseg.train.step import InteractiveStep, input_frame_logits
@@ -112,21 +111,20 @@ class _Recorder:
     def __init__(self, sampler: object) -> None:
         self.sampler, self.drawn = sampler, []
 
-    def first(self, *args: torch.Tensor) -> RoundPrompts:
+    def first(self, *args: torch.Tensor) -> PromptBatch:
         self.drawn = [self.sampler.first(*args)]  # type: ignore[attr-defined]
         return self.drawn[0]
 
-    def correction(self, *args: torch.Tensor) -> RoundPrompts:
+    def correction(self, *args: torch.Tensor) -> PromptBatch:
         self.drawn.append(self.sampler.correction(*args))  # type: ignore[attr-defined]
         return self.drawn[-1]
 
 
-def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[RoundPrompts]) -> float:
+def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[PromptBatch]) -> float:
     """Encoder + the step's decoder calls and round losses on recorded prompts, one backward."""
-    model, first = step.model, drawn[0]
+    model, prompts = step.model, drawn[0]
     features = step.features(batch)
     target, conf, _ = step._frame(batch)
-    prompts = PromptBatch(batch.image_index, first.points, first.labels, first.boxes, first.has_box)
     totals = {k: torch.zeros(()) for k in LOSS_NAMES}
     prev = None
     for r in range(1 + step.corrections + int(step.final_round)):
@@ -137,9 +135,7 @@ def _network_alone(step: InteractiveStep, batch: MaskBatch, drawn: list[RoundPro
         totals = {k: totals[k] + parts[k] for k in LOSS_NAMES}
         prev = low[torch.arange(len(best)), best][:, None].detach()
         if r + 1 < len(drawn):
-            assert prompts.points is not None and prompts.labels is not None
-            prompts.points = torch.cat([prompts.points, drawn[r + 1].points], 1)
-            prompts.labels = torch.cat([prompts.labels, drawn[r + 1].labels], 1)
+            prompts = prompts.with_points(drawn[r + 1])
     loss = total(totals)
     loss.backward()
     step.zero_grad(set_to_none=True)

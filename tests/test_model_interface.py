@@ -6,7 +6,7 @@ import torch
 
 from sumseg.models.checkpoint import build_model
 from sumseg.models.interface import PromptableModel
-from sumseg.models.sum_sam import PromptBatch
+from sumseg.prompts.batch import PromptBatch
 
 
 def test_sumsam_is_a_promptable_model_and_its_members_work_together() -> None:

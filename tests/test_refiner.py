@@ -103,13 +103,13 @@ def test_refiner_inputs_are_the_frozen_models_best_output(world: Path) -> None:
         feats = model.encode(batch.images)
     inp = refiner_inputs(frozen, feats, batch, torch.Generator().manual_seed(5), min_iou=0.0, jitter_ratio=0.0)
     points, _ = draw_points(batch.gt, batch.ignore, torch.Generator().manual_seed(5))
-    assert torch.equal(inp.points, points)  # the generator's first draw: the points
+    assert torch.equal(inp.prompts.points, points)  # the generator's first draw: the points
     size = frozen.image_size
     for n in range(len(batch.gt)):
-        x, y = inp.points[n, 0].long().tolist()
+        x, y = inp.prompts.points[n, 0].long().tolist()
         assert batch.gt[n, y, x]  # the point lies in the GT
         with torch.no_grad():  # an independent SamPredictor-style call for this one point
-            low, _ = frozen.decode(feats.select(int(batch.image_index[n])), (inp.points[n : n + 1],
+            low, _ = frozen.decode(feats.select(int(batch.image_index[n])), (inp.prompts.points[n : n + 1],
                                    torch.ones(1, 1, dtype=torch.long)), multimask=True)
         up = F.interpolate(low[0, :, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0
         gt = batch.gt[n].numpy()
@@ -117,15 +117,16 @@ def test_refiner_inputs_are_the_frozen_models_best_output(world: Path) -> None:
         best = int(np.argmax(ious))
         assert inp.input_iou[n].item() == pytest.approx(ious[best], abs=1e-6)
         torch.testing.assert_close(inp.mask_input[n, 0], low[0, best])
-        assert tuple(inp.boxes[n].long().tolist()) == mask_box(up[best].numpy())  # the output's box
+        assert tuple(inp.prompts.boxes[n].long().tolist()) == mask_box(up[best].numpy())  # the output's box
     threshold = float(inp.input_iou.median())
     gated = refiner_inputs(frozen, feats, batch, torch.Generator().manual_seed(5), min_iou=threshold,
                            jitter_ratio=0.0)
     assert torch.equal(gated.kept, inp.input_iou >= threshold) and 0 < int(gated.kept.sum()) < len(gated.kept)
     jittered = refiner_inputs(frozen, feats, batch, torch.Generator().manual_seed(5), min_iou=0.0,
                               jitter_ratio=0.1, max_jitter=3.0)
-    assert torch.equal(jittered.points, inp.points) and not torch.equal(jittered.boxes, inp.boxes)
-    assert float((jittered.boxes - inp.boxes).abs().max()) <= 3.0
+    moved, fixed = jittered.prompts, inp.prompts
+    assert torch.equal(moved.points, fixed.points) and not torch.equal(moved.boxes, fixed.boxes)
+    assert float((moved.boxes - fixed.boxes).abs().max()) <= 3.0
 
 
 def test_refiner_prompt_is_the_one_uncertainty_inference_builds(world: Path) -> None:
@@ -136,9 +137,11 @@ def test_refiner_prompt_is_the_one_uncertainty_inference_builds(world: Path) -> 
     feats = step.features(batch)
     inp = refiner_inputs(step.frozen, feats, batch, torch.Generator().manual_seed(1), 0.0)
     with torch.no_grad():
-        trained, _ = step.refine(feats, batch.image_index, inp)
-    k = len(inp.points)  # 256-px images: the input frame is the image frame
-    labels = ImageLabels([{}] * k, inp.mask_input[:, 0], inp.boxes, inp.points[:, 0], torch.ones(k), torch.ones(k))
+        trained, _ = step.refine(feats, inp)
+    k, prompts = len(inp.prompts), inp.prompts  # 256-px images: the input frame is the image frame
+    assert prompts.points is not None
+    labels = ImageLabels([{}] * k, inp.mask_input[:, 0], prompts.boxes, prompts.points[:, 0], torch.ones(k),
+                         torch.ones(k))
     torch.testing.assert_close(refine(refiner, feats.embeddings, labels, (256, 256)), trained[:, 0])
 
 
@@ -196,7 +199,7 @@ def test_step_loss_is_the_sam_loss_of_the_kept_masks(world: Path) -> None:
     with torch.no_grad():
         out = step(batch, torch.Generator().manual_seed(3))
         kept = (every.input_iou >= threshold).nonzero().squeeze(1)
-        low, iou = step.refine(feats, batch.image_index[kept], every.take(kept))
+        low, iou = step.refine(feats, every.take(kept))
         want = RoundLoss().per_mask(low[:, 0], iou[:, 0], batch.target[kept])  # c ≡ 1: no padding or ignore here
     assert float(out["kept"]) == pytest.approx(len(kept) / len(batch.gt)) and 0 < len(kept) < len(batch.gt)
     for name in ("focal", "dice", "iou"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sumseg import build_model
-from sumseg.models.sum_sam import PromptBatch
+from sumseg.prompts.batch import PromptBatch
 from tests.conftest import randomise_task_prompts
 
 

@@ -30,8 +30,9 @@ import torch
 from sumseg.metrics.masks import boundary_iou, iou
 from sumseg.models.predictor import SumPredictor
 from sumseg.models.task_prompts import TaskRounds
+from sumseg.prompts.batch import click_prompts
 from sumseg.prompts.clicker import Clicker
-from sumseg.prompts.geometry import Box, Click, click_points
+from sumseg.prompts.geometry import Box, Click
 from sumseg.prompts.geometry import mask_box as gt_box
 
 Protocol = Literal["clicks", "box"]
@@ -102,21 +103,14 @@ def _decode(predictor: SumPredictor, group: list[_Session], multimask: bool, tas
     """One decoder call for the sessions of ``group`` (same image, same number of clicks, same task):
     every click so far, the GT box (box protocol), the previous low-res logits. Returns logits at the
     image's size (N, M, H, W), predicted IoUs (N, M) and low-res logits (N, M, L, L), as numpy."""
-    size, device = predictor.original_size, predictor.device
-    points = labels = boxes = masks = None
-    if group[0].clicker.clicks:
-        pts, lbl = zip(*(click_points(s.clicker.clicks) for s in group), strict=True)
-        coords = predictor.transform.apply_coords(np.stack(pts), size)
-        points = torch.as_tensor(coords, dtype=torch.float, device=device)
-        labels = torch.as_tensor(np.stack(lbl), dtype=torch.int, device=device)
-    if group[0].res.box is not None:
-        box = predictor.transform.apply_boxes(np.array([s.res.box for s in group], dtype=np.float64), size)
-        boxes = torch.as_tensor(box, dtype=torch.float, device=device)
+    device, masks = predictor.device, None
+    boxes = [s.res.box for s in group if s.res.box is not None] if group[0].res.box is not None else None
+    prompts = click_prompts([s.clicker.clicks for s in group], boxes, predictor.original_size,
+                            predictor.sum_model.image_size, device)
     if group[0].low_res is not None:
         masks = torch.as_tensor(np.stack([s.low_res for s in group if s.low_res is not None]), dtype=torch.float,
                                 device=device)
-    logits, scores, low = predictor.predict_torch(points, labels, boxes, masks, multimask_output=multimask,
-                                                  return_logits=True, task=task)
+    logits, scores, low = predictor.predict_prompts(prompts, masks, multimask, task)
     return logits.cpu().numpy(), scores.cpu().numpy(), low.cpu().numpy()
 
 

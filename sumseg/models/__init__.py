@@ -2,7 +2,7 @@
 
 from sumseg.models.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from sumseg.models.registry import MODEL_NAMES, build_sam
-from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
+from sumseg.models.sum_sam import ImageFeatures, SumSam
 from sumseg.models.task_prompts import DEFAULT_TASKS, TASK_NAMES, TaskPrompts
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "MODEL_NAMES",
     "TASK_NAMES",
     "ImageFeatures",
-    "PromptBatch",
     "SumSam",
     "TaskPrompts",
     "build_model",

@@ -3,7 +3,8 @@
 :class:`~sumseg.models.sum_sam.SumSam` implements it for SAM 1 and HQ-SAM. A second backbone
 (SAM 2.1 through ``transformers``) is added by implementing the same five members; nothing in
 ``pipeline/``, ``train/`` or ``evaluate/`` needs to change for it. Frames and shapes are those of
-:mod:`sumseg.models.sum_sam` (S×S input frame, low-res L×L logits, L = 4·S/16).
+:mod:`sumseg.models.sum_sam` (S×S input frame, low-res L×L logits, L = 4·S/16); prompts are the one
+prompt type, :class:`sumseg.prompts.batch.PromptBatch` (its frames stated there).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from sumseg.models.sum_sam import ImageFeatures, PromptBatch
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.models.task_prompts import TaskArg
+from sumseg.prompts.batch import PromptBatch
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ from segment_anything import SamPredictor
 
 from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.prompts.batch import PromptBatch
 
 
 class _PredictorTask(enum.Enum):
@@ -106,20 +107,35 @@ class SumPredictor(SamPredictor):
         task: TaskChoice = DEFAULT,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``SamPredictor.predict_torch`` with a task prompt: masks (B, C, H, W), IoUs (B, C), low-res (B, C, h, w)."""
-        if not self.is_image_set or self.image_features is None:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-        if task is DEFAULT:
-            task = self._call_task
-        chosen = self.task if isinstance(task, _PredictorTask) else self._checked(task)
+        features, chosen = self._features(), self._task_of(task)
         points = None
         if point_coords is not None:
             if point_labels is None:
                 raise ValueError("point_labels must be given with point_coords")
             points = (point_coords, point_labels)
-        low_res, iou = self.sum_model.decode(
-            self.image_features, points, boxes, mask_input, task=chosen, multimask=multimask_output
-        )
+        low_res, iou = self.sum_model.decode(features, points, boxes, mask_input, task=chosen,
+                                             multimask=multimask_output)
         masks = self.sum_model.upscale(low_res, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
+
+    @torch.no_grad()
+    def predict_prompts(self, prompts: PromptBatch, mask_input: torch.Tensor | None = None, multimask: bool = True,
+                        task: TaskChoice = DEFAULT) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model on N prompts of the set image (the one prompt type, input frame, image_index 0):
+        logits at the image's size (N, M, H, W), IoUs (N, M), low-res logits (N, M, L, L)."""
+        features, chosen = self._features(), self._task_of(task)
+        low_res, iou = self.sum_model(features, prompts, mask_input, chosen, multimask)
+        return self.sum_model.upscale(low_res, self.input_size, self.original_size), iou, low_res
+
+    def _features(self) -> ImageFeatures:
+        if not self.is_image_set or self.image_features is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return self.image_features
+
+    def _task_of(self, task: TaskChoice) -> int | None:
+        """The task of this call: ``task``, else the one given to ``predict``, else the predictor's own."""
+        if task is DEFAULT:
+            task = self._call_task
+        return self.task if isinstance(task, _PredictorTask) else self._checked(task)

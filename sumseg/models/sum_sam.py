@@ -3,8 +3,9 @@
 Conventions, defined once here for the whole package:
 - images enter ``encode`` already preprocessed: (B, 3, S, S) float, normalised and padded by
   ``preprocess`` (S = ``image_size``; 1024 for official models, 256 for tiny);
-- point coordinates are (x, y) pixels in the S×S input frame, labels 1 = positive,
-  0 = negative, -1 = padding (SAM's convention); boxes are (x0, y0, x1, y1) in the same frame;
+- prompts are :class:`sumseg.prompts.batch.PromptBatch` (the one prompt type): point coordinates
+  (x, y) pixels in the S×S input frame, labels 1 = positive, 0 = negative, -1 = padding (SAM's
+  convention); boxes (x0, y0, x1, y1) in the same frame;
 - masks are logits unless a name says otherwise; low-resolution logits are (N, M, 4h, 4w)
   (256×256 for official models, 64×64 for tiny), M = 3 with ``multimask`` else 1.
 """
@@ -19,6 +20,7 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
+from sumseg.prompts.batch import PromptBatch
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
 
@@ -43,33 +45,6 @@ class ImageFeatures:
         """Features of image ``i`` alone (batch of 1), as the mask decoder expects."""
         interm = None if self.interm is None else self.interm[i : i + 1]
         return ImageFeatures(self.embeddings[i : i + 1], interm)
-
-
-@dataclass
-class PromptBatch:
-    """Prompts of N masks spread over B images (conventions in the module docstring).
-
-    image_index: (N,) long, the image of each prompt; points: (N, P, 2) xy, or None;
-    labels: (N, P) long, 1 / 0 / -1 (-1 = no point); boxes: (N, 4) xyxy, used where
-    has_box (N,) bool.
-    """
-
-    image_index: torch.Tensor
-    points: torch.Tensor | None
-    labels: torch.Tensor | None
-    boxes: torch.Tensor
-    has_box: torch.Tensor
-
-    def points_of(self, sel: torch.Tensor, drop_unused: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Points of the prompts ``sel``; with ``drop_unused``, without the columns none of them uses
-        (None when no column is left). Without a box a prompt keeps its columns: SAM needs a token."""
-        if self.points is None or self.labels is None:
-            return None
-        points, labels = self.points[sel], self.labels[sel]
-        if not drop_unused:
-            return points, labels
-        used = (labels != -1).any(0)
-        return (points[:, used], labels[:, used]) if bool(used.any()) else None
 
 
 class SumSam(nn.Module):

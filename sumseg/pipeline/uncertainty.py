@@ -29,6 +29,7 @@ from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
 from sumseg.pipeline.store_schema import read_uncertainty_meta
+from sumseg.prompts.batch import PromptBatch
 from sumseg.tensor_files import file_digest, read_tensors, save_tensors, state_fingerprint
 
 QUANTISATION = "uint8 = round(255 * U); |error| <= 1/510"
@@ -50,7 +51,8 @@ def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: t
     """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings).
 
     Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box,
-    ResizeLongestSide-transformed to the input frame as float32; ``s`` (K, 1, L, L) as mask input.
+    ResizeLongestSide-transformed to the input frame as float32, in the refiner's one prompt
+    (:meth:`PromptBatch.point_and_box`, as in its training); ``s`` (K, 1, L, L) as mask input.
     """
     device = embeddings.device
     transform = ResizeLongestSide(refiner.image_size)
@@ -59,9 +61,10 @@ def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: t
     out = []
     for a in range(0, len(labels), batch):
         pts = points[a : a + batch, None, :].to(device)
-        ones = torch.ones(pts.shape[:2], dtype=torch.int, device=device)
-        low, _ = refiner.decode(ImageFeatures(embeddings), (pts, ones), boxes[a : a + batch].to(device),
-                                labels.logits[a : a + batch, None].to(device), task=None, multimask=False)
+        prompts = PromptBatch.point_and_box(torch.zeros(len(pts), dtype=torch.long, device=device), pts,
+                                            boxes[a : a + batch].to(device))
+        low, _ = refiner(ImageFeatures(embeddings), prompts, labels.logits[a : a + batch, None].to(device), None,
+                         multimask=False)
         out.append(low[:, 0].float().cpu())
     n = labels.logits.shape[-1]
     return torch.cat(out) if out else torch.zeros(0, n, n)

@@ -4,10 +4,11 @@ Conventions (SAM's, in the pixel frame of the masks given; :mod:`sumseg.prompts.
 
 - masks (``gt``, ``pred``, ``ignore``) are ``(B, H, W)`` bool tensors indexed ``[b, y, x]``;
   ``confidence`` is ``(B, H, W)`` float in ``[0, 1]`` (``c = 1 - U``), or ``None`` for human labels;
-- points are ``(x, y)`` float pixel indices (SAM's prompt encoder adds the 0.5 itself), shape
-  ``(B, 1, 2)``; labels ``(B, 1)`` int64: 1 positive, 0 negative, -1 no point (SAM's padding label,
-  embedded as "not a point");
-- boxes are ``(x0, y0, x1, y1)`` float, inclusive pixel indices, shape ``(B, 4)``, used where ``has_box``.
+- each round is a :class:`~sumseg.prompts.batch.PromptBatch` (the one prompt type) of the B masks:
+  points ``(B, 1, 2)`` float32 ``(x, y)`` pixel indices (SAM's prompt encoder adds the 0.5 itself);
+  labels ``(B, 1)`` int64: 1 positive, 0 negative, -1 no point (SAM's padding label, embedded as
+  "not a point"); boxes ``(B, 4)`` float32 ``(x0, y0, x1, y1)``, inclusive pixel indices, used where
+  ``has_box``; image_index ``(B,)`` as given (default: mask b on image b).
 
 Distribution. A point drawn from a region takes pixel ``i`` with probability ``c_i / Σ_region c``
 (uniform over the region without ``confidence``; uniform too when the region's total confidence is
@@ -29,28 +30,13 @@ All randomness comes from the ``torch.Generator`` given (on the masks' device), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.geometry import error_regions, flat_to_xy, tight_boxes
 
-__all__ = ["RoundPrompts", "UncertaintySampler", "draw_pixels", "jitter_boxes", "tight_boxes"]
-
-
-@dataclass
-class RoundPrompts:
-    """Prompts of one round for ``B`` masks (conventions in the module docstring).
-
-    points ``(B, 1, 2)`` float32 ``(x, y)``; labels ``(B, 1)`` int64 (1 / 0 / -1 = no point);
-    boxes ``(B, 4)`` float32 ``(x0, y0, x1, y1)``, meaningful only where has_box ``(B,)`` bool.
-    """
-
-    points: Tensor
-    labels: Tensor
-    boxes: Tensor
-    has_box: Tensor
+__all__ = ["UncertaintySampler", "draw_pixels", "jitter_boxes", "tight_boxes"]
 
 
 def _check_masks(ref: Tensor, *masks: Tensor | None) -> None:
@@ -105,11 +91,10 @@ def jitter_boxes(boxes: Tensor, height: int, width: int, generator: torch.Genera
     return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
 
 
-def _point_prompts(xy: Tensor, labels: Tensor) -> RoundPrompts:
-    b = xy.shape[0]
-    return RoundPrompts(points=xy, labels=labels[:, None],
-                        boxes=torch.zeros(b, 4, device=xy.device),
-                        has_box=torch.zeros(b, dtype=torch.bool, device=xy.device))
+def _point_prompts(xy: Tensor, labels: Tensor, image_index: Tensor | None) -> PromptBatch:
+    if image_index is None:
+        image_index = torch.arange(xy.shape[0], device=xy.device)
+    return PromptBatch.points_only(image_index, xy, labels[:, None])
 
 
 class UncertaintySampler:
@@ -130,11 +115,11 @@ class UncertaintySampler:
         self.jitter_ratio = jitter_ratio
         self.max_jitter = max_jitter
 
-    def first(self, gt: Tensor, confidence: Tensor | None = None,
-              ignore: Tensor | None = None) -> RoundPrompts:
+    def first(self, gt: Tensor, confidence: Tensor | None = None, ignore: Tensor | None = None,
+              image_index: Tensor | None = None) -> PromptBatch:
         """Round 1 for GT masks ``(B, H, W)`` bool: a jittered box (``has_box``) or a positive point.
 
-        An empty GT mask gets neither (label -1, ``has_box`` False).
+        An empty GT mask gets neither (label -1, ``has_box`` False). ``image_index`` (B,): each mask's image.
         """
         _check_masks(gt, ignore)
         _check_confidence(confidence, gt.shape)
@@ -145,13 +130,14 @@ class UncertaintySampler:
         tight, non_empty = tight_boxes(gt)
         boxes = jitter_boxes(tight, h, w, self.generator, self.jitter_ratio, self.max_jitter)
         is_point = valid & ~use_box
-        prompts = _point_prompts(flat_to_xy(flat, w) * is_point[:, None, None], torch.where(is_point, 1, -1))
+        prompts = _point_prompts(flat_to_xy(flat, w) * is_point[:, None, None], torch.where(is_point, 1, -1),
+                                image_index)
         prompts.has_box = use_box & non_empty
         prompts.boxes = boxes * prompts.has_box[:, None]
         return prompts
 
     def correction(self, pred: Tensor, gt: Tensor, confidence: Tensor | None = None,
-                   ignore: Tensor | None = None) -> RoundPrompts:
+                   ignore: Tensor | None = None, image_index: Tensor | None = None) -> PromptBatch:
         """One correction point per mask from the errors of ``pred`` against ``gt`` (``(B, H, W)`` bool).
 
         Label 1 on a false negative, 0 on a false positive, -1 (no point) when there is no error.
@@ -162,4 +148,4 @@ class UncertaintySampler:
         flat, valid = draw_pixels(fn | fp, confidence, self.generator)
         positive = fn.flatten(1).gather(1, flat[:, None]).squeeze(1)
         labels = torch.where(valid, positive.long(), -1)
-        return _point_prompts(flat_to_xy(flat, gt.shape[2]) * valid[:, None, None], labels)
+        return _point_prompts(flat_to_xy(flat, gt.shape[2]) * valid[:, None, None], labels, image_index)

@@ -4,14 +4,15 @@ foundation's best-of-3 candidate, the IoU gate, the jittered box, the refiner's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, weighted_mean
-from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.geometry import flat_to_xy, tight_boxes
 from sumseg.prompts.sampler import draw_pixels, jitter_boxes
 from sumseg.train.batch import MaskBatch
@@ -57,21 +58,23 @@ def gate(low: Tensor, gt: Tensor, ignore: Tensor, min_iou: float) -> Gated:
 
 @dataclass
 class RefinerInputs:
-    """The refiner's prompts for N masks (all of them; train on ``kept``).
+    """The refiner's training inputs for N masks (all of them; train on ``kept``): its prompt and what
+    the gate found, which only training needs.
 
-    mask_input: (N, 1, L, L) frozen logits; boxes: (N, 4) jittered xyxy; points: (N, 1, 2) xy;
-    input_iou: (N,) IoU of the frozen candidate with the GT; kept: (N,) bool.
+    prompts: the refiner's prompt (:meth:`PromptBatch.point_and_box`: the drawn point, the jittered
+    box of the frozen candidate, input frame); mask_input: (N, 1, L, L) frozen logits (the mask
+    prompt); input_iou: (N,) IoU of the frozen candidate with the GT; kept: (N,) bool.
     """
 
+    prompts: PromptBatch
     mask_input: Tensor
-    boxes: Tensor
-    points: Tensor
     input_iou: Tensor
     kept: Tensor
 
     def take(self, index: Tensor) -> RefinerInputs:
         """The inputs of the masks ``index`` ((K,) long)."""
-        return RefinerInputs(*(getattr(self, f.name)[index] for f in fields(self)))
+        return RefinerInputs(self.prompts.take(index), self.mask_input[index], self.input_iou[index],
+                             self.kept[index])
 
 
 @torch.no_grad()
@@ -84,12 +87,11 @@ def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, ge
     size = frozen.image_size
     points, valid = draw_points(batch.gt, batch.ignore, generator)
     labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
-    no_box = torch.zeros(len(points), dtype=torch.bool, device=points.device)
-    prompts = PromptBatch(batch.image_index, points, labels, torch.zeros(len(points), 4, device=points.device), no_box)
-    low, _ = frozen(features, prompts, None, None, multimask=True)
+    low, _ = frozen(features, PromptBatch.points_only(batch.image_index, points, labels), None, None, multimask=True)
     cand = gate(low, batch.gt, batch.ignore, min_iou)
     boxes = jitter_boxes(cand.boxes, size, size, generator, jitter_ratio, max_jitter)
-    return RefinerInputs(cand.logits, boxes, points, cand.iou, cand.kept & valid)
+    prompts = PromptBatch.point_and_box(batch.image_index, points, boxes)
+    return RefinerInputs(prompts, cand.logits, cand.iou, cand.kept & valid)
 
 
 class RefinerStep(nn.Module):
@@ -132,7 +134,7 @@ class RefinerStep(nn.Module):
             sel = torch.zeros(1, dtype=torch.long, device=inp.kept.device)
         used = inp.take(sel)
         weight = used.kept.float()
-        low, iou = self.refine(features, batch.image_index[sel], used)
+        low, iou = self.refine(features, used)
         out, _ = self.loss(low, iou, batch.target[sel], batch.confidence_lowres()[sel], weight=weight)
         with torch.no_grad():
             size = self.refiner.image_size
@@ -141,9 +143,7 @@ class RefinerStep(nn.Module):
         return {"loss": out["loss"], **{k: out[k] for k in LOSS_NAMES}, "train_iou": train_iou,
                 "input_iou": weighted_mean(used.input_iou, weight), "kept": inp.kept.float().mean()}
 
-    def refine(self, features: ImageFeatures, image_index: Tensor, inp: RefinerInputs) -> tuple[Tensor, Tensor]:
-        """The refiner's (K, 1, L, L) logits and (K, 1) IoUs for K masks (``image_index`` (K,)): ``inp``'s
-        mask prompt, box and positive point, one output, no task prompt — ``sumseg uncertainty``'s call."""
-        labels = torch.ones(len(image_index), 1, dtype=torch.long, device=image_index.device)
-        prompts = PromptBatch(image_index, inp.points, labels, inp.boxes, labels[:, 0] == 1)
-        return self.refiner(features, prompts, inp.mask_input, None, multimask=False)
+    def refine(self, features: ImageFeatures, inp: RefinerInputs) -> tuple[Tensor, Tensor]:
+        """The refiner's (K, 1, L, L) logits and (K, 1) IoUs for K masks: ``inp``'s prompt (positive point
+        and box) and mask prompt, one output, no task prompt — the call ``sumseg uncertainty`` makes."""
+        return self.refiner(features, inp.prompts, inp.mask_input, None, multimask=False)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, total
-from sumseg.models.sum_sam import ImageFeatures, PromptBatch, SumSam
+from sumseg.models.sum_sam import ImageFeatures, SumSam
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
@@ -91,8 +91,7 @@ class InteractiveStep(nn.Module):
         size = model.image_size
         features = self.features(batch)
         target, conf, conf_sampling = self._frame(batch)
-        first = sampler.first(batch.gt, conf_sampling, batch.ignore)
-        prompts = PromptBatch(batch.image_index, first.points, first.labels, first.boxes, first.has_box)
+        prompts = sampler.first(batch.gt, conf_sampling, batch.ignore, batch.image_index)
         task = batch.tasks if self.use_task else None
         totals = {k: torch.zeros((), device=batch.gt.device) for k in LOSS_NAMES}
         n_rounds = 1 + self.corrections + int(self.final_round)
@@ -108,10 +107,8 @@ class InteractiveStep(nn.Module):
             prev = low[torch.arange(len(best), device=low.device), best][:, None].detach()  # (N, 1, 4h, 4w)
             if r < self.corrections:  # a correction round follows
                 extra = sampler.correction(input_frame_logits(prev, size)[:, 0] > 0, batch.gt, conf_sampling,
-                                           batch.ignore)
-                assert prompts.points is not None and prompts.labels is not None
-                prompts.points = torch.cat([prompts.points, extra.points], 1)
-                prompts.labels = torch.cat([prompts.labels, extra.labels], 1)
+                                           batch.ignore, batch.image_index)
+                prompts = prompts.with_points(extra)
         assert prev is not None
         with torch.no_grad():
             train_iou = mask_iou(input_frame_logits(prev, size)[:, 0], batch.gt.float(), ~batch.ignore).mean()
