@@ -231,6 +231,7 @@ def samples(pool: list, images: int, masks: int, image_size: int) -> list:
     import dataclasses
 
     import numpy as np
+    import torch
 
     from sumseg.train.batch import MaskSample
 
@@ -241,7 +242,7 @@ def samples(pool: list, images: int, masks: int, image_size: int) -> list:
         image, ms, tasks = pool[b % len(pool)]
         idx = [k % len(ms) for k in range(masks)]
         pseudo = b % 2 == 1
-        conf = rng.uniform(0.2, 1.0, (masks, low, low)).astype(np.float32) if pseudo else None
+        conf = torch.as_tensor(rng.uniform(0.2, 1.0, (masks, low, low)).astype(np.float32)) if pseudo else None
         extra = {"pseudo": pseudo} if "pseudo" in {f.name for f in dataclasses.fields(MaskSample)} else {}
         out.append(MaskSample(image=image, masks=np.stack([ms[k] for k in idx]),
                               tasks=np.zeros(masks, np.int64) if pseudo else np.array([tasks[k] for k in idx]),

@@ -29,7 +29,7 @@ def test_lora_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     # the pseudo-labelled image of step 2 (slot 4 of 2 images per step, 1:1) is not drawn before it
     which, position = slot_source(4, HALF)
     assert which == 1 and all(slot_source(p, HALF) != (1, position) for p in range(4))
-    source = PseudoLabelSource(open_store(store), 2, 256, "maps")
+    source = PseudoLabelSource(open_store(store), 2, 256, True)
     u_file = source.store.uncertainty_path(source.index[image_at(0 + 1, position, len(source))])
     good = u_file.read_bytes()
     u_file.write_bytes(good[:50])

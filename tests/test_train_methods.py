@@ -58,7 +58,7 @@ def test_mixed_draws(data: tuple[Path, Path, Path]) -> None:
     from sumseg.data.coco import read_coco
 
     labelled = LabelledSource(read_coco(world / "task1_train" / "annotations.json"), 2)
-    pseudo = PseudoLabelSource(open_store(store_path), 3, 256, "maps")
+    pseudo = PseudoLabelSource(open_store(store_path), 3, 256, True)
     # all labelled: exactly draw_samples (the pretraining path)
     a = draw_mixed([labelled, pseudo], Fraction(1), 0, 5, 0, 1, 2)
     b = draw_samples(labelled, 0, 5, 0, 1, 2)
@@ -132,7 +132,7 @@ def test_pseudo_labels_of_high_mean_u_are_left_out(data: tuple[Path, Path, Path]
     # have a high mean U, large ones a low one
     _, store_path, _ = data
     store = open_store(store_path)
-    every = PseudoLabelSource(store, 6, 256, "maps")
+    every = PseudoLabelSource(store, 6, 256, True)
     mean_u = {}
     for i in every.index:
         u, inside = 1 - store.confidence(i), store.logits(i) > 0
@@ -140,7 +140,7 @@ def test_pseudo_labels_of_high_mean_u_are_left_out(data: tuple[Path, Path, Path]
     values = sorted(v for vs in mean_u.values() for v in vs)
     cut = (values[len(values) // 2] + values[len(values) // 2 + 1]) / 2
     assert values[0] < cut < values[-1]
-    strict = PseudoLabelSource(store, 6, 256, "maps", max_mask_u=cut)
+    strict = PseudoLabelSource(store, 6, 256, True, max_mask_u=cut)
     kept, total = strict.filtered
     assert total == len(values) and kept == sum(v <= cut for v in values) and 0 < kept < total
     for i, ok in strict.eligible.items():
@@ -151,11 +151,11 @@ def test_pseudo_labels_of_high_mean_u_are_left_out(data: tuple[Path, Path, Path]
         i = strict.index[index]
         assert len(sample.masks) == min(6, len(strict.eligible[i]))
     # no filter: the draw is the same as before the filter existed (all masks eligible)
-    a, b = every.sample(0, np.random.default_rng(3)), PseudoLabelSource(store, 6, 256, "maps").sample(
+    a, b = every.sample(0, np.random.default_rng(3)), PseudoLabelSource(store, 6, 256, True).sample(
         0, np.random.default_rng(3))
     assert np.array_equal(a.masks, b.masks)
     with pytest.raises(DataError, match="no pseudo-label has a mean U"):
-        PseudoLabelSource(store, 6, 256, "maps", max_mask_u=values[0] / 2)
+        PseudoLabelSource(store, 6, 256, True, max_mask_u=values[0] / 2)
     # the config key reaches the trainer's source (methods with U maps only)
     from sumseg.train.train_run import build_sources
 

@@ -33,7 +33,7 @@ class MaskSample:
     masks: np.ndarray
     tasks: np.ndarray
     ignore: np.ndarray | None = None
-    confidence: np.ndarray | None = None
+    confidence: Tensor | None = None
     pseudo: bool = False
 
 
@@ -115,7 +115,7 @@ def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None 
         valid = _to_input_frame(outside, size)  # (1, S, S): inside the image and not ignored
         gts.append(_to_input_frame(s.masks, size))
         ignores.append((~valid).expand(k, -1, -1))
-        confs.append(torch.ones(k, low, low) if s.confidence is None else torch.as_tensor(s.confidence).float())
+        confs.append(torch.ones(k, low, low) if s.confidence is None else s.confidence.float())
         index.append(torch.full((k,), b, dtype=torch.long))
         pseudo.append(torch.full((k,), s.pseudo, dtype=torch.bool))
     gt = torch.cat(gts)

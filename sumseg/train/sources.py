@@ -1,15 +1,15 @@
 """The trainer's image sources: human-labelled sets and the pseudo-label store.
 
 A source yields :class:`~sumseg.train.batch.MaskSample` s (one image, up to K masks) for
-:func:`~sumseg.train.schedule.draw_mixed`. Human labels have c ≡ 1 (``confidence=None``). A
+:func:`~sumseg.train.schedule.draw_mixed`. Human labels have c ≡ 1 (no confidence map). A
 pseudo-labelled image gives task 0 (general) masks and, by method:
 
-- ``confidence="maps"`` (sum): c = 1 − U from the store's U maps (the low-res (L, L) frame
+- ``uncertainty=True`` (sum): c = 1 − U from the store's U maps (the low-res (L, L) frame
   :class:`~sumseg.train.batch.MaskBatch` uses: L = S/4 over the padded S×S input); with
   ``max_mask_u``, pseudo-labels whose mean U over their own pixels (``s > 0``, low-res frame)
   exceeds it are never drawn — a whole wrong mask, which the pixel weights cannot undo, shows as a
   mask with high mean U;
-- ``confidence=None`` (self-training, refined labels): c ≡ 1;
+- ``uncertainty=False`` (self-training, refined labels): c ≡ 1;
 - with a ``refiner`` (refined labels): the targets are the refiner's masks σ(r) > 0.5, r computed
   on the fly by :func:`sumseg.pipeline.uncertainty.refine` (the very computation ``sumseg uncertainty``
   compares s against), upsampled to the image as SAM's ``postprocess_masks`` does.
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from sumseg.config import LabelledSet
 from sumseg.data.dataset import read_dataset
@@ -70,25 +71,25 @@ class PseudoLabelSource:
         store: an opened, finished store; its model input size must be the trained model's.
         max_masks: K, the most masks drawn per image.
         image_size: S of the trained model.
-        confidence: "maps" for c = 1 − U (every image needs its U maps), None for c ≡ 1.
+        uncertainty: c = 1 − U from the store's U maps (every image needs its U maps); False: c ≡ 1.
         refiner: when given, targets are the refiner's masks instead of the pseudo-labels.
-        max_mask_u: with ``confidence="maps"``, leave out pseudo-labels of a higher mean U (None: keep all).
+        max_mask_u: with ``uncertainty``, leave out pseudo-labels of a higher mean U (None: keep all).
     """
 
-    def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, confidence: str | None,
+    def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, uncertainty: bool,
                  refiner: SumSam | None = None, max_mask_u: float | None = None) -> None:
         if store.image_size != image_size:
             raise ConfigError(f"{store.root / 'meta.json'}: pseudo-labels made for {store.image_size}-px model input "
                               f"({store.model}); the trained model takes {image_size} px")
         if refiner is not None and refiner.image_size != image_size:
             raise ConfigError(f"data.refiner: a {refiner.image_size}-px model; the store is {image_size} px")
-        self.store, self.max_masks, self.confidence, self.refiner = store, max_masks, confidence, refiner
+        self.store, self.max_masks, self.uncertainty, self.refiner = store, max_masks, uncertainty, refiner
         self.index = [i for i, e in enumerate(store.images) if e.num_masks > 0]
         if not self.index:
             raise DataError(f"{store.root}: the pseudo-label store holds no pseudo-labels to train on")
         self.eligible: dict[int, np.ndarray] = {}  # store image → the pseudo-labels it may draw (all if absent)
         self.filtered: tuple[int, int] | None = None  # (kept, total) pseudo-labels under max_mask_u
-        if confidence == "maps":
+        if uncertainty:
             missing = [store.uncertainty_path(i) for i in self.index if not store.uncertainty_path(i).is_file()]
             if missing:
                 raise DataError(f"{missing[0]}: U map missing ({len(missing)} of {len(self.index)} images have "
@@ -127,10 +128,10 @@ class PseudoLabelSource:
         else:
             masks = self._refined(rec, i, picked)
         conf = None
-        if self.confidence == "maps":
+        if self.uncertainty:
             c = self.store.confidence(i)
             assert c is not None, "checked in __init__"
-            conf = c[picked].numpy()
+            conf = c[torch.as_tensor(picked)]
         return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf, pseudo=True)
 
     def _refined(self, rec: ImageRecord, i: int, picked: np.ndarray) -> np.ndarray:

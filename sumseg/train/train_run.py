@@ -119,10 +119,10 @@ def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list
     if cfg.method is Method.refined_labels:
         assert cfg.data.refiner is not None, "check_config requires it"
         refiner = build_model(None, cfg.data.refiner).to(device)
-    confidence = "maps" if cfg.method in (Method.sum, Method.sum_no_task) else None
+    uncertainty = cfg.method in (Method.sum, Method.sum_no_task)
     store = open_store(cfg.data.pseudo_labels)
-    return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, confidence, refiner,
-                                        cfg.data.max_mask_uncertainty if confidence else None)]
+    return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, uncertainty, refiner,
+                                        cfg.data.max_mask_uncertainty if uncertainty else None)]
 
 
 def _all_records(sources: list[MaskSource | None]) -> list[ImageRecord]:
