@@ -205,7 +205,7 @@ def pretrain(
     """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
     from dataclasses import replace
 
-    from sumseg.train.pretrain_run import PretrainConfig
+    from sumseg.config import PretrainConfig
     from sumseg.train.pretrain_run import pretrain as run_pretrain
 
     cfg = PretrainConfig(seed=seed)
