@@ -17,7 +17,7 @@ The flags of ``sumseg pseudo-label``, ``sumseg uncertainty`` and ``sumseg demo``
 same :class:`Checker`, beside their settings (docs/reliability.md, class 3).
 """
 
-from sumseg.config.checker import Checker
+from sumseg.config.checker import Checker, refuse_bad
 from sumseg.config.pretrain import PretrainConfig
 from sumseg.config.refiner import (
     RefinerConfig,
@@ -67,5 +67,5 @@ __all__ = [
     "PretrainConfig", "RefinerConfig", "RefinerData", "RefinerInputsConfig", "RefinerOptim", "RoundsConfig",
     "RunConfig", "Schedule", "TaskPromptRounds", "TrainConfig", "check_config", "check_model", "check_optim",
     "check_refiner_config", "check_run", "config_changes", "load_config", "load_refiner_config",
-    "refiner_config_dict", "to_dict", "to_yaml",
+    "refiner_config_dict", "refuse_bad", "to_dict", "to_yaml",
 ]

@@ -60,3 +60,11 @@ def _placed(keys: tuple[str, ...], message: str, origin: Callable[[str], str | N
         return f"{sources[0]}: {message}" if sources[0] else message
     where = [f"{k} from {s or 'the defaults'}" for k, s in zip(keys, sources, strict=True)]
     return f"{message} ({', '.join(where)})"
+
+
+def refuse_bad(check: Callable[[Checker], None]) -> None:
+    """Run ``check`` on a fresh :class:`Checker` and raise its one ConfigError if it found anything
+    (how a command's flags and a library entry point's arguments are checked before any work)."""
+    c = Checker()
+    check(c)
+    c.raise_if_any()
