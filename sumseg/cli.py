@@ -10,6 +10,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 
+from sumseg.config.checker import refuse_bad
 from sumseg.errors import ConfigError, cli_error
 
 # Plain help (click's formatter): rich's option table truncates long flag names at 80 columns
@@ -61,16 +62,16 @@ def pseudo_label(
     out: Annotated[Path, typer.Option(help="pseudo-label store folder (docs/pseudo-labels.md)")],
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="foundation model weights")] = None,
-    points_per_side: Annotated[int, typer.Option(min=1, help="point grid side")] = 32,
-    points_per_batch: Annotated[int, typer.Option(min=1, help="grid points per decoder call")] = 64,
+    points_per_side: Annotated[int, typer.Option(help="point grid side (1-128)")] = 32,
+    points_per_batch: Annotated[int, typer.Option(help="grid points per decoder call")] = 64,
     iou_thresh: Annotated[str, typer.Option(help="keep predicted IoU > this; qX = quantile X of the scores")] = "0.88",
     stability_thresh: Annotated[str, typer.Option(help="keep stability >= this; qX = quantile")] = "0.95",
     stability_offset: Annotated[float, typer.Option(help="stability score logit offset")] = 1.0,
     nms_thresh: Annotated[float, typer.Option(help="box NMS IoU threshold")] = 0.7,
     max_area_ratio: Annotated[float, typer.Option(help="drop masks covering >= this fraction (>1: off)")] = 0.95,
     min_area_ratio: Annotated[float, typer.Option(help="drop masks covering < this fraction (0: off)")] = 0.0005,
-    max_per_image: Annotated[int | None, typer.Option(min=1, help="keep at most N masks per image")] = None,
-    calibration_images: Annotated[int, typer.Option(min=0, help="images for quantile thresholds (0: all)")] = 32,
+    max_per_image: Annotated[int | None, typer.Option(help="keep at most N masks per image")] = None,
+    calibration_images: Annotated[int, typer.Option(help="images for quantile thresholds (0: all)")] = 32,
     shard: Annotated[str | None, typer.Option(help="i/N: label every N-th image from the i-th")] = None,
     cache: Annotated[Path | None, typer.Option(help="embedding cache folder (float16 embeddings)")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
@@ -78,7 +79,7 @@ def pseudo_label(
 ) -> None:
     """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
     from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.pipeline.amg import PseudoLabelSettings
+    from sumseg.pipeline.amg import PSEUDO_LABEL_FLAGS, PseudoLabelSettings, check_pseudo_label_settings
     from sumseg.pipeline.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
     from sumseg.pipeline.store import Shard
     from sumseg.train.distributed import resolve_device
@@ -87,6 +88,7 @@ def pseudo_label(
         settings = PseudoLabelSettings(points_per_side, points_per_batch, iou_thresh, stability_thresh,
                                        stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
                                        calibration_images)
+        refuse_bad(lambda c: check_pseudo_label_settings(settings, c, PSEUDO_LABEL_FLAGS))
         part = Shard.parse(shard)
         dev = resolve_device(device, key="--device")
         net = _foundation(model, checkpoint).to(dev)
@@ -152,7 +154,7 @@ def refiner_train(
 def uncertainty(
     pseudo_labels: Annotated[Path, typer.Option(help="pseudo-label store made by sumseg pseudo-label")],
     refiner: Annotated[Path, typer.Option(help="refiner checkpoint (sumseg refiner train)")],
-    show: Annotated[int, typer.Option(min=0, help="write overlay PNGs of the first N masks")] = 0,
+    show: Annotated[int, typer.Option(help="write overlay PNGs of the first N masks")] = 0,
     shard: Annotated[str | None, typer.Option(help="i/N: every N-th image of the store from the i-th")] = None,
     cache: Annotated[Path | None, typer.Option(help="embedding cache folder of the refiner's encoder")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
@@ -162,10 +164,11 @@ def uncertainty(
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
     from sumseg.pipeline.store import Shard
-    from sumseg.pipeline.uncertainty import run_uncertainty
+    from sumseg.pipeline.uncertainty import check_uncertainty_options, run_uncertainty
     from sumseg.train.distributed import resolve_device
 
     with _errors():
+        refuse_bad(lambda c: check_uncertainty_options(show, c, "--show"))
         part = Shard.parse(shard)
         dev = resolve_device(device, key="--device")
         net = build_model(None, refiner).to(dev)
@@ -205,7 +208,7 @@ def pretrain(
     """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
     from dataclasses import replace
 
-    from sumseg.train.pretrain_run import PretrainConfig
+    from sumseg.config import PretrainConfig
     from sumseg.train.pretrain_run import pretrain as run_pretrain
 
     cfg = PretrainConfig(seed=seed)
@@ -282,24 +285,25 @@ def _task_id(text: str) -> int:
 def demo(
     out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option(help="a ~2-minute version on a smaller world (what the tests run)")] = False,
-    seeds: Annotated[int, typer.Option(min=1, help="fine-tuning seeds per method (mean ± spread)")] = 1,
+    seeds: Annotated[int, typer.Option(help="fine-tuning seeds per method (mean ± spread; 1-100)")] = 1,
     foundation: Annotated[Path | None, typer.Option(help="sumseg checkpoint of the tiny foundation model "
                                                     "(default: the shipped tiny_foundation)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated fine-tuning methods (default: all of "
                                                 "vanilla, self_training, sum, sum_no_task, refined_labels)")] = None,
-    world_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="synthetic world: 0 = the test world, "
+    world_seed: Annotated[int, typer.Option(help="synthetic world: 0 = the test world, "
                                             "1 = the validation world the settings were chosen on")] = 0,
-    workers: Annotated[int, typer.Option(min=0, help="processes for the stages, one thread each (0: this one)")] = 2,
+    workers: Annotated[int, typer.Option(help="processes for the stages, one thread each (0: this one; <= 256)")] = 2,
     benchmarks_dir: Annotated[Path | None, typer.Option(
         help="folder with GrabCut/ and Berkeley/ (default: $SUMSEG_BENCHMARKS or ../shared/benchmarks)")] = None,
 ) -> None:
     """The whole method on built-in data: pseudo-labels, refiner, uncertainty, fine-tuning, evaluation, report."""
     from sumseg.demo.pipeline import run_demo
     from sumseg.demo.report_md import main_table_text
-    from sumseg.demo.settings import preset
+    from sumseg.demo.settings import DEMO_FLAGS, check_demo_options, preset
     from sumseg.evaluate.run import default_benchmarks_dir
 
     with _errors():
+        refuse_bad(lambda c: check_demo_options(c, seeds, workers, world_seed, DEMO_FLAGS))
         if benchmarks_dir is not None and not benchmarks_dir.is_dir():
             raise ConfigError(f"--benchmarks-dir {benchmarks_dir}: no such folder (leave it out to skip the real "
                               "benchmarks when ../shared/benchmarks is absent)")
@@ -324,7 +328,7 @@ def export(
                                      "folder (save_pretrained layout)")] = "sam",
 ) -> None:
     """Write a stock SAM state_dict (or SamModel folder) with task prompt TASK folded in (exit 1 if the check fails)."""
-    from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint
+    from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint, stock_loader
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     with _errors():
@@ -336,23 +340,11 @@ def export(
             name, diff = export_hf(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
         else:
             name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
-    loader = f"transformers.SamModel.from_pretrained({str(out)!r})" if fmt == "hf" else _stock_loader(name, out)
+    loader = f"transformers.SamModel.from_pretrained({str(out)!r})" if fmt == "hf" else stock_loader(name, out)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with {loader}")
     if diff is not None:
         typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions "
                    f"(max |logit diff| {diff:.2e} <= {tolerance:.0e})")
-
-
-def _stock_loader(name: str, path: Path) -> str:
-    """How a user loads an export of ``name`` (docs/export.md): the official registry, or for tiny sizes
-    (which segment_anything has no builder for) the same SAM classes built by sumseg."""
-    from sumseg.models.registry import ARCHS, is_tiny
-
-    if is_tiny(name):
-        return (f"sam = sumseg.models.build_sam({name!r}); sam.load_state_dict(torch.load({str(path)!r}, "
-                f"weights_only=True)) (segment_anything's own classes; it has no builder for the {name} size)")
-    package = "segment_anything_hq" if ARCHS[name].hq else "segment_anything"
-    return f"{package}.sam_model_registry[{name.removeprefix('hq_')!r}](checkpoint={str(path)!r})"
 
 
 @data_app.command("inspect")

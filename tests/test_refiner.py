@@ -23,7 +23,7 @@ from sumseg.pipeline.uncertainty import refine
 from sumseg.prompts.geometry import mask_box
 from sumseg.train.batch import MaskBatch, collate
 from sumseg.train.distributed import Replica
-from sumseg.train.loop import run_loop
+from sumseg.train.loop import loop_config, run_loop
 from sumseg.train.refiner_run import REFINER_LOSS, load_refiner_config, refiner_run, train_refiner
 from sumseg.train.refiner_step import RefinerStep, draw_points, gate, refiner_inputs
 from sumseg.train.schedule import LabelledSource, draw_samples
@@ -240,8 +240,8 @@ def test_checkpoint_loads_and_resume_is_exact(world: Path, foundation: Path, tmp
         return run.inputs(draw, replica)
 
     with pytest.raises(KeyboardInterrupt):
-        run_loop(run.step, dies_at_3, run.step.refiner, run.params, cfg.loop(), tmp_path / "killed", {}, 1,
-                 progress=False)
+        run_loop(run.step, dies_at_3, run.step.refiner, run.params, loop_config(cfg.optim, cfg.run),
+                 tmp_path / "killed", {}, 1, progress=False)
     train_refiner(cfg)
     a, _ = read_checkpoint(tmp_path / "whole" / "last.ckpt")
     b, _ = read_checkpoint(tmp_path / "killed" / "last.ckpt")

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sumseg.config import refuse_bad
 from sumseg.demo import stages
 from sumseg.demo.context import Ctx, check_settings
 from sumseg.demo.jobs import Done, Job, Timings, run_jobs
 from sumseg.demo.report import REPORT_FILES, write_report
-from sumseg.demo.settings import FOUNDATION, DemoSettings
+from sumseg.demo.settings import FOUNDATION, DemoSettings, check_demo_options
 from sumseg.outputs import output_dir
 
 NEEDS = {"vanilla": (), "self_training": ("pseudo-labels",), "sum": ("uncertainty",),
@@ -87,6 +88,7 @@ def run_demo(out: Path, settings: DemoSettings, foundation: Path | None = None, 
     from sumseg.data.synthetic_world import SPLITS, write_world
     from sumseg.errors import CheckpointError
 
+    refuse_bad(lambda c: check_demo_options(c, settings.seeds, workers, settings.world_seed))
     foundation = Path(foundation) if foundation is not None else default_foundation()
     if not foundation.is_file():
         raise CheckpointError(f"{foundation}: foundation checkpoint not found (give one with --foundation)")

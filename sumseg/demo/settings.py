@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from sumseg.config import Checker
 from sumseg.errors import ConfigError
 from sumseg.tasks import PART, SALIENT, TASK_NAMES
 
@@ -131,6 +132,22 @@ QUICK = DemoSettings(
     train=TrainChoice(steps=6, warmup=1, images_per_step=2, ratio=(1, 1), masks_per_image=2, corrections=1),
     rounds=3, uncertainty_examples=2, real_limit=None,
 )
+
+
+MAX_SEEDS = 100  # fine-tuning runs per method: each is a whole training and evaluation
+MAX_WORKERS = 256
+DEMO_FLAGS = {"seeds": "--seeds", "workers": "--workers", "world_seed": "--world-seed"}
+"""``sumseg demo``'s flag of each number :func:`check_demo_options` checks."""
+
+
+def check_demo_options(c: Checker, seeds: int, workers: int, world_seed: int,
+                       keys: dict[str, str] | None = None) -> None:
+    """The ranges of the demo's numbers, each problem named by ``keys[name]`` (the CLI's flags,
+    :data:`DEMO_FLAGS`) or by its name (``run_demo``'s arguments and :class:`DemoSettings` fields)."""
+    k = (keys or {}).get
+    c.number(k("seeds", "seeds"), seeds, 1, MAX_SEEDS)
+    c.number(k("workers", "workers"), workers, 0, MAX_WORKERS)
+    c.number(k("world_seed", "world_seed"), world_seed, 0, 2**32 - 1)
 
 
 def preset(quick: bool, seeds: int = 1, methods: Sequence[str] | None = None, world_seed: int = 0) -> DemoSettings:

@@ -21,7 +21,7 @@ from segment_anything.modeling import Sam
 from sumseg.atomic import atomic_path
 from sumseg.errors import ConfigError, SumsegError
 from sumseg.models.checkpoint import load_checkpoint
-from sumseg.models.registry import build_sam, is_tiny, official_builder
+from sumseg.models.registry import ARCHS, build_sam, is_tiny, official_builder
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_file
 
@@ -147,3 +147,13 @@ def verify_export(model: SumSam, stock_sam: Sam, image: np.ndarray, task: int) -
                 k = int(np.argmax(a[1]))
                 low = {"ours": a[2][k : k + 1], "stock": b[2][k : k + 1]}
     return float(np.max(diffs))  # np.max propagates NaN (Python's max would hide it)
+
+
+def stock_loader(name: str, path: Path) -> str:
+    """How a user loads an export of ``name`` (docs/export.md): the official registry, or for tiny sizes
+    (which segment_anything has no builder for) the same SAM classes built by sumseg."""
+    if is_tiny(name):
+        return (f"sam = sumseg.models.build_sam({name!r}); sam.load_state_dict(torch.load({str(path)!r}, "
+                f"weights_only=True)) (segment_anything's own classes; it has no builder for the {name} size)")
+    package = "segment_anything_hq" if ARCHS[name].hq else "segment_anything"
+    return f"{package}.sam_model_registry[{name.removeprefix('hq_')!r}](checkpoint={str(path)!r})"

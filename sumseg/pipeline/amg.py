@@ -18,7 +18,7 @@ resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, ca
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
+from sumseg.config import Checker
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import SumSam, lowres_to_image
@@ -55,17 +56,55 @@ class PseudoLabelSettings:
     calibration_images: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("pred_iou_thresh", "stability_score_thresh"):
-            setattr(self, name, parse_threshold(getattr(self, name), name))
-        if self.points_per_side < 1 or self.points_per_batch < 1 or self.calibration_images < 0:
-            raise ConfigError("points_per_side and points_per_batch must be >= 1, calibration_images >= 0")
-        if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.min_area_ratio < 1 and self.max_area_ratio > 0):
-            raise ConfigError("box_nms_thresh must be in [0, 1], min_area_ratio in [0, 1), max_area_ratio > 0")
-        if self.max_per_image is not None and self.max_per_image < 1:
-            raise ConfigError("max_per_image must be >= 1 (or None for no cap)")
+        for name in ("pred_iou_thresh", "stability_score_thresh"):  # unreadable text is left for the check
+            try:
+                setattr(self, name, parse_threshold(getattr(self, name), name))
+            except ConfigError:
+                pass
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PSEUDO_LABEL_FLAGS = {
+    "points_per_side": "--points-per-side", "points_per_batch": "--points-per-batch",
+    "pred_iou_thresh": "--iou-thresh", "stability_score_thresh": "--stability-thresh",
+    "stability_score_offset": "--stability-offset", "box_nms_thresh": "--nms-thresh",
+    "max_area_ratio": "--max-area-ratio", "min_area_ratio": "--min-area-ratio", "max_per_image": "--max-per-image",
+    "calibration_images": "--calibration-images",
+}
+"""``sumseg pseudo-label``'s flag of each :class:`PseudoLabelSettings` field."""
+MAX_GRID_SIDE = 128  # 16,384 grid points, each decoded to 3 masks: beyond this an image's candidates outgrow memory
+
+
+def check_pseudo_label_settings(settings: PseudoLabelSettings, c: Checker,
+                                keys: Mapping[str, str] | None = None) -> None:
+    """The ranges of every setting (NaN, inf and absurd values refused), each problem named by ``keys[field]``
+    (the CLI's flags, :data:`PSEUDO_LABEL_FLAGS`) or by the field's name."""
+    k, s = (lambda f: (keys or {}).get(f, f)), settings
+    c.number(k("points_per_side"), s.points_per_side, 1, MAX_GRID_SIDE)
+    c.number(k("points_per_batch"), s.points_per_batch, 1, 65536)
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        value = getattr(s, name)
+        if isinstance(value, float):
+            c.number(k(name), value, -1, 1)
+        else:
+            c.require(k(name), _is_quantile(value),
+                      f"must be a number or a quantile q<0..1> (e.g. q0.7), got {value!r}")
+    c.number(k("stability_score_offset"), s.stability_score_offset, 0, 100)
+    c.number(k("box_nms_thresh"), s.box_nms_thresh, 0, 1)
+    c.number(k("max_area_ratio"), s.max_area_ratio, 0, 1000, lo_open=True)
+    c.number(k("min_area_ratio"), s.min_area_ratio, 0, 1, hi_open=True)
+    if s.max_per_image is not None:
+        c.number(k("max_per_image"), s.max_per_image, 1, 1_000_000)
+    c.number(k("calibration_images"), s.calibration_images, 0, 10_000_000)
+
+
+def _is_quantile(value: object) -> bool:
+    try:
+        return isinstance(value, str) and isinstance(parse_threshold(value, ""), str)
+    except ConfigError:
+        return False
 
 
 def parse_threshold(value: Threshold, name: str) -> Threshold:

@@ -21,13 +21,20 @@ import torch
 from tqdm import tqdm
 
 from sumseg.atomic import atomic_path
+from sumseg.config import refuse_bad
 from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache, encode_image
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_dir, folder_lock
-from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, calibration_positions, label_image
+from sumseg.pipeline.amg import (
+    PseudoLabelSettings,
+    calibrate,
+    calibration_positions,
+    check_pseudo_label_settings,
+    label_image,
+)
 from sumseg.pipeline.store import (
     AREA_BINS,
     FORMAT,
@@ -142,7 +149,9 @@ def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None
 def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settings: PseudoLabelSettings,
                       shard: Shard = Shard(), cache: EmbeddingCache | None = None,
                       progress: bool = True) -> StoreSummary:
-    """Label shard ``shard`` of the images under ``images`` into the store ``out`` (resumes a killed run)."""
+    """Label shard ``shard`` of the images under ``images`` into the store ``out`` (resumes a killed run).
+    Out-of-range settings are refused before anything is read or written (:func:`check_pseudo_label_settings`)."""
+    refuse_bad(lambda c: check_pseudo_label_settings(settings, c))
     images, out = Path(images), Path(out)
     records, ids, refused = _input(images)
     meta = _meta(model, images, records, ids, settings)

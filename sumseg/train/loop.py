@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from sumseg.atomic import atomic_path
+from sumseg.config import OptimConfig, RefinerOptim, RunConfig, Schedule
 from sumseg.errors import CheckpointError, ConfigError, TrainingError
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
 from sumseg.models.sum_sam import SumSam
@@ -81,6 +82,18 @@ class LoopConfig:
         for name in ("steps", "save_every", "log_every", "accumulate"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def loop_config(optim: OptimConfig | RefinerOptim, run: RunConfig) -> LoopConfig:
+    """The loop's settings from a config tree's ``optim`` and ``run`` sections: the one translation, used by
+    ``sumseg train``, ``sumseg refiner train`` and ``sumseg pretrain`` (``PretrainConfig.optim`` / ``.run``).
+    A constant schedule (``optim.schedule``, ``sumseg train`` only) is the cosine's end at 1."""
+    constant = isinstance(optim, OptimConfig) and optim.schedule is Schedule.constant
+    return LoopConfig(
+        steps=optim.steps, lr=optim.lr, weight_decay=optim.weight_decay, betas=(optim.betas[0], optim.betas[1]),
+        warmup=optim.warmup, min_lr_ratio=1.0 if constant else optim.min_lr_ratio, grad_clip=optim.grad_clip,
+        save_every=run.save_every, log_every=run.log_every, accumulate=optim.accumulate,
+        precision=run.precision.value, device=run.device, seed=run.seed)
 
 
 def lr_factor(step: int, cfg: LoopConfig) -> float:

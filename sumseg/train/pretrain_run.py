@@ -8,18 +8,19 @@ The result plays the foundation model in the demo (``tiny_foundation``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from sumseg.config import PretrainConfig
 from sumseg.data.coco import read_coco
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
 from sumseg.train.distributed import main_first, setup
 from sumseg.train.inputs import labelled_samples, step_inputs
-from sumseg.train.loop import LoopConfig, run_loop
+from sumseg.train.loop import loop_config, run_loop
 from sumseg.train.schedule import LabelledSource
 from sumseg.train.step import InteractiveStep
 
@@ -27,35 +28,12 @@ PRETRAIN_LOSS = RoundLoss()
 """SAM's loss (focal weight 20, the IoU head trained on every mask; human labels: c is 1 or 0)."""
 
 
-@dataclass
-class PretrainConfig:
-    """Everything that determines the pretrained checkpoint (saved in it)."""
-
-    world_seed: int = 0
-    images: int = 2000
-    seed: int = 0
-    steps: int = 1400
-    images_per_step: int = 4
-    masks_per_image: int = 6
-    corrections: int = 2
-    final_round: bool = False
-    p_box: float = 0.5
-    lr: float = 4e-4
-    weight_decay: float = 0.05
-    warmup: int = 100
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    save_every: int = 100
-
-
 def pretrain(out_dir: Path, cfg: PretrainConfig, progress: bool = True) -> dict[str, float]:
     """Write (or reuse) the world's ``pretrain`` split under ``out_dir/world`` and train into ``out_dir``
     (also as every rank of a ``torchrun`` job: rank 0 writes the world, the others wait)."""
     out_dir = Path(out_dir)
     world = out_dir / "world"
-    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                      min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip, save_every=cfg.save_every,
-                      seed=cfg.seed)
+    loop = loop_config(cfg.optim, cfg.run)
     replica = setup(loop.device)
     main_first(replica, lambda: write_world(world, seed=cfg.world_seed, progress=progress,
                                             sizes={s: cfg.images if s == "pretrain" else 0 for s in SPLITS}))

@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from sumseg.atomic import atomic_path
-from sumseg.config import Method, Mode, Schedule, TrainConfig, config_changes, to_dict, to_yaml
+from sumseg.config import Method, Mode, TrainConfig, config_changes, to_dict, to_yaml
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
@@ -43,7 +43,7 @@ from sumseg.pipeline.store import open_store
 from sumseg.tasks import GENERAL
 from sumseg.train.distributed import Replica, main_first, setup
 from sumseg.train.inputs import mixed_samples, shared_cache, step_inputs
-from sumseg.train.loop import InputFn, LoopConfig, SaveFn, run_lock, run_loop
+from sumseg.train.loop import InputFn, LoopConfig, SaveFn, loop_config, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
 from sumseg.train.schedule import LabelledSource, MaskSource
@@ -66,15 +66,6 @@ class TrainingSetup:
     save_model: SaveFn | None  # mode=lora: writes the merged weights
     config: dict[str, Any]  # the resolved config, plain (saved in checkpoints)
     images_per_call: int
-
-
-def loop_config(cfg: TrainConfig) -> LoopConfig:
-    o, r = cfg.optim, cfg.run
-    return LoopConfig(
-        steps=o.steps, lr=o.lr, weight_decay=o.weight_decay, betas=(o.betas[0], o.betas[1]), warmup=o.warmup,
-        min_lr_ratio=1.0 if o.schedule is Schedule.constant else o.min_lr_ratio, grad_clip=o.grad_clip,
-        save_every=r.save_every, log_every=r.log_every, accumulate=o.accumulate, precision=r.precision.value,
-        device=r.device, seed=r.seed)
 
 
 def round_loss(cfg: TrainConfig) -> RoundLoss:
@@ -172,8 +163,8 @@ def build_training(cfg: TrainConfig, replica: Replica | None = None) -> Training
                           o.task_lr_mult)
     config = to_dict(cfg)
     saver = MergedSaver(model, config) if cfg.mode is Mode.lora else None
-    return TrainingSetup(model, module, make_inputs(cfg, model, sources, cache), params, loop_config(cfg), saver,
-                         config, cfg.data.images_per_step)
+    return TrainingSetup(model, module, make_inputs(cfg, model, sources, cache), params, loop_config(o, cfg.run),
+                         saver, config, cfg.data.images_per_step)
 
 
 def _inputs_of(cfg: TrainConfig) -> list[str | None]:

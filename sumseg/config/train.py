@@ -10,7 +10,6 @@ and the file or override it came from. The resolved tree is saved as YAML in the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,10 +19,10 @@ from typing import Any
 import yaml
 from omegaconf import MISSING
 
+from sumseg.config.checker import Checker
+from sumseg.config.sections import ModelConfig, OptimConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured, to_plain
-from sumseg.errors import ConfigError
-from sumseg.model_names import model_problems
-from sumseg.tasks import DEFAULT_TASKS, TASK_ID_LIMIT
+from sumseg.tasks import TASK_ID_LIMIT
 
 
 class Method(Enum):
@@ -44,11 +43,6 @@ class Mode(Enum):
     lora = "lora"  # LoRA adapters on the encoder's attention + prompt encoder + decoder + task prompts
 
 
-class Schedule(Enum):
-    cosine = "cosine"  # linear warm-up, then cosine from lr to min_lr_ratio · lr
-    constant = "constant"  # linear warm-up, then constant
-
-
 class TaskPromptRounds(Enum):
     """Which interactive rounds get the task prompt."""
 
@@ -61,23 +55,6 @@ class LossResolution(Enum):
 
     input = "input"  # S×S input frame: low-res logits and U upsampled bilinearly (the official code, SAM 2)
     lowres = "lowres"  # the decoder's S/4 frame with area-fraction targets (faster, coarser boundaries)
-
-
-class Precision(Enum):
-    """Autocast of the step (sumseg.train.precision); weights and optimiser state stay float32."""
-
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-@dataclass
-class ModelConfig:
-    """The foundation model: registry name and/or checkpoint, and the task ids it knows."""
-
-    name: str | None = None  # registry name (vit_b, tiny, ...); null for a sumseg checkpoint (it names its model)
-    checkpoint: str | None = None  # official .pth, export, or sumseg checkpoint; null = random weights
-    tasks: list[int] = field(default_factory=lambda: list(DEFAULT_TASKS))  # ignored for sumseg checkpoints
 
 
 @dataclass
@@ -127,33 +104,6 @@ class LoraConfig:
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 1e-5
-    layer_decay: float = 0.8  # encoder: block i of D gets lr · decay^(D − i); patch embedding decay^(D+1)
-    weight_decay: float = 0.1  # not on biases, norms, position embeddings or task prompts
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup: int = 0  # steps
-    schedule: Schedule = Schedule.cosine
-    min_lr_ratio: float = 0.1  # cosine's end, as a fraction of each group's lr
-    grad_clip: float = 1.0  # max global gradient norm
-    steps: int = 1000
-    task_lr_mult: float = 1.0  # task prompts train at lr · task_lr_mult
-    train_task0: bool = False  # task 0 (general) stays fixed (zero: the foundation's prompt path), as published
-    accumulate: int = 1  # step calls (of data.images_per_step images each) per optimiser step
-
-
-@dataclass
-class RunConfig:
-    out: str = "runs/sum"
-    seed: int = 0
-    save_every: int = 200
-    log_every: int = 10
-    device: str = "auto"  # auto (cuda:LOCAL_RANK if there is a GPU, else cpu) | cpu | cuda
-    precision: Precision = Precision.fp32
-    progress: bool = True
-
-
-@dataclass
 class TrainConfig:
     """Everything ``sumseg train`` needs (docs/training.md)."""
 
@@ -168,9 +118,6 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-MAX_STEPS = 100_000_000
-DEVICES = ("auto", "cpu", "cuda")
-"""What ``run.device`` and ``--device`` accept."""
 MOVED_KEYS = {"rounds.theta": "loss.theta"}
 """Keys of earlier versions and where they live now (a config that sets one is refused, naming the new key)."""
 NEEDS_PSEUDO = (Method.sum, Method.self_training, Method.refined_labels, Method.sum_no_task)
@@ -210,54 +157,6 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
     return out
 
 
-class Checker:
-    """Value checks of a config tree (``sumseg train``'s and ``sumseg refiner train``'s): every problem
-    is collected, its key's path leading its message, and reported at once by :meth:`raise_if_any`."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[tuple[str, ...], str]] = []  # (keys involved, the first one's; message)
-
-    def number(self, key: str, value: float, lo: float, hi: float, lo_open: bool = False,
-               hi_open: bool = False) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            self.errors.append(((key,), f"{key} must be a finite number, got {value}"))
-            return
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-        if not ok:
-            span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-            self.errors.append(((key,), f"{key} must lie in {span}, got {value}"))
-
-    def at_most(self, key: str, value: float, lo: float, bound_key: str, bound: float) -> None:
-        """``lo <= value <= bound``, where ``bound`` is the value of another key (the message names both)."""
-        if not lo <= value <= bound:
-            self.errors.append(((key, bound_key), f"{key} must lie in [{lo:g}, {bound_key}], got {value} "
-                                                  f"with {bound_key} = {bound}"))
-
-    def require(self, key: str, ok: bool, message: str) -> None:
-        if not ok:
-            self.errors.append(((key,), f"{key} {message}"))
-
-    def add(self, problems: Sequence[tuple[str, str]]) -> None:
-        """Problems found elsewhere, as (key, message) pairs."""
-        self.errors += [((key,), message) for key, message in problems]
-
-    def raise_if_any(self, origin: Callable[[str], str | None]) -> None:
-        """One ConfigError listing every problem, each led by the file or override that set its key;
-        a problem between two keys set in different places names both places."""
-        if self.errors:
-            raise ConfigError("; ".join(_placed(keys, m, origin) for keys, m in self.errors))
-
-
-def _placed(keys: tuple[str, ...], message: str, origin: Callable[[str], str | None]) -> str:
-    """``"<source>: <message>"`` when one source set every key involved (or none did: the defaults);
-    else ``"<message> (<key> from <source>, ...)"`` naming each key's source."""
-    sources = [origin(k) for k in keys]
-    if len(set(sources)) == 1:
-        return f"{sources[0]}: {message}" if sources[0] else message
-    where = [f"{k} from {s or 'the defaults'}" for k, s in zip(keys, sources, strict=True)]
-    return f"{message} ({', '.join(where)})"
-
-
 def _check_values(cfg: TrainConfig, c: Checker) -> None:
     m, d, r, lo, o, run = cfg.model, cfg.data, cfg.rounds, cfg.lora, cfg.optim, cfg.run
     check_model(m, c)
@@ -287,37 +186,6 @@ def _check_values(cfg: TrainConfig, c: Checker) -> None:
     check_run(run, c)
 
 
-def check_model(m: ModelConfig, c: Checker) -> None:
-    """The ``model`` section (``sumseg train`` and ``sumseg refiner train``): the rule every command
-    follows (``sumseg.model_names.model_problems``: a registry or shipped name, or a checkpoint)."""
-    c.add(model_problems(m.name, m.checkpoint))
-    c.require("model.tasks", len(set(m.tasks)) == len(m.tasks) and all(0 <= t < TASK_ID_LIMIT for t in m.tasks),
-              f"must be distinct ids in [0, {TASK_ID_LIMIT}), got {m.tasks}")
-
-
-def check_optim(o: Any, c: Checker) -> None:
-    """The ``optim`` keys ``sumseg train`` and ``sumseg refiner train`` share (``OptimConfig`` or ``RefinerOptim``)."""
-    c.number("optim.lr", o.lr, 0, 1, lo_open=True)
-    c.number("optim.weight_decay", o.weight_decay, 0, 10)
-    c.require("optim.betas", len(o.betas) == 2, f"must be [beta1, beta2], got {o.betas}")
-    for i, b in enumerate(o.betas):
-        c.number(f"optim.betas[{i}]", b, 0, 1, hi_open=True)
-    c.number("optim.steps", o.steps, 1, MAX_STEPS)
-    c.at_most("optim.warmup", o.warmup, 0, "optim.steps", o.steps)
-    c.number("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
-    c.number("optim.grad_clip", o.grad_clip, 0, 1e12, lo_open=True)
-    c.number("optim.accumulate", o.accumulate, 1, 4096)
-
-
-def check_run(run: RunConfig, c: Checker) -> None:
-    """The ``run`` section (both commands)."""
-    c.number("run.seed", run.seed, 0, 2**63 - 1)
-    c.number("run.save_every", run.save_every, 1, MAX_STEPS)
-    c.number("run.log_every", run.log_every, 1, MAX_STEPS)
-    c.require("run.out", bool(run.out.strip()), "must name a folder")
-    c.require("run.device", run.device in DEVICES, f"must be one of {', '.join(DEVICES)}, got {run.device!r}")
-
-
 def _check_sources(cfg: TrainConfig, c: Checker) -> None:
     """What the method and the ratio need: a store, labelled sets, a refiner."""
     labelled_share, pseudo_share = cfg.data.ratio
@@ -341,9 +209,3 @@ def check_config(cfg: TrainConfig, origin: Callable[[str], str | None] = lambda 
     _check_sources(cfg, c)
     c.raise_if_any(origin)
 
-
-__all__ = [
-    "DataConfig", "LabelledSet", "LossConfig", "LossResolution", "LoraConfig", "Method", "Mode", "ModelConfig",
-    "OptimConfig", "Precision", "RoundsConfig", "RunConfig", "Schedule", "TaskPromptRounds", "TrainConfig",
-    "check_config", "config_changes", "load_config", "to_dict", "to_yaml",
-]

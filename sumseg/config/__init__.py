@@ -1,0 +1,71 @@
+"""The one config tree: every command's settings as plain dataclasses, one loader, one checker.
+
+==================== ======================================================================
+module               holds
+==================== ======================================================================
+``checker``          :class:`Checker`: the value checks of every command (config keys and flags)
+``sections``         the shared sections ``model``, ``optim``, ``run`` and their checks
+``train``            ``sumseg train``'s :class:`TrainConfig` (and its own sections), loader, dict
+``refiner``          ``sumseg refiner train``'s :class:`RefinerConfig`, loader, dict
+``pretrain``         ``sumseg pretrain``'s :class:`PretrainConfig` (a flat record; ``optim``/``run`` views)
+==================== ======================================================================
+
+Every tree is read by :func:`sumseg.config_io.load_structured` (YAML file, then ``key=value``
+overrides). The config room is tier 0 (docs/architecture.md): it imports no room and no torch; the
+one translation into the training loop's settings is ``sumseg.train.loop.loop_config(optim, run)``.
+The flags of ``sumseg pseudo-label``, ``sumseg uncertainty`` and ``sumseg demo`` are checked with the
+same :class:`Checker`, beside their settings (docs/reliability.md, class 3).
+"""
+
+from sumseg.config.checker import Checker, refuse_bad
+from sumseg.config.pretrain import PretrainConfig
+from sumseg.config.refiner import (
+    RefinerConfig,
+    RefinerData,
+    RefinerInputsConfig,
+    RefinerOptim,
+    check_refiner_config,
+    load_refiner_config,
+)
+from sumseg.config.refiner import config_dict as refiner_config_dict
+from sumseg.config.sections import (
+    DEVICES,
+    MAX_STEPS,
+    ModelConfig,
+    OptimConfig,
+    Precision,
+    RunConfig,
+    Schedule,
+    check_model,
+    check_optim,
+    check_run,
+)
+from sumseg.config.train import (
+    MOVED_KEYS,
+    NEEDS_PSEUDO,
+    RESUME_FREE,
+    DataConfig,
+    LabelledSet,
+    LoraConfig,
+    LossConfig,
+    LossResolution,
+    Method,
+    Mode,
+    RoundsConfig,
+    TaskPromptRounds,
+    TrainConfig,
+    check_config,
+    config_changes,
+    load_config,
+    to_dict,
+    to_yaml,
+)
+
+__all__ = [
+    "DEVICES", "MAX_STEPS", "MOVED_KEYS", "NEEDS_PSEUDO", "RESUME_FREE", "Checker", "DataConfig", "LabelledSet",
+    "LossConfig", "LossResolution", "LoraConfig", "Method", "Mode", "ModelConfig", "OptimConfig", "Precision",
+    "PretrainConfig", "RefinerConfig", "RefinerData", "RefinerInputsConfig", "RefinerOptim", "RoundsConfig",
+    "RunConfig", "Schedule", "TaskPromptRounds", "TrainConfig", "check_config", "check_model", "check_optim",
+    "check_refiner_config", "check_run", "config_changes", "load_config", "load_refiner_config",
+    "refiner_config_dict", "refuse_bad", "to_dict", "to_yaml",
+]
