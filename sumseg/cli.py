@@ -136,7 +136,8 @@ def refiner_train(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings over the YAML")] = None,
 ) -> None:
     """Train the mask-refinement module on human-labelled masks (resumable: rerun to continue)."""
-    from sumseg.train.refiner_run import load_refiner_config, train_refiner
+    from sumseg.config import load_refiner_config
+    from sumseg.train.refiner_run import train_refiner
 
     done = _run_training(lambda: load_refiner_config(config, overrides or []), train_refiner)
     if done is None:

@@ -139,7 +139,7 @@ def _schema(path: tuple[str, ...]) -> type | None:
 
         return TrainConfig
     if path == ("refiner", "train"):
-        from sumseg.train.refiner_run import RefinerConfig
+        from sumseg.config import RefinerConfig
 
         return RefinerConfig
     return None
@@ -170,9 +170,8 @@ def load_command_config(cmd: Command, root: Path = REPO) -> Any:
     config = cmd.opt("--config")
     if config is None or not (root / config).is_file():
         return None
-    from sumseg.config import load_config
+    from sumseg.config import load_config, load_refiner_config
     from sumseg.errors import ConfigError
-    from sumseg.train.refiner_run import load_refiner_config
 
     load = load_config if cmd.path == ("train",) else load_refiner_config
     try:

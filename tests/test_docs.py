@@ -55,8 +55,7 @@ def test_every_command_a_page_shows_exists(page: str) -> None:
 
 @pytest.mark.parametrize("page", ["training.md", "refiner.md"])
 def test_every_override_a_page_shows_is_a_config_key(page: str) -> None:
-    from sumseg.config import TrainConfig
-    from sumseg.train.refiner_run import RefinerConfig
+    from sumseg.config import RefinerConfig, TrainConfig
 
     schema = TrainConfig if page == "training.md" else RefinerConfig
     text = (DOCS / page).read_text()

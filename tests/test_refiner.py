@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from sumseg import build_model
 from sumseg.cli import app
+from sumseg.config import load_refiner_config
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
@@ -24,7 +25,7 @@ from sumseg.prompts.geometry import mask_box
 from sumseg.train.batch import MaskBatch, collate
 from sumseg.train.distributed import Replica
 from sumseg.train.loop import loop_config, run_loop
-from sumseg.train.refiner_run import REFINER_LOSS, load_refiner_config, refiner_run, train_refiner
+from sumseg.train.refiner_run import REFINER_LOSS, refiner_run, train_refiner
 from sumseg.train.refiner_step import RefinerStep, draw_points, gate, refiner_inputs
 from sumseg.train.schedule import LabelledSource, draw_samples
 

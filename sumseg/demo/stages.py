@@ -33,7 +33,8 @@ def pseudo_labels(ctx: Ctx) -> str:
 
 def refiner(ctx: Ctx) -> str:
     """The refiner, trained on the tasks' labelled splits (its own embedding cache: other jobs run alongside)."""
-    from sumseg.train.refiner_run import load_refiner_config, train_refiner
+    from sumseg.config import load_refiner_config
+    from sumseg.train.refiner_run import train_refiner
 
     s = ctx.settings
     cfg = load_refiner_config(None, [

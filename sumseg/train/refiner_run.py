@@ -28,15 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# the config tree lives in the config room; imported here too, where the refiner's callers find them
-from sumseg.config import (  # noqa: F401 - re-exported
-    RefinerConfig,
-    RefinerData,
-    RefinerInputsConfig,
-    RefinerOptim,
-    check_refiner_config,
-    load_refiner_config,
-)
+from sumseg.config import RefinerConfig
 from sumseg.config import refiner_config_dict as config_dict
 from sumseg.data.dataset import read_dataset
 from sumseg.losses import RoundLoss
