@@ -10,6 +10,8 @@ from pathlib import Path
 
 MODEL_NAMES: tuple[str, ...] = ("vit_h", "vit_l", "vit_b", "tiny", "hq_vit_h", "hq_vit_l", "hq_vit_b", "hq_tiny")
 """The registry's architectures (:data:`sumseg.models.registry.ARCHS` builds each)."""
+SAM2_NAMES: tuple[str, ...] = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "sam2_tiny")
+"""SAM 2.1 image models, built from ``transformers`` classes (:data:`sumseg.models.sam2_arch.SAM2_ARCHS`)."""
 PRETRAINED: dict[str, Path] = {
     # the tiny foundation model trained by `sumseg pretrain` (docs/tiny-foundation.md), a sumseg checkpoint
     "tiny_foundation": Path(__file__).resolve().parent / "assets" / "tiny_foundation.safetensors",
