@@ -36,15 +36,23 @@ class ImageFeatures:
 
     embeddings: (B, C, h, w) image embeddings (C = 256).
     interm: HQ-SAM only: the early ViT features (B, h, w, D) its decoder fuses in; None for SAM.
+    high_res: SAM 2 only: the decoder's high-resolution features, (B, C/8, 4h, 4w) and (B, C/4, 2h, 2w)
+    (the FPN's two finer levels after the decoder's ``conv_s0``/``conv_s1``); None for SAM 1.
     """
 
     embeddings: torch.Tensor
     interm: torch.Tensor | None = None
+    high_res: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def select(self, i: int) -> ImageFeatures:
         """Features of image ``i`` alone (batch of 1), as the mask decoder expects."""
-        interm = None if self.interm is None else self.interm[i : i + 1]
-        return ImageFeatures(self.embeddings[i : i + 1], interm)
+        return self.take(slice(i, i + 1))
+
+    def take(self, index: slice | torch.Tensor) -> ImageFeatures:
+        """Features of the images ``index`` (a slice or (K,) long indices, repeats allowed)."""
+        interm = None if self.interm is None else self.interm[index]
+        high_res = None if self.high_res is None else (self.high_res[0][index], self.high_res[1][index])
+        return ImageFeatures(self.embeddings[index], interm, high_res)
 
 
 class SumSam(nn.Module):
