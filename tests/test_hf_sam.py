@@ -198,7 +198,7 @@ def test_bad_folders_raise_data_errors_naming_the_folder(tmp_path: Path) -> None
     cases = {
         _folder(tmp_path, "empty", None): r"empty: is a folder, not a checkpoint file.*no config.json.*holds nothing",
         _folder(tmp_path, "sam2", {"model_type": "sam2", "architectures": ["Sam2Model"]}):
-            r"sam2: holds a 'sam2' model \(Sam2Model\), not a SAM 1 SamModel",
+            r"sam2: a Sam2Model folder \(sam2.1_hiera_t\) without model.safetensors",  # read as SAM 2
         _folder(tmp_path, "hq", {"model_type": "sam_hq"}): r"hq: .*HQ-SAM folders are not supported yet",
         _folder(tmp_path, "untyped", {}): r"untyped: holds a config.json without a model_type, not a SAM 1",
         _folder(tmp_path, "junk", "{not json"): r"junk/config.json: unreadable config",

@@ -145,3 +145,24 @@ def test_gradients_reach_the_task_prompts_and_the_backbone_in_train_mode() -> No
     assert grad is not None and bool((grad.abs().sum(1) > 0).all())
     patch = model.sam2.vision_encoder.backbone.patch_embed.projection.weight.grad
     assert patch is not None and float(patch.abs().sum()) > 0
+
+
+def test_build_model_gives_sumsam2_from_a_name_a_folder_or_meta_pt(tmp_path) -> None:  # noqa: ANN001
+    from sumseg import build_model
+    from sumseg.errors import CheckpointError
+    from sumseg.models.sam2_weights import hf_to_meta_state
+
+    fresh = build_model("sam2_tiny", tasks=[0, 1])
+    assert isinstance(fresh, SumSam2) and fresh.task_prompts.task_ids == (0, 1) and not fresh.training
+    ref = random_sam2()
+    ref.save_pretrained(tmp_path / "hf")
+    torch.save({"model": hf_to_meta_state(ref.state_dict())}, tmp_path / "tiny.pt")
+    x = torch.randn(1, 3, 256, 256)
+    want = ref.get_image_embeddings(x)[-1]
+    for model in (build_model(None, tmp_path / "hf"), build_model("sam2_tiny", tmp_path / "hf"),
+                  build_model("sam2_tiny", tmp_path / "tiny.pt")):
+        assert isinstance(model, SumSam2) and model.name == "sam2_tiny"
+        with torch.no_grad():
+            assert torch.equal(model.encode(x).embeddings, want)
+    with pytest.raises(CheckpointError, match="describes a 'sam2_tiny' model, not 'sam2.1_hiera_t'"):
+        build_model("sam2.1_hiera_t", tmp_path / "hf")

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from sumseg.atomic import atomic_path
 from sumseg.checks import check_int, check_task_ids, shown
 from sumseg.errors import CheckpointError, ConfigError
-from sumseg.model_names import PRETRAINED, model_problems
+from sumseg.model_names import PRETRAINED, SAM2_NAMES, model_problems
 from sumseg.models.hf_sam import HF_CONFIG, read_hf_folder
 from sumseg.models.registry import ARCHS, build_sam
+from sumseg.models.sam2_weights import is_sam2_folder, load_sam2_model
 from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.models.task_prompts import DEFAULT_TASKS
 
 FORMAT = "sumseg-checkpoint"
@@ -240,11 +243,20 @@ def check_state_dict(
     raise CheckpointError("; ".join(parts))
 
 
+Sam2Name = Literal["sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "sam2_tiny"]
+
+
+@overload
+def build_model(name: Sam2Name, checkpoint: str | os.PathLike | None = None,  # type: ignore[overload-overlap]
+                tasks: Sequence[int] = DEFAULT_TASKS) -> SumSam2: ...
+@overload
+def build_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
+                tasks: Sequence[int] = DEFAULT_TASKS) -> SumSam: ...
 def build_model(
     name: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     tasks: Sequence[int] = DEFAULT_TASKS,
-) -> SumSam:
+) -> SumSam | SumSam2:
     """Build a task-conditioned SAM by registry name, optionally loading weights (eval mode).
 
     A name in :data:`~sumseg.model_names.PRETRAINED` (``tiny_foundation``) loads the weights
@@ -255,7 +267,13 @@ def build_model(
     exported stock file, a sumseg checkpoint (see :func:`load_checkpoint`), or a local Hugging Face
     ``SamModel`` folder (``config.json`` + ``model.safetensors``; its config names the model, so
     ``name`` may be omitted; :mod:`sumseg.models.hf_sam`).
+
+    A SAM 2 name (:data:`~sumseg.model_names.SAM2_NAMES`), or a ``Sam2Model`` folder with no name, gives a
+    :class:`~sumseg.models.sum_sam2.SumSam2` (:func:`~sumseg.models.sam2_weights.load_sam2_model`: random
+    weights, the folder, or Meta's ``.pt``). The commands do not take SAM 2 names yet (docs/models.md).
     """
+    if name in SAM2_NAMES or (name is None and is_sam2_folder(checkpoint)):
+        return load_sam2_model(name, None if checkpoint is None else Path(checkpoint), tasks)
     problems = model_problems(name, checkpoint, ("name", "checkpoint"))
     if problems:
         raise ConfigError("; ".join(m for _, m in problems))

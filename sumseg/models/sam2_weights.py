@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from sumseg.errors import CheckpointError
-from sumseg.models.sam2_arch import arch_of_sam2_config, build_sam2, import_transformers
+from sumseg.models.hf_sam import HFFolderError
+from sumseg.models.sam2_arch import SAM2_ARCHS, arch_of_sam2_config, build_sam2, import_transformers
+from sumseg.models.sum_sam2 import SumSam2
 
 POS_KEY = "shared_image_embedding.positional_embedding"
 TIED_POS_KEY = "prompt_encoder.shared_embedding.positional_embedding"
@@ -203,6 +205,23 @@ def load_meta_pt(path: str | Path, name: str) -> Any:  # noqa: ANN401 - a transf
     return _load_into(build_sam2(name), meta_to_hf_state(obj, path), path).eval()
 
 
+def _weight_files(folder: Path, name: str) -> list[Path]:
+    """``model.safetensors``, or the shards ``model.safetensors.index.json`` names."""
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        raise HFFolderError(f"{folder}: a Sam2Model folder ({name}) without model.safetensors (nor its index); "
+                            "sumseg reads safetensors only")
+    try:
+        shards = sorted({str(v) for v in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HFFolderError(f"{index}: unreadable shard index: {e}") from e
+    if any(Path(s).name != s for s in shards):
+        raise HFFolderError(f"{index}: shard names must be file names in the folder")
+    return [folder / s for s in shards]
+
+
 def read_sam2_folder(folder: str | Path) -> tuple[str, Any]:
     """A local ``Sam2Model`` folder → (its registry name, the ``Sam2Model`` with its weights, eval mode)."""
     folder = Path(folder)
@@ -210,20 +229,47 @@ def read_sam2_folder(folder: str | Path) -> tuple[str, Any]:
     try:
         config = transformers.Sam2Config.from_json_file(str(folder / "config.json"))
     except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{folder}: no readable Sam2Model config.json: {e}") from e
+        raise HFFolderError(f"{folder}: no readable Sam2Model config.json: {e}") from e
     if getattr(config, "model_type", None) != "sam2":
-        raise CheckpointError(f"{folder}: its config.json is not a Sam2Model's (model_type 'sam2')")
+        raise HFFolderError(f"{folder}: its config.json is not a Sam2Model's (model_type 'sam2')")
     name = arch_of_sam2_config(config)
     if name is None:
-        raise CheckpointError(f"{folder}: its Sam2Config is none of sumseg's SAM 2 architectures")
-    files = [folder / "model.safetensors"]
-    if not files[0].is_file() and (folder / "model.safetensors.index.json").is_file():
-        index = json.loads((folder / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        files = [folder / s for s in sorted(set(index["weight_map"].values()))]
+        raise HFFolderError(f"{folder}: its Sam2Config is none of sumseg's SAM 2 architectures")
     state: dict[str, torch.Tensor] = {}
-    for f in files:
+    for f in _weight_files(folder, name):
         try:
             state.update(load_file(str(f), device="cpu"))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{f}: missing or damaged safetensors file: {e}") from e
+            raise HFFolderError(f"{f}: missing or damaged safetensors file: {e}") from e
     return name, _load_into(build_sam2(name), state, folder).eval()
+
+
+def is_sam2_folder(path: object) -> bool:
+    """``path`` is a folder whose ``config.json`` says ``model_type: sam2`` (a Sam2Model folder)."""
+    if path is None or not Path(str(path)).is_dir():
+        return False
+    try:
+        config = json.loads((Path(str(path)) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "sam2"
+
+
+def load_sam2_model(name: str | None, checkpoint: str | Path | None, tasks: Sequence[int]) -> SumSam2:
+    """A task-conditioned SAM 2 (eval mode): random seeded weights without ``checkpoint``; a ``Sam2Model``
+    folder (its config names the model; ``name``, when given, must match); or Meta's ``.pt`` of ``name``."""
+    if name is not None and name not in SAM2_ARCHS:
+        raise CheckpointError(f"{name!r} is not a SAM 2 model ({', '.join(SAM2_ARCHS)})")
+    if checkpoint is None:
+        if name is None:
+            raise CheckpointError("a SAM 2 model needs a name or a checkpoint")
+        return SumSam2(build_sam2(name), tasks, name).eval()
+    path = Path(checkpoint)
+    if path.is_dir():
+        held, sam2 = read_sam2_folder(path)
+        if name is not None and name != held:
+            raise CheckpointError(f"{path}: its config.json describes a {held!r} model, not {name!r}")
+        return SumSam2(sam2, tasks, held).eval()
+    if name is None:
+        raise CheckpointError(f"{path}: Meta's .pt does not say its model: pass a SAM 2 model name")
+    return SumSam2(load_meta_pt(path, name), tasks, name).eval()
