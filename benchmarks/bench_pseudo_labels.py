@@ -29,8 +29,9 @@ from benchmarks.fixtures import sharpened_tiny, write_images
 from benchmarks.matching import match_rate
 from benchmarks.run import BenchRow
 from sumseg import build_model
+from sumseg.config import PseudoLabelSettings
 from sumseg.data import encode_image, read_images
-from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, label_image
+from sumseg.pipeline.amg import calibrate, label_image
 from sumseg.pipeline.store import ImageLabels
 from sumseg.pipeline.uncertainty import refine
 

@@ -669,8 +669,9 @@ def stage_pseudo_labels(run: Run) -> dict[str, Any]:
     import torch
     from segment_anything import SamAutomaticMaskGenerator
 
+    from sumseg.config import PseudoLabelSettings
     from sumseg.data.embedding_cache import encode_image
-    from sumseg.pipeline.amg import PseudoLabelSettings, calibrate, label_image
+    from sumseg.pipeline.amg import calibrate, label_image
 
     s = run.size
     model = _pl_model(s, run.device)

@@ -56,48 +56,9 @@ def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a
 MODEL_HELP = "registry name (vit_b, tiny, ...) or tiny_foundation (shipped weights); optional for a sumseg checkpoint"
 
 
-@app.command("pseudo-label")
-def pseudo_label(
-    images: Annotated[Path, typer.Option(help="unlabelled images: an image folder or any readable dataset")],
-    out: Annotated[Path, typer.Option(help="pseudo-label store folder (docs/pseudo-labels.md)")],
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="foundation model weights")] = None,
-    points_per_side: Annotated[int, typer.Option(help="point grid side (1-128)")] = 32,
-    points_per_batch: Annotated[int, typer.Option(help="grid points per decoder call")] = 64,
-    iou_thresh: Annotated[str, typer.Option(help="keep predicted IoU > this; qX = quantile X of the scores")] = "0.88",
-    stability_thresh: Annotated[str, typer.Option(help="keep stability >= this; qX = quantile")] = "0.95",
-    stability_offset: Annotated[float, typer.Option(help="stability score logit offset")] = 1.0,
-    nms_thresh: Annotated[float, typer.Option(help="box NMS IoU threshold")] = 0.7,
-    max_area_ratio: Annotated[float, typer.Option(help="drop masks covering >= this fraction (>1: off)")] = 0.95,
-    min_area_ratio: Annotated[float, typer.Option(help="drop masks covering < this fraction (0: off)")] = 0.0005,
-    max_per_image: Annotated[int | None, typer.Option(help="keep at most N masks per image")] = None,
-    calibration_images: Annotated[int, typer.Option(help="images for quantile thresholds (0: all)")] = 32,
-    shard: Annotated[str | None, typer.Option(help="i/N: label every N-th image from the i-th")] = None,
-    cache: Annotated[Path | None, typer.Option(help="embedding cache folder (float16 embeddings)")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
-    """Automatic-mask-generator pseudo-labels of unlabelled images (resumable, shardable)."""
-    from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.pipeline.amg import PSEUDO_LABEL_FLAGS, PseudoLabelSettings, check_pseudo_label_settings
-    from sumseg.pipeline.pseudo_label_run import few_masks_warning, format_summary, run_pseudo_labels
-    from sumseg.pipeline.store import Shard
-    from sumseg.train.distributed import resolve_device
-
-    with _errors():
-        settings = PseudoLabelSettings(points_per_side, points_per_batch, iou_thresh, stability_thresh,
-                                       stability_offset, nms_thresh, max_area_ratio, min_area_ratio, max_per_image,
-                                       calibration_images)
-        refuse_bad(lambda c: check_pseudo_label_settings(settings, c, PSEUDO_LABEL_FLAGS))
-        part = Shard.parse(shard)
-        dev = resolve_device(device, key="--device")
-        net = _foundation(model, checkpoint).to(dev)
-        emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
-        summary = run_pseudo_labels(net, images, out, settings, part, emb_cache, progress)
-    typer.echo(format_summary(summary))
-    warning = few_masks_warning(summary)
-    if warning:
-        typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+# pseudo-label and uncertainty (their sections of the config tree, --config and flags) live beside: here, so
+# that the help lists them in this order; they use _errors, _foundation and MODEL_HELP above
+from sumseg import cli_pipeline  # noqa: E402, F401 - registers the commands
 
 
 def _run_training(load: Callable[[], Any], run: Callable[[Any], dict]) -> tuple[Any, dict] | None:
@@ -149,36 +110,6 @@ def refiner_train(
     if row.get("kept") == 0:
         typer.secho("no mask passed the gate in the last logged step: lower inputs.min_iou or use a stronger "
                     "foundation model (docs/refiner.md)", fg=typer.colors.YELLOW, err=True)
-
-
-@app.command()
-def uncertainty(
-    pseudo_labels: Annotated[Path, typer.Option(help="pseudo-label store made by sumseg pseudo-label")],
-    refiner: Annotated[Path, typer.Option(help="refiner checkpoint (sumseg refiner train)")],
-    show: Annotated[int, typer.Option(help="write overlay PNGs of the first N masks")] = 0,
-    shard: Annotated[str | None, typer.Option(help="i/N: every N-th image of the store from the i-th")] = None,
-    cache: Annotated[Path | None, typer.Option(help="embedding cache folder of the refiner's encoder")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
-    """Refiner inference on every pseudo-label → U = |σ(s) − σ(r)| maps beside the labels (resumable)."""
-    from sumseg.data.embedding_cache import EmbeddingCache
-    from sumseg.models.checkpoint import build_model
-    from sumseg.pipeline.store import Shard
-    from sumseg.pipeline.uncertainty import check_uncertainty_options, run_uncertainty
-    from sumseg.train.distributed import resolve_device
-
-    with _errors():
-        refuse_bad(lambda c: check_uncertainty_options(show, c, "--show"))
-        part = Shard.parse(shard)
-        dev = resolve_device(device, key="--device")
-        net = build_model(None, refiner).to(dev)
-        emb_cache = EmbeddingCache(cache, net.sam) if cache is not None else None
-        s = run_uncertainty(net, pseudo_labels, part, show, emb_cache, progress)
-    typer.echo(f"U maps: {s.images_done} of {s.images} images ({s.computed_now} computed by this run), "
-               f"{s.masks} masks, mean U {s.mean_u:.4f}")
-    if s.overlays:
-        typer.echo(f"wrote {len(s.overlays)} overlay(s) to {s.overlays[0].parent}")
 
 
 @app.command()

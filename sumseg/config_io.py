@@ -14,7 +14,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -160,15 +160,17 @@ class Sources:
 
 
 def load_structured(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
-                    moved: Mapping[str, str] | None = None) -> tuple[T, Sources]:
+                    moved: Mapping[str, str] | None = None,
+                    trees: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> tuple[T, Sources]:
     """An instance of the dataclass ``schema``: its defaults, then the YAML ``path`` (if any), then the
-    ``key=value`` overrides in order; and the :class:`Sources` of its keys. Shapes and types are
-    checked (ConfigError naming the key and the source; a key of ``moved`` names its new key);
-    value ranges are the caller's."""
+    ``key=value`` overrides in order, then the plain ``trees`` (``(source name, tree)``: a command's
+    flags); and the :class:`Sources` of its keys. Shapes and types are checked (ConfigError naming
+    the key and the source; a key of ``moved`` names its new key); value ranges are the caller's."""
     cfg = OmegaConf.structured(schema)
     sources = Sources()
     named = [(str(path), _read_yaml(Path(path)))] if path is not None else []
     named += [(f"override {t!r}", _parse_override(t)) for t in overrides]
+    named += [(name, dict(tree)) for name, tree in trees]
     for name, tree in named:
         cfg = _merge(cfg, tree, name, schema, moved or {})
         sources.trees.append((name, tree))
@@ -184,6 +186,37 @@ def load_structured(schema: type[T], path: str | Path | None = None, overrides: 
         raise ConfigError(f"{key}: {str(e).splitlines()[0]} (set it in the config file or as {key}=...)") from None
     assert isinstance(out, schema)
     return out, sources
+
+
+def load_with_flags(schema: type[T], path: str | Path | None, flags: Mapping[str, tuple[str, Any]]
+                    ) -> tuple[T, Callable[[str], str], Callable[[str], str | None]]:
+    """A command's section: the YAML ``path`` (if any), then the flags given on the command line
+    (``flags``: key path → (flag, value)), each flag a source of its own. Returns the section,
+    ``name(key)`` (the flag that set the key, else the key: what a problem is named by) and
+    ``origin(key)`` (the file that set a key; None for a flag, whose name already says where)."""
+    trees = []
+    for key, (flag, value) in flags.items():
+        *parents, last = key.split(".")
+        tree: dict[str, Any] = {last: value}
+        for p in reversed(parents):
+            tree = {p: tree}
+        trees.append((flag, tree))
+    cfg, sources = load_structured(schema, path, trees=trees)
+    flag_of = {key: flag for key, (flag, _) in flags.items()}
+    return cfg, lambda key: flag_of.get(key, key), lambda key: None if key.startswith("--") else sources.origin(key)
+
+
+def through_schema(cfg: T) -> T:
+    """A config dataclass built in Python, typed as a loaded one is: its values through the same
+    OmegaConf schema (a wrong type refused naming the key; an int in a float field made a float), so
+    that it equals the tree :func:`load_structured` makes from the same values as overrides."""
+    try:
+        out = OmegaConf.to_object(OmegaConf.structured(cfg))
+    except _MERGE_ERRORS as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+    assert isinstance(out, type(cfg))
+    return out
 
 
 def to_plain(cfg: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("evaluate",),
     ("demo",),
-    ("cli", "__main__", "__init__"),
+    ("cli", "cli_pipeline", "__main__", "__init__"),
 )
 BASE = TIERS[0]
 ENTRY = TIERS[-1]

@@ -19,13 +19,22 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sumseg.cli import app
-from sumseg.config import Checker
+from sumseg.config import (
+    MAX_SHOWN,
+    PSEUDO_LABEL_FLAGS,
+    Checker,
+    PseudoLabelConfig,
+    PseudoLabelSettings,
+    UncertaintyConfig,
+    check_pseudo_label_settings,
+    check_uncertainty_options,
+)
+from sumseg.config.pseudo_label import MAX_GRID_SIDE
 from sumseg.demo.pipeline import run_demo
 from sumseg.demo.settings import DEMO_FLAGS, MAX_SEEDS, MAX_WORKERS, check_demo_options, preset
 from sumseg.errors import ConfigError
-from sumseg.pipeline.amg import MAX_GRID_SIDE, PSEUDO_LABEL_FLAGS, PseudoLabelSettings, check_pseudo_label_settings
 from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
-from sumseg.pipeline.uncertainty import MAX_SHOWN, check_uncertainty_options, run_uncertainty
+from sumseg.pipeline.uncertainty import run_uncertainty
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -139,9 +148,9 @@ def test_library_entry_points_refuse_with_the_argument_named(tmp_path: Path) -> 
     bad = PseudoLabelSettings(points_per_side=10**6, box_nms_thresh=math.nan)
     with pytest.raises(ConfigError, match=r"^points_per_side must lie in \[1, 128\], got 1000000; "
                                           r"box_nms_thresh must be a finite number, got nan$"):
-        run_pseudo_labels(None, tmp_path / "no-images", out, bad)  # type: ignore[arg-type] - never reached
+        run_pseudo_labels(None, PseudoLabelConfig(str(tmp_path / "no-images"), str(out), amg=bad))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^show must lie in \[0, 10000\], got -1$"):
-        run_uncertainty(None, tmp_path / "no-store", show=-1)  # type: ignore[arg-type]
+        run_uncertainty(None, UncertaintyConfig(str(tmp_path / "no-store"), show=-1))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^seeds must lie in \[1, 100\], got 1000000; "
                                           r"workers must lie in \[0, 256\], got 10000$"):
         run_demo(tmp_path / "demo", preset(True, seeds=10**6), workers=10_000)

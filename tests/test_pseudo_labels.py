@@ -18,17 +18,17 @@ from segment_anything.utils.amg import calculate_stability_score
 
 from benchmarks.fixtures import sharpened_tiny, write_images
 from sumseg import build_model
+from sumseg.config import PseudoLabelConfig, PseudoLabelSettings
+from sumseg.config.pseudo_label import parse_threshold
 from sumseg.data import encode_image, read_images, read_sa1b
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.checkpoint import save_checkpoint
 from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
 from sumseg.pipeline.amg import (
-    PseudoLabelSettings,
     calibrate,
     grid_points,
     label_image,
-    parse_threshold,
     score_quantile,
     select_masks,
 )
@@ -58,6 +58,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, sharp: SumSam) -> Path:
 
 def _settings(**kw: object) -> PseudoLabelSettings:
     return PseudoLabelSettings(**({"points_per_side": GRID, **QUANTILES} | kw))  # type: ignore[arg-type]
+
+
+def _config(images: Path, out: Path, settings: PseudoLabelSettings, shard: str | None = None) -> PseudoLabelConfig:
+    """``sumseg pseudo-label``'s section for ``run_pseudo_labels`` (no progress bar)."""
+    return PseudoLabelConfig(images=str(images), out=str(out), amg=settings, shard=shard, progress=False)
 
 
 def _features(model: SumSam, folder: Path):  # noqa: ANN202 - FeatureFn
@@ -223,7 +228,7 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory: pytest.TempPathFactory, sharp: SumSam, images: Path) -> Path:
     out = tmp_path_factory.mktemp("single") / "pl"
-    run_pseudo_labels(sharp, images, out, _settings(), progress=False)
+    run_pseudo_labels(sharp, _config(images, out, _settings()))
     return out
 
 
@@ -245,23 +250,23 @@ def test_store_reads_back(single_run: Path, images: Path) -> None:
 def test_shard_union_equals_single_run(tmp_path: Path, sharp: SumSam, images: Path, single_run: Path) -> None:
     out = tmp_path / "pl"
     for i in (1, 0):
-        run_pseudo_labels(sharp, images, out, _settings(), Shard(i, 2), progress=False)
+        run_pseudo_labels(sharp, _config(images, out, _settings(), shard=f"{i}/2"))
     assert _files(out) == _files(single_run)
     assert open_store(out).images == open_store(single_run).images
 
 
 def test_unfinished_shards_and_other_settings(tmp_path: Path, sharp: SumSam, images: Path) -> None:
     out = tmp_path / "pl"
-    run_pseudo_labels(sharp, images, out, _settings(), Shard(0, 2), progress=False)
+    run_pseudo_labels(sharp, _config(images, out, _settings(), shard="0/2"))
     with pytest.raises(DataError, match="unfinished"):
         open_store(out)
     assert len(open_store(out, allow_partial=True)) == 2
     with pytest.raises(ConfigError, match="meta.json"):
-        run_pseudo_labels(sharp, images, out, _settings(box_nms_thresh=0.5), Shard(1, 2), progress=False)
+        run_pseudo_labels(sharp, _config(images, out, _settings(box_nms_thresh=0.5), shard="1/2"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a pseudo-label store"):
-        run_pseudo_labels(sharp, images, tmp_path / "other", _settings(), progress=False)
+        run_pseudo_labels(sharp, _config(images, tmp_path / "other", _settings()))
 
 
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path, sharp: SumSam, checkpoint: Path,
@@ -281,7 +286,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path, sharp: SumSam
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 1 <= len(list((out / "labels").glob("*.json"))) < 3, "the run was not killed mid-way"
-    run_pseudo_labels(sharp, images, out, _settings(), progress=False)  # resume (in this process: faster)
+    run_pseudo_labels(sharp, _config(images, out, _settings()))  # resume (in this process: faster)
     assert _files(out) == _files(single_run)
     assert open_store(out).images == open_store(single_run).images
 
@@ -315,9 +320,9 @@ def test_embedding_cache_is_filled_and_reused(tmp_path: Path, sharp: SumSam, ima
     from sumseg.data import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path / "cache", sharp.sam)
-    run_pseudo_labels(sharp, images, tmp_path / "pl", _settings(), cache=cache, progress=False)
+    run_pseudo_labels(sharp, _config(images, tmp_path / "pl", _settings()), cache)
     assert len(cache) == 3 and open_store(tmp_path / "pl").complete
-    run_pseudo_labels(sharp, images, tmp_path / "pl2", _settings(), cache=cache, progress=False)
+    run_pseudo_labels(sharp, _config(images, tmp_path / "pl2", _settings()), cache)
     assert _files(tmp_path / "pl2")["labels/img0.json"] == _files(tmp_path / "pl")["labels/img0.json"]
 
 

@@ -124,6 +124,6 @@ def test_kill_at_every_phase_then_rerun_equals_uninterrupted(tmp_path: Path, sha
     status = _killed_cli(phase, cli, tmp_path / "child.log")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (tmp_path / "child.log").read_text()
     assert out.is_dir() and _all_files(out) != _all_files(single_run)  # killed before the end
-    run_pseudo_labels(sharp, images, out, _settings(), progress=False)  # the same command, resumed
+    run_pseudo_labels(sharp, base._config(images, out, _settings()))  # the same command, resumed
     assert _all_files(out) == _all_files(single_run)
     assert open_store(out).complete

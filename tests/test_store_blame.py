@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import sumseg.pipeline.uncertainty as unc
+from sumseg.config import UncertaintyConfig
 from sumseg.errors import DataError
 from sumseg.pipeline.pseudo_label_run import _finished
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, open_store
@@ -84,17 +85,17 @@ def test_a_damaged_u_map_is_recomputed_by_a_rerun(root: Path, fake: FakeRefiner)
     (root / "uncertainty.json").unlink()
     for f in (root / "labels").glob("*.uncertainty.safetensors"):
         f.unlink()
-    assert unc.run_uncertainty(fake, root, progress=False).computed_now == 2  # type: ignore[arg-type]
+    assert unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False)).computed_now == 2  # type: ignore[arg-type]
     u_file = root / "labels" / "img0.uncertainty.safetensors"
     good = u_file.read_bytes()
     tensors, meta = read_tensors(u_file, UNCERTAINTY_FORMAT)
     save_tensors(u_file, {"uncertainty": tensors["uncertainty"][:1]}, meta)  # right metadata, one map short
     with pytest.raises(DataError, match=rf"^{u_file}: tensor 'uncertainty' must have shape \({K}, {L}, {L}\)"):
         open_store(root).confidence(0)
-    assert unc.run_uncertainty(fake, root, progress=False).computed_now == 1  # type: ignore[arg-type]
+    assert unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False)).computed_now == 1  # type: ignore[arg-type]
     assert u_file.read_bytes() == good
     shutil.copy(root / "labels" / "img1.safetensors", root / "labels" / "img1.uncertainty.safetensors")  # foreign
-    assert unc.run_uncertainty(fake, root, progress=False).computed_now == 1  # type: ignore[arg-type]
+    assert unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False)).computed_now == 1  # type: ignore[arg-type]
 
 
 def test_non_finite_refiner_logits_write_no_u_map(root: Path, fake: FakeRefiner, monkeypatch: pytest.MonkeyPatch
@@ -104,14 +105,14 @@ def test_non_finite_refiner_logits_write_no_u_map(root: Path, fake: FakeRefiner,
         f.unlink()
     monkeypatch.setattr(unc, "refine", lambda refiner, emb, labels, hw: labels.logits * float("nan"))
     with pytest.raises(DataError, match=r"img0.json: refiner fake gave \d+ non-finite logits .*U = 0"):
-        unc.run_uncertainty(fake, root, progress=False)  # type: ignore[arg-type]
+        unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False))  # type: ignore[arg-type]
     assert not list((root / "labels").glob("*.uncertainty.safetensors"))
 
 
 def test_a_malformed_uncertainty_json_is_named(root: Path, fake: FakeRefiner) -> None:
     (root / "uncertainty.json").write_text('{"format": "sumseg-uncertainty", "version": 1, "refiner": 3')
     with pytest.raises(DataError, match=rf"^{root}/uncertainty.json: malformed JSON"):
-        unc.run_uncertainty(fake, root, progress=False)  # type: ignore[arg-type]
+        unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False))  # type: ignore[arg-type]
     (root / "uncertainty.json").write_text('{"format": "sumseg-uncertainty", "version": 1, "refiner": 3}')
     with pytest.raises(DataError, match=rf"^{root}/uncertainty.json: field 'refiner' must be a str, got 3"):
-        unc.run_uncertainty(fake, root, progress=False)  # type: ignore[arg-type]
+        unc.run_uncertainty(fake, UncertaintyConfig(str(root), progress=False))  # type: ignore[arg-type]

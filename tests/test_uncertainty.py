@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from sumseg import build_model
 from sumseg.cli import app
+from sumseg.config import PseudoLabelConfig, PseudoLabelSettings, UncertaintyConfig
 from sumseg.data import encode_image, read_sa1b
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.checkpoint import save_checkpoint
 from sumseg.models.sum_sam import SumSam
-from sumseg.pipeline.amg import PseudoLabelSettings
 from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
-from sumseg.pipeline.store import Shard, open_store
+from sumseg.pipeline.store import open_store
 from sumseg.pipeline.uncertainty import quantise, refine, run_uncertainty, uncertainty_map
 from sumseg.tensor_files import save_tensors
 from tests.test_pseudo_labels import sharpened_tiny, write_images
@@ -33,12 +33,17 @@ def refiner() -> SumSam:
     return sharpened_tiny(30.0)  # not the foundation's weights (50.0), so U is not zero
 
 
+def _config(store: Path, shard: str | None = None) -> UncertaintyConfig:
+    """``sumseg uncertainty``'s section for ``run_uncertainty`` (no progress bar)."""
+    return UncertaintyConfig(pseudo_labels=str(store), shard=shard, progress=False)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("unc")
     out = root / "pl"
-    run_pseudo_labels(sharpened_tiny(), write_images(root / "images"), out, PseudoLabelSettings(**SETTINGS),
-                      progress=False)
+    run_pseudo_labels(sharpened_tiny(), PseudoLabelConfig(images=str(write_images(root / "images")), out=str(out),
+                                                          amg=PseudoLabelSettings(**SETTINGS), progress=False))
     return out
 
 
@@ -83,7 +88,7 @@ def test_refine_equals_a_per_mask_predictor_loop(store: Path, refiner: SumSam) -
 
 def test_maps_written_and_read_back(store: Path, refiner: SumSam, tmp_path: Path) -> None:
     root = _copy(store, tmp_path)
-    summary = run_uncertainty(refiner, root, progress=False)
+    summary = run_uncertainty(refiner, _config(root))
     pl = open_store(root)
     assert pl.has_uncertainty and summary.images_done == len(pl) == summary.computed_now
     labels, rgb = pl.load(0), pl.record(0).load_image()
@@ -96,23 +101,23 @@ def test_maps_written_and_read_back(store: Path, refiner: SumSam, tmp_path: Path
 
 def test_resume_and_shards_give_the_same_maps(store: Path, refiner: SumSam, tmp_path: Path) -> None:
     whole, sharded = _copy(store, tmp_path / "a"), _copy(store, tmp_path / "b")
-    run_uncertainty(refiner, whole, progress=False)
+    run_uncertainty(refiner, _config(whole))
     for i in (1, 0):
-        run_uncertainty(refiner, sharded, Shard(i, 2), progress=False)
+        run_uncertainty(refiner, _config(sharded, f"{i}/2"))
     assert _maps(sharded) == _maps(whole) and len(_maps(whole)) == 3
     first = sorted((whole / "labels").glob("*.uncertainty.safetensors"))[0]
     first.unlink()  # as if killed before this image
-    assert run_uncertainty(refiner, whole, progress=False).computed_now == 1
+    assert run_uncertainty(refiner, _config(whole)).computed_now == 1
     assert _maps(whole) == _maps(sharded)
 
 
 def test_another_refiner_or_stale_maps_are_refused(store: Path, refiner: SumSam, tmp_path: Path) -> None:
     root = _copy(store, tmp_path)
-    run_uncertainty(refiner, root, progress=False)
+    run_uncertainty(refiner, _config(root))
     with pytest.raises(ConfigError, match="uncertainty.json: the U maps here come from another refiner"):
-        run_uncertainty(sharpened_tiny(20.0), root, progress=False)
+        run_uncertainty(sharpened_tiny(20.0), _config(root))
     with pytest.raises(ConfigError, match="refiners are plain SAM models"):
-        run_uncertainty(build_model("hq_tiny"), root, progress=False)
+        run_uncertainty(build_model("hq_tiny"), _config(root))
     pl = open_store(root)
     arrays = root / "labels" / f"{pl.images[0].stem}.safetensors"
     labels = pl.load(0)
@@ -121,7 +126,7 @@ def test_another_refiner_or_stale_maps_are_refused(store: Path, refiner: SumSam,
                  {"format": "sumseg-pseudo-label-image", "version": 1, "num_masks": len(labels)})
     with pytest.raises(DataError, match="uncertainty.safetensors: made for other pseudo-labels"):
         pl.confidence(0)
-    assert run_uncertainty(refiner, root, progress=False).computed_now == 1  # recomputed for the new labels
+    assert run_uncertainty(refiner, _config(root)).computed_now == 1  # recomputed for the new labels
     assert pl.confidence(0) is not None
 
 

@@ -27,7 +27,8 @@ GENERAL_SET = "general"
 
 @dataclass(frozen=True)
 class PseudoLabelChoice:
-    """``sumseg pseudo-label``'s settings for the demo (sumseg.pipeline.amg.PseudoLabelSettings fields)."""
+    """``sumseg pseudo-label``'s settings for the demo (fields of sumseg.config.PseudoLabelSettings, the rest at
+    their defaults)."""
 
     points_per_side: int = 12
     pred_iou_thresh: str = "q0.6"

@@ -7,43 +7,56 @@ the :class:`~sumseg.demo.pipeline.Ctx` it is given and returns a short summary.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from sumseg.demo.context import Ctx, eval_is_current, mark_evaluated
+
+if TYPE_CHECKING:
+    from sumseg.config import RefinerConfig, TrainConfig
 
 
 def pseudo_labels(ctx: Ctx) -> str:
     """The foundation's automatic-mask-generator pseudo-labels of the unlabelled split."""
+    from dataclasses import asdict
+
+    from sumseg.config import PseudoLabelConfig, PseudoLabelSettings
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
-    from sumseg.pipeline.amg import PseudoLabelSettings
     from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
 
     p = ctx.settings.pseudo
-    settings = PseudoLabelSettings(points_per_side=p.points_per_side, pred_iou_thresh=p.pred_iou_thresh,
-                                   stability_score_thresh=p.stability_score_thresh, max_per_image=p.max_per_image,
-                                   min_area_ratio=p.min_area_ratio, calibration_images=p.calibration_images)
+    cfg = PseudoLabelConfig(images=str(ctx.world / "unlabeled"), out=str(ctx.store),
+                            checkpoint=str(ctx.foundation), amg=PseudoLabelSettings(**asdict(p)), progress=False)
     model = build_model(None, ctx.foundation)
-    cache = EmbeddingCache(ctx.cache, model.sam)
-    s = run_pseudo_labels(model, ctx.world / "unlabeled", ctx.store, settings, cache=cache, progress=False)
+    s = run_pseudo_labels(model, cfg, EmbeddingCache(ctx.cache, model.sam))
     t = s.thresholds
     return (f"{sum(s.masks_per_image)} masks on {s.images} images; predicted IoU > {t['pred_iou_thresh']:.3f} "
             f"({p.pred_iou_thresh}), stability >= {t['stability_score_thresh']:.3f} ({p.stability_score_thresh}), "
             f"at most {p.max_per_image} per image")
 
 
+def refiner_config(ctx: Ctx) -> RefinerConfig:
+    """``sumseg refiner train``'s config of the demo's refiner, checked as ``load_refiner_config`` checks one."""
+    from sumseg.config import ModelConfig, RefinerConfig, RefinerData, RefinerOptim, RunConfig, check_refiner_config
+    from sumseg.config_io import through_schema
+
+    s = ctx.settings
+    cfg = through_schema(RefinerConfig(
+        model=ModelConfig(name=None, checkpoint=str(ctx.foundation)),
+        data=RefinerData(labelled=[str(p) for p in ctx.labelled_sets().values()],
+                         embedding_cache=str(ctx.refiner / "embeddings")),
+        optim=RefinerOptim(steps=s.refiner_steps, lr=s.refiner_lr, warmup=min(20, s.refiner_steps // 5)),
+        run=RunConfig(out=str(ctx.refiner), save_every=max(1, s.refiner_steps // 2), device="cpu", progress=False)))
+    check_refiner_config(cfg)
+    return cfg
+
+
 def refiner(ctx: Ctx) -> str:
     """The refiner, trained on the tasks' labelled splits (its own embedding cache: other jobs run alongside)."""
-    from sumseg.config import load_refiner_config
     from sumseg.train.refiner_run import train_refiner
 
     s = ctx.settings
-    cfg = load_refiner_config(None, [
-        "model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
-        f"data.labelled=[{', '.join(json.dumps(str(p)) for p in ctx.labelled_sets().values())}]",
-        f"data.embedding_cache={json.dumps(str(ctx.refiner / 'embeddings'))}",
-        f"optim.steps={s.refiner_steps}", f"optim.lr={s.refiner_lr}", f"optim.warmup={min(20, s.refiner_steps // 5)}",
-        f"run.out={json.dumps(str(ctx.refiner))}", f"run.save_every={max(1, s.refiner_steps // 2)}",
-        "run.device=cpu", "run.progress=false"])
+    cfg = refiner_config(ctx)
     row = train_refiner(cfg)
     if not row:
         return f"already trained ({s.refiner_steps} steps)"
@@ -53,45 +66,63 @@ def refiner(ctx: Ctx) -> str:
 
 def uncertainty(ctx: Ctx) -> str:
     """U = |σ(s) − σ(r)| for every pseudo-label, and the overlays the report shows."""
+    from sumseg.config import UncertaintyConfig
     from sumseg.data.embedding_cache import EmbeddingCache
     from sumseg.models.checkpoint import build_model
     from sumseg.pipeline.uncertainty import run_uncertainty
 
+    cfg = UncertaintyConfig(pseudo_labels=str(ctx.store), refiner=str(ctx.refiner / "last.ckpt"),
+                            show=ctx.settings.uncertainty_examples, progress=False)
     net = build_model(None, ctx.refiner / "last.ckpt")
-    s = run_uncertainty(net, ctx.store, show=ctx.settings.uncertainty_examples,
-                        cache=EmbeddingCache(ctx.cache, net.sam), progress=False)
+    s = run_uncertainty(net, cfg, EmbeddingCache(ctx.cache, net.sam))
     return f"{s.masks} masks, mean U {s.mean_u:.4f} ({s.computed_now} of {s.images} images computed now)"
 
 
-def train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
-    """``sumseg train`` key=value settings of one demo run (no YAML: the demo's settings are its own)."""
+def train_config(ctx: Ctx, method: str, seed: int) -> TrainConfig:
+    """``sumseg train``'s config of one demo run (no YAML: the demo's settings are its own), checked as
+    ``load_config`` checks a loaded one."""
+    from sumseg.config import (
+        DataConfig,
+        LabelledSet,
+        LossConfig,
+        LossResolution,
+        Method,
+        Mode,
+        ModelConfig,
+        OptimConfig,
+        RoundsConfig,
+        RunConfig,
+        TaskPromptRounds,
+        TrainConfig,
+        check_config,
+    )
+    from sumseg.config_io import through_schema
+
     t = ctx.settings.train
-    labelled = ", ".join(f"{{path: {json.dumps(str(p))}, task: {k}}}" for k, p in ctx.labelled_sets().items())
-    out = ["model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
-           f"data.labelled=[{labelled}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
-           f"data.masks_per_image={t.masks_per_image}", f"data.images_per_step={t.images_per_step}",
-           f"method={method}", "mode=decoder", f"rounds.corrections={t.corrections}",
-           f"rounds.task_prompt={t.task_prompt}", f"loss.theta={t.theta}", f"loss.resolution={t.loss_resolution}",
-           f"loss.iou_head_on_pseudo={str(t.iou_head_on_pseudo).lower()}",
-           f"optim.train_task0={str(t.train_task0).lower()}",
-           f"optim.lr={t.lr}", f"optim.warmup={t.warmup}", f"optim.steps={t.steps}",
-           f"optim.task_lr_mult={t.task_lr_mult}", f"run.out={json.dumps(str(ctx.run_dir(method, seed)))}",
-           f"run.seed={seed}", f"run.save_every={max(1, t.steps // 2)}", "run.device=cpu", "run.progress=false"]
-    if method != "vanilla":
-        out.append(f"data.pseudo_labels={json.dumps(str(ctx.store))}")
-    if method in ("sum", "sum_no_task") and t.max_mask_uncertainty is not None:  # the methods it changes
-        out.append(f"data.max_mask_uncertainty={t.max_mask_uncertainty}")
-    if method == "refined_labels":
-        out.append(f"data.refiner={json.dumps(str(ctx.refiner / 'last.ckpt'))}")
-    return out
+    data = DataConfig(
+        labelled=[LabelledSet(str(p), k) for k, p in ctx.labelled_sets().items()], ratio=list(t.ratio),
+        masks_per_image=t.masks_per_image, images_per_step=t.images_per_step,
+        pseudo_labels=None if method == "vanilla" else str(ctx.store),
+        refiner=str(ctx.refiner / "last.ckpt") if method == "refined_labels" else None,
+        max_mask_uncertainty=t.max_mask_uncertainty if method in ("sum", "sum_no_task") else None)  # those it changes
+    cfg = through_schema(TrainConfig(
+        model=ModelConfig(name=None, checkpoint=str(ctx.foundation)), data=data, method=Method(method),
+        mode=Mode.decoder, rounds=RoundsConfig(corrections=t.corrections, task_prompt=TaskPromptRounds(t.task_prompt)),
+        loss=LossConfig(resolution=LossResolution(t.loss_resolution), theta=t.theta,
+                        iou_head_on_pseudo=t.iou_head_on_pseudo),
+        optim=OptimConfig(lr=t.lr, warmup=t.warmup, steps=t.steps, task_lr_mult=t.task_lr_mult,
+                          train_task0=t.train_task0),
+        run=RunConfig(out=str(ctx.run_dir(method, seed)), seed=seed, save_every=max(1, t.steps // 2), device="cpu",
+                      progress=False)))
+    check_config(cfg)
+    return cfg
 
 
 def finetune(ctx: Ctx, method: str, seed: int) -> str:
     """One fine-tuning run from the foundation (decoder mode on cached embeddings)."""
-    from sumseg.config import load_config
     from sumseg.train.train_run import train
 
-    row = train(load_config(None, train_overrides(ctx, method, seed)))
+    row = train(train_config(ctx, method, seed))
     if not row:
         return f"already trained ({ctx.settings.train.steps} steps)"
     return (f"{ctx.settings.train.steps} steps; last loss {row.get('loss', float('nan')):.3f}, "

@@ -18,8 +18,7 @@ resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,98 +28,14 @@ from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, ca
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
-from sumseg.config import Checker
+from sumseg.config.pseudo_label import PseudoLabelSettings, Threshold
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import SumSam, lowres_to_image
 from sumseg.pipeline.amg_decoder import Candidates, decode_grid
 from sumseg.pipeline.store import AREA_BINS, ImageLabels
 
-Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")
 FeatureFn = Callable[[int], tuple[torch.Tensor, tuple[int, int]]]  # position → ((1, C, h, w), (H, W))
-
-
-@dataclass
-class PseudoLabelSettings:
-    """Every knob of ``sumseg pseudo-label`` (the ``pseudo_labels`` config section; defaults = SAM's)."""
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: Threshold = 0.88
-    stability_score_thresh: Threshold = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    max_area_ratio: float = 0.95
-    min_area_ratio: float = 0.0005
-    max_per_image: int | None = None
-    calibration_images: int = 32
-
-    def __post_init__(self) -> None:
-        for name in ("pred_iou_thresh", "stability_score_thresh"):  # unreadable text is left for the check
-            try:
-                setattr(self, name, parse_threshold(getattr(self, name), name))
-            except ConfigError:
-                pass
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-PSEUDO_LABEL_FLAGS = {
-    "points_per_side": "--points-per-side", "points_per_batch": "--points-per-batch",
-    "pred_iou_thresh": "--iou-thresh", "stability_score_thresh": "--stability-thresh",
-    "stability_score_offset": "--stability-offset", "box_nms_thresh": "--nms-thresh",
-    "max_area_ratio": "--max-area-ratio", "min_area_ratio": "--min-area-ratio", "max_per_image": "--max-per-image",
-    "calibration_images": "--calibration-images",
-}
-"""``sumseg pseudo-label``'s flag of each :class:`PseudoLabelSettings` field."""
-MAX_GRID_SIDE = 128  # 16,384 grid points, each decoded to 3 masks: beyond this an image's candidates outgrow memory
-
-
-def check_pseudo_label_settings(settings: PseudoLabelSettings, c: Checker,
-                                keys: Mapping[str, str] | None = None) -> None:
-    """The ranges of every setting (NaN, inf and absurd values refused), each problem named by ``keys[field]``
-    (the CLI's flags, :data:`PSEUDO_LABEL_FLAGS`) or by the field's name."""
-    k, s = (lambda f: (keys or {}).get(f, f)), settings
-    c.number(k("points_per_side"), s.points_per_side, 1, MAX_GRID_SIDE)
-    c.number(k("points_per_batch"), s.points_per_batch, 1, 65536)
-    for name in ("pred_iou_thresh", "stability_score_thresh"):
-        value = getattr(s, name)
-        if isinstance(value, float):
-            c.number(k(name), value, -1, 1)
-        else:
-            c.require(k(name), _is_quantile(value),
-                      f"must be a number or a quantile q<0..1> (e.g. q0.7), got {value!r}")
-    c.number(k("stability_score_offset"), s.stability_score_offset, 0, 100)
-    c.number(k("box_nms_thresh"), s.box_nms_thresh, 0, 1)
-    c.number(k("max_area_ratio"), s.max_area_ratio, 0, 1000, lo_open=True)
-    c.number(k("min_area_ratio"), s.min_area_ratio, 0, 1, hi_open=True)
-    if s.max_per_image is not None:
-        c.number(k("max_per_image"), s.max_per_image, 1, 1_000_000)
-    c.number(k("calibration_images"), s.calibration_images, 0, 10_000_000)
-
-
-def _is_quantile(value: object) -> bool:
-    try:
-        return isinstance(value, str) and isinstance(parse_threshold(value, ""), str)
-    except ConfigError:
-        return False
-
-
-def parse_threshold(value: Threshold, name: str) -> Threshold:
-    """A float, or ``"q<x>"`` with 0 ≤ x ≤ 1 kept as text (a number given as text becomes a float)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    try:
-        if text.startswith("q"):
-            q = float(text[1:])
-            if not 0.0 <= q <= 1.0:
-                raise ValueError
-            return f"q{q:g}"
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number or a quantile q<0..1> (e.g. q0.7), not {value!r}") from None
 
 
 def quantile_of(value: Threshold) -> float | None:

@@ -21,20 +21,14 @@ import torch
 from tqdm import tqdm
 
 from sumseg.atomic import atomic_path
-from sumseg.config import refuse_bad
+from sumseg.config import PseudoLabelConfig, PseudoLabelSettings, check_pseudo_label_settings, refuse_bad
 from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache, encode_image
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_dir, folder_lock
-from sumseg.pipeline.amg import (
-    PseudoLabelSettings,
-    calibrate,
-    calibration_positions,
-    check_pseudo_label_settings,
-    label_image,
-)
+from sumseg.pipeline.amg import calibrate, calibration_positions, label_image
 from sumseg.pipeline.store import (
     AREA_BINS,
     FORMAT,
@@ -146,13 +140,16 @@ def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None
     return cache.get(key)[None].to(device)
 
 
-def run_pseudo_labels(model: SumSam, images: str | Path, out: str | Path, settings: PseudoLabelSettings,
-                      shard: Shard = Shard(), cache: EmbeddingCache | None = None,
-                      progress: bool = True) -> StoreSummary:
-    """Label shard ``shard`` of the images under ``images`` into the store ``out`` (resumes a killed run).
-    Out-of-range settings are refused before anything is read or written (:func:`check_pseudo_label_settings`)."""
+def run_pseudo_labels(model: SumSam, cfg: PseudoLabelConfig, cache: EmbeddingCache | None = None) -> StoreSummary:
+    """Label shard ``cfg.shard`` of the images under ``cfg.images`` into the store ``cfg.out`` with the settings
+    ``cfg.amg`` (resumes a killed run; ``cfg.model``, ``checkpoint``, ``cache`` and ``device`` are the
+    command's: ``model`` and ``cache`` are given built). Out-of-range settings are refused before
+    anything is read or written (:func:`check_pseudo_label_settings`, named by their fields)."""
+    settings = cfg.amg
     refuse_bad(lambda c: check_pseudo_label_settings(settings, c))
-    images, out = Path(images), Path(out)
+    if cfg.images is None or cfg.out is None:
+        raise ConfigError(f"run_pseudo_labels needs cfg.images and cfg.out, got {cfg.images!r} and {cfg.out!r}")
+    images, out, shard, progress = Path(cfg.images), Path(cfg.out), Shard.parse(cfg.shard), cfg.progress
     records, ids, refused = _input(images)
     meta = _meta(model, images, records, ids, settings)
     stored = _check_out(out, images, meta)

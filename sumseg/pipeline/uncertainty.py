@@ -22,7 +22,7 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from sumseg.atomic import atomic_path
-from sumseg.config import Checker, refuse_bad
+from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
@@ -155,23 +155,20 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: Emb
     return pictures
 
 
-MAX_SHOWN = 10_000
-
-
-def check_uncertainty_options(show: int, c: Checker, key: str = "show") -> None:
-    """The ranges of ``sumseg uncertainty``'s numbers (``--show``: overlays written, each a PNG)."""
-    c.number(key, show, 0, MAX_SHOWN)
-
-
-def run_uncertainty(refiner: SumSam, store_path: str | Path, shard: Shard = Shard(), show: int = 0,
-                    cache: EmbeddingCache | None = None, progress: bool = True) -> UncertaintySummary:
-    """Write U maps for shard ``shard`` of a finished pseudo-label store; overlays under ``<store>/overlays``.
-    An out-of-range ``show`` is refused before anything is read (:func:`check_uncertainty_options`)."""
+def run_uncertainty(refiner: SumSam, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
+                    ) -> UncertaintySummary:
+    """Write U maps for shard ``cfg.shard`` of the finished pseudo-label store ``cfg.pseudo_labels`` with the
+    ``refiner`` given built (``cfg.refiner``, ``cache`` and ``device`` are the command's); the first
+    ``cfg.show`` overlays under ``<store>/overlays``. An out-of-range ``show`` is refused before anything
+    is read (:func:`check_uncertainty_options`)."""
     from tqdm import tqdm
 
+    show = cfg.show
     refuse_bad(lambda c: check_uncertainty_options(show, c))
-
-    store = open_store(store_path)
+    shard, progress = Shard.parse(cfg.shard), cfg.progress
+    if cfg.pseudo_labels is None:
+        raise ConfigError("run_uncertainty needs cfg.pseudo_labels (the pseudo-label store)")
+    store = open_store(cfg.pseudo_labels)
     check_output_dir(store.root, dirs=["overlays"] if show else [], label="--pseudo-labels")
     computed, shown = 0, list[Path]()
     with folder_lock(store.root, name=f".uncertainty-{shard.name}.lock", label="--pseudo-labels",
