@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sumseg.config.defaults import FOCAL_WEIGHT, THETA
 from sumseg.metrics.batched import iou_torch
-
-FOCAL_WEIGHT = 20.0
 
 
 def focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
@@ -100,7 +99,7 @@ class RoundLoss:
     """
 
     focal_weight: float = FOCAL_WEIGHT
-    theta: float = 0.6
+    theta: float = THETA
     iou_on_pseudo: bool = True
 
     def per_mask(self, logits: Tensor, iou_pred: Tensor, target: Tensor,

@@ -3,6 +3,7 @@
 ==================== ======================================================================
 module               holds
 ==================== ======================================================================
+``defaults``         the method's default numbers, each written once (θ, focal weight, box jitter, ...)
 ``checker``          :class:`Checker`: the value checks of every command (config keys and flags)
 ``sections``         the shared sections ``model``, ``optim``, ``run`` and their checks
 ``train``            ``sumseg train``'s :class:`TrainConfig` (and its own sections), loader, dict

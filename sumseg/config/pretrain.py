@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sumseg.config.defaults import P_BOX
 from sumseg.config.sections import OptimConfig, RunConfig
 
 
@@ -27,7 +28,7 @@ class PretrainConfig:
     masks_per_image: int = 6
     corrections: int = 2
     final_round: bool = False
-    p_box: float = 0.5
+    p_box: float = P_BOX
     lr: float = 4e-4
     weight_decay: float = 0.05
     warmup: int = 100

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 
 from sumseg.config.checker import Checker
+from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, REFINER_MIN_IOU
 from sumseg.config.sections import ModelConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured
 
@@ -34,9 +35,9 @@ class RefinerData:
 class RefinerInputsConfig:
     """How a training input is made (``inputs.*``; sumseg.train.refiner_run's docstring)."""
 
-    min_iou: float = 0.7  # the gate: IoU of the frozen best-of-3 output with the GT
-    jitter_ratio: float = 0.1  # box jitter: std = ratio · side, clamped to ±max_jitter px
-    max_jitter: float = 20.0
+    min_iou: float = REFINER_MIN_IOU  # the gate: IoU of the frozen best-of-3 output with the GT
+    jitter_ratio: float = JITTER_RATIO  # box jitter: std = ratio · side, clamped to ±max_jitter px
+    max_jitter: float = MAX_JITTER
 
 
 @dataclass

@@ -20,6 +20,7 @@ import yaml
 from omegaconf import MISSING
 
 from sumseg.config.checker import Checker
+from sumseg.config.defaults import FOCAL_WEIGHT, P_BOX, THETA
 from sumseg.config.sections import ModelConfig, OptimConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured, to_plain
 from sumseg.tasks import TASK_ID_LIMIT
@@ -81,7 +82,7 @@ class DataConfig:
 class RoundsConfig:
     corrections: int = 5  # correction rounds after round 1
     final_round: bool = True  # a last round with no new prompt
-    p_box: float = 0.5  # round 1 is a jittered box with this probability, else a point
+    p_box: float = P_BOX  # round 1 is a jittered box with this probability, else a point
     task_prompt: TaskPromptRounds = TaskPromptRounds.every  # rounds that get the task prompt
 
 
@@ -90,8 +91,8 @@ class LossConfig:
     """The uncertainty-aware loss (sumseg.losses.RoundLoss)."""
 
     resolution: LossResolution = LossResolution.input
-    focal_weight: float = 20.0  # L = focal_weight · mean(c · focal) + dice + IoU MSE
-    theta: float = 0.6  # dice gate: pixels with c > theta (paper 0.6, published code 0.5)
+    focal_weight: float = FOCAL_WEIGHT  # L = focal_weight · mean(c · focal) + dice + IoU MSE
+    theta: float = THETA  # dice gate: pixels with c > theta (paper 0.6, published code 0.5)
     iou_head_on_pseudo: bool = False  # train the IoU head on pseudo-labels too (SAM: all masks; official SUM: no)
 
 

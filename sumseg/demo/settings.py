@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sumseg.config import Checker
+from sumseg.config.defaults import THETA
 from sumseg.errors import ConfigError
 from sumseg.tasks import PART, SALIENT, TASK_NAMES
 
@@ -50,7 +51,7 @@ class TrainChoice:
     ratio: tuple[int, int] = (3, 1)  # labelled : pseudo-labelled images per step (methods with pseudo-labels)
     masks_per_image: int = 4
     corrections: int = 2
-    theta: float = 0.6
+    theta: float = THETA  # the paper's
     loss_resolution: str = "input"  # loss.resolution: the 256-px input frame (published) or "lowres" (64 px)
     iou_head_on_pseudo: bool = False  # loss.iou_head_on_pseudo (official SUM: human labels only)
     task_prompt: str = "every"  # rounds.task_prompt, in training and evaluation (published: every)

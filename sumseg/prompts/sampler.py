@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, P_BOX
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.geometry import error_regions, flat_to_xy, tight_boxes
 
@@ -81,7 +82,7 @@ def draw_pixels(
 
 
 def jitter_boxes(boxes: Tensor, height: int, width: int, generator: torch.Generator,
-                 jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> Tensor:
+                 jitter_ratio: float = JITTER_RATIO, max_jitter: float = MAX_JITTER) -> Tensor:
     """Jitter ``(B, 4)`` ``(x0, y0, x1, y1)`` boxes as described in the module docstring."""
     side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1).repeat(1, 2)
     noise = torch.randn(boxes.shape, generator=generator, device=boxes.device, dtype=boxes.dtype)
@@ -106,8 +107,8 @@ class UncertaintySampler:
         jitter_ratio, max_jitter: box jitter (std as a fraction of the side, clamp in pixels).
     """
 
-    def __init__(self, generator: torch.Generator, p_box: float = 0.5, jitter_ratio: float = 0.1,
-                 max_jitter: float = 20.0) -> None:
+    def __init__(self, generator: torch.Generator, p_box: float = P_BOX, jitter_ratio: float = JITTER_RATIO,
+                 max_jitter: float = MAX_JITTER) -> None:
         if not 0.0 <= p_box <= 1.0:
             raise ValueError(f"p_box must be in [0, 1], got {p_box}")
         self.generator = generator

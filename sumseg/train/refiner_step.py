@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, REFINER_MIN_IOU
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, weighted_mean
 from sumseg.models.sum_sam import ImageFeatures, SumSam
 from sumseg.prompts.batch import PromptBatch
@@ -79,7 +80,8 @@ class RefinerInputs:
 
 @torch.no_grad()
 def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
-                   min_iou: float = 0.7, jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> RefinerInputs:
+                   min_iou: float = REFINER_MIN_IOU, jitter_ratio: float = JITTER_RATIO,
+                   max_jitter: float = MAX_JITTER) -> RefinerInputs:
     """Points, frozen best-of-3 candidates, the gate and jittered boxes for ``batch`` (module docstring).
 
     Randomness, in this order, from ``generator`` only: the points, then the box jitter.
@@ -106,8 +108,8 @@ class RefinerStep(nn.Module):
     term averaged over the kept masks (``sumseg.train.refiner_run.REFINER_LOSS`` in ``sumseg refiner train``).
     """
 
-    def __init__(self, refiner: SumSam, frozen: SumSam, loss: RoundLoss, min_iou: float = 0.7,
-                 jitter_ratio: float = 0.1, max_jitter: float = 20.0) -> None:
+    def __init__(self, refiner: SumSam, frozen: SumSam, loss: RoundLoss, min_iou: float = REFINER_MIN_IOU,
+                 jitter_ratio: float = JITTER_RATIO, max_jitter: float = MAX_JITTER) -> None:
         super().__init__()
         self.refiner = refiner
         self.frozen = frozen
