@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer._click.core import ParameterSource  # typer's own click (typer 0.29 vendors it)
-from typer._click.exceptions import MissingParameter
+
+try:  # typer >= 0.29 vendors its own click; older typers use the click package
+    from typer._click.core import ParameterSource
+    from typer._click.exceptions import MissingParameter
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.core import ParameterSource  # type: ignore[no-redef,assignment]
+    from click.exceptions import MissingParameter  # type: ignore[no-redef,assignment]
 
 from sumseg.cli import MODEL_HELP, _errors, _foundation, app
 from sumseg.config.pseudo_label import PSEUDO_LABEL_KEYS, PseudoLabelConfig
