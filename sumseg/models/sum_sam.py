@@ -21,6 +21,7 @@ from torch import nn
 
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.frames import LongestSideFrame
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
 
@@ -71,6 +72,16 @@ class SumSam(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.sam.image_encoder.img_size)
+
+    @property
+    def frame(self) -> LongestSideFrame:
+        """The image → input-frame geometry: ``ResizeLongestSide(S)`` (:mod:`sumseg.prompts.frames`)."""
+        return LongestSideFrame(self.image_size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Logits above it are mask pixels (SAM's 0.0)."""
+        return float(self.sam.mask_threshold)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255, longest side resized to ``image_size`` → normalised, padded."""

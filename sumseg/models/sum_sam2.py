@@ -33,6 +33,7 @@ from sumseg.models.sam2_arch import PIXEL_MEAN, PIXEL_STD
 from sumseg.models.sum_sam import ImageFeatures
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.frames import SquashFrame
 
 NO_MASK_KEY2 = "prompt_encoder.no_mask_embed.weight"
 MASK_EMBED_BIAS_KEY = "prompt_encoder.mask_embed.conv3.bias"
@@ -67,6 +68,16 @@ class SumSam2(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.sam2.config.prompt_encoder_config.image_size)
+
+    @property
+    def frame(self) -> SquashFrame:
+        """The image → input-frame geometry: the image squashed to S×S (:mod:`sumseg.prompts.frames`)."""
+        return SquashFrame(self.image_size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Logits above it are mask pixels (0.0, as SAM 2's predictor)."""
+        return 0.0
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255 → resized to S×S (bilinear, antialiased), 0..1, normalised."""
