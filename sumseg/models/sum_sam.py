@@ -83,6 +83,26 @@ class SumSam(nn.Module):
         """Logits above it are mask pixels (SAM's 0.0)."""
         return float(self.sam.mask_threshold)
 
+    def encoder_blocks(self) -> tuple[str, nn.Module]:
+        """(parameter-name prefix, module) of the image encoder whose ``blocks`` layer decay and LoRA use."""
+        return "sam.image_encoder.", self.sam.image_encoder
+
+    def is_image_side(self, name: str) -> bool:
+        """Whether the parameter ``name`` computes the image features (frozen in modes decoder and lora)."""
+        return name.startswith("sam.image_encoder.")
+
+    def is_idle(self, name: str) -> bool:
+        """Whether no SUM loss term reaches the parameter ``name`` (frozen in every mode): none of SAM's."""
+        return False
+
+    def cache_encoder(self) -> Sam:
+        """What the embedding cache stores of this model: the image embeddings of ``sam`` (the cache wraps it)."""
+        return self.sam
+
+    def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
+        """The embedding cache's (B, C, h, w) rows → features (they are the embeddings)."""
+        return ImageFeatures(cached)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255, longest side resized to ``image_size`` → normalised, padded."""
         return self.sam.preprocess(images)
