@@ -272,7 +272,8 @@ def export(
             name, diff = export_hf(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
         else:
             name, diff = export_checkpoint(checkpoint, task, out, verify=verify, tolerance=tolerance, model=model)
-    loader = f"transformers.SamModel.from_pretrained({str(out)!r})" if fmt == "hf" else stock_loader(name, out)
+    hf_class = "Sam2Model" if name.startswith("sam2") else "SamModel"
+    loader = f"transformers.{hf_class}.from_pretrained({str(out)!r})" if fmt == "hf" else stock_loader(name, out)
     typer.echo(f"wrote {out} (model {name}, task {task}); load it with {loader}")
     if diff is not None:
         typer.echo(f"verified: stock predictions equal sumseg's task-{task} predictions "

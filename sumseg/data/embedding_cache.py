@@ -31,7 +31,8 @@ its files and starts empty (``on_mismatch="rebuild"``): stale embeddings are nev
 Preprocessing is exactly ``SamPredictor.set_image``'s: ``ResizeLongestSide(img_size)``, HWC→CHW,
 ``sam.preprocess`` (normalise, pad), ``sam.image_encoder`` in eval mode under ``no_grad``.
 HQ-SAM's encoder also returns intermediate features, which this cache does not store: HQ models
-are refused with :class:`ConfigError`.
+are refused with :class:`ConfigError`. Another backbone gives a :class:`CacheEncoder` instead of a ``Sam``
+(SAM 2: ``SumSam2.cache_encoder()``, its embeddings packed with the high-res levels, its own fingerprint).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -62,6 +63,17 @@ from sumseg.outputs import check_output_dir, folder_lock
 
 CACHE_VERSION = 2  # 2: append-only arrays named by the index
 PREPROCESSING = "ResizeLongestSide+Sam.preprocess"
+
+
+class CacheEncoder(Protocol):
+    """A backbone other than SAM 1's ``Sam``: one (C, h, w) float32 array per image (``shape``), and a
+    fingerprint of everything that array depends on besides the image."""
+
+    shape: tuple[int, int, int]
+
+    def fingerprint(self) -> str: ...
+
+    def encode(self, rgb: np.ndarray) -> torch.Tensor: ...
 
 
 def encoder_fingerprint(sam: Sam) -> str:
@@ -93,7 +105,7 @@ class EmbeddingCache:
     """Image embeddings of one SAM image encoder, keyed by image content (layout in the module docstring)."""
 
     def __init__(
-        self, root: str | Path, sam: Sam, on_mismatch: Literal["raise", "rebuild"] = "raise"
+        self, root: str | Path, sam: Sam | CacheEncoder, on_mismatch: Literal["raise", "rebuild"] = "raise"
     ) -> None:
         if "segment_anything_hq" in type(sam).__module__:
             raise ConfigError(
@@ -102,8 +114,9 @@ class EmbeddingCache:
             )
         self.root = Path(root)
         self.sam = sam
-        self.fingerprint = encoder_fingerprint(sam)
-        self.shape: tuple[int, ...] = (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
+        self.fingerprint = self._current_fingerprint()
+        self.shape: tuple[int, ...] = (tuple(sam.shape) if not isinstance(sam, Sam) else
+                                       (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size))
         self.rows: dict[str, int] = {}
         self._array: str | None = None  # file name of the mapped array
         self._mm: np.memmap | None = None
@@ -122,6 +135,9 @@ class EmbeddingCache:
                 f"cache version (fingerprint {str(meta.get('fingerprint'))[:12]}..., this model "
                 f"{self.fingerprint[:12]}...); rebuild it (on_mismatch='rebuild') or use another folder"
             )
+
+    def _current_fingerprint(self) -> str:
+        return encoder_fingerprint(self.sam) if isinstance(self.sam, Sam) else self.sam.fingerprint()
 
     def refresh(self, writable: bool = False) -> None:
         """Re-read ``index.json`` and map the array it names (picks up what other handles built)."""
@@ -230,7 +246,7 @@ class EmbeddingCache:
         exception (e.g. an unreadable image), so nothing computed is lost. One process builds a
         cache folder at a time: a second concurrent ``build`` raises OutputError.
         """
-        if encoder_fingerprint(self.sam) != self.fingerprint:
+        if self._current_fingerprint() != self.fingerprint:
             raise DataError(
                 f"{self.root}: the model's image encoder changed since this cache was opened; "
                 "open the cache again for the new weights"
@@ -252,7 +268,8 @@ class EmbeddingCache:
                     keys.append(key)
                     if key in self.rows:
                         continue
-                    emb = encode_image(self.sam, rgb).to(torch.float16).cpu().numpy()
+                    emb = (encode_image(self.sam, rgb) if isinstance(self.sam, Sam) else self.sam.encode(rgb)
+                           ).to(torch.float16).cpu().numpy()
                     if emb.shape != self.shape:
                         raise DataError(f"{self.root}: the model gives embeddings of shape {emb.shape}, "
                                         f"its prompt encoder expects {self.shape}")

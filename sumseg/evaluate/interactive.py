@@ -106,7 +106,7 @@ def _decode(predictor: SumPredictor, group: list[_Session], multimask: bool, tas
     device, masks = predictor.device, None
     boxes = [s.res.box for s in group if s.res.box is not None] if group[0].res.box is not None else None
     prompts = click_prompts([s.clicker.clicks for s in group], boxes, predictor.original_size,
-                            predictor.sum_model.image_size, device)
+                            predictor.sum_model.frame, device)
     if group[0].low_res is not None:
         masks = torch.as_tensor(np.stack([s.low_res for s in group if s.low_res is not None]), dtype=torch.float,
                                 device=device)
@@ -133,7 +133,7 @@ def _round(predictor: SumPredictor, sessions: list[_Session], r: int, rounds: in
         logits, scores, low = _decode(predictor, group, multimask, task)
         for s, lg, sc, lo in zip(group, logits, scores, low, strict=True):
             k = _choose(lg, sc, s.inst, first_round) if multimask else 0
-            s.pred, s.low_res = lg[k] > predictor.model.mask_threshold, lo[k : k + 1]
+            s.pred, s.low_res = lg[k] > predictor.sum_model.mask_threshold, lo[k : k + 1]
             s.res.ious.append(iou(s.inst.gt, s.pred, s.inst.ignore))
             s.res.bious.append(boundary_iou(s.inst.gt, s.pred, ignore=s.inst.ignore))
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,9 @@ from sumseg.models.predictor import SumPredictor
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TASK_ROUNDS, TaskRounds
 from sumseg.outputs import output_dir
+
+if TYPE_CHECKING:
+    from sumseg.models.sum_sam2 import SumSam2
 
 BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
 
@@ -116,7 +120,7 @@ def count_instances(dataset: Dataset, limit: int | None) -> int:
     return n if limit is None else min(n, limit)
 
 
-def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
+def evaluate(model: SumSam | SumSam2, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
              progress: bool = True) -> tuple[dict, dict[str, int]]:
     """Run every protocol on every dataset and write the report into ``out_dir``.
 
@@ -130,7 +134,7 @@ def evaluate(model: SumSam, datasets: dict[str, Path], settings: EvalSettings, o
     return data, {ds: len(report) for ds, report in skipped.items()}
 
 
-def _run(model: SumSam, datasets: dict[str, Path], settings: EvalSettings,
+def _run(model: SumSam | SumSam2, datasets: dict[str, Path], settings: EvalSettings,
          progress: bool) -> tuple[Results, dict[str, np.ndarray], dict[str, SkipReport]]:
     """Per-instance results, overlay images and skip reports of every dataset."""
     predictor = SumPredictor(model)

@@ -1,6 +1,7 @@
 """Checkpoint I/O. Our format: one safetensors file whose header metadata holds JSON.
 
-Weights: ``SumSam.state_dict()`` (``sam.*`` stock keys + ``task_prompts.task_embeddings``).
+Weights: ``SumSam.state_dict()`` (``sam.*`` stock keys + ``task_prompts.task_embeddings``), or a
+``SumSam2``'s (``sam2.*``, ``Sam2Model``'s keys; the architecture is :data:`~sumseg.models.sam2_arch.SAM2_ARCHS`').
 Metadata: one header key, ``__metadata__["sumseg"]``, holding one JSON object — format, format
 version and ``meta`` (model name, architecture, task ids, step, sumseg version, an optional
 config). One key, because safetensors writes several in a varying order: the same weights saved
@@ -28,6 +29,7 @@ from sumseg.errors import CheckpointError, ConfigError
 from sumseg.model_names import PRETRAINED, SAM2_NAMES, model_problems
 from sumseg.models.hf_sam import HF_CONFIG, read_hf_folder
 from sumseg.models.registry import ARCHS, build_sam
+from sumseg.models.sam2_arch import SAM2_ARCHS, build_sam2
 from sumseg.models.sam2_weights import is_sam2_folder, load_sam2_model
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.sum_sam2 import SumSam2
@@ -56,7 +58,7 @@ def _version() -> str:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: SumSam, step: int = 0, config: Mapping | None = None
+    path: str | os.PathLike, model: SumSam | SumSam2, step: int = 0, config: Mapping | None = None
 ) -> Path:
     """Write ``model`` atomically as a sumseg checkpoint (safetensors + JSON metadata)."""
     meta = CheckpointMeta(
@@ -65,7 +67,7 @@ def save_checkpoint(
         step=int(step),
         config=dict(config or {}),
         sumseg_version=_version(),
-        arch=ARCHS[model.name].to_dict(),
+        arch=(ARCHS[model.name] if isinstance(model, SumSam) else SAM2_ARCHS[model.name]).to_dict(),
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"sumseg": json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta.__dict__})}
@@ -272,8 +274,12 @@ def build_model(
     :class:`~sumseg.models.sum_sam2.SumSam2` (:func:`~sumseg.models.sam2_weights.load_sam2_model`: random
     weights, the folder, or Meta's ``.pt``). The commands do not take SAM 2 names yet (docs/models.md).
     """
-    if name in SAM2_NAMES or (name is None and is_sam2_folder(checkpoint)):
+    ours = checkpoint is not None and Path(checkpoint).is_file() and read_meta(checkpoint) is not None
+    if not ours and (name in SAM2_NAMES or (name is None and is_sam2_folder(checkpoint))):
         return load_sam2_model(name, None if checkpoint is None else Path(checkpoint), tasks)
+    if ours and name in SAM2_NAMES:  # a sumseg checkpoint of a SumSam2 (it must hold that model)
+        assert checkpoint is not None
+        return load_checkpoint(checkpoint, name, tasks)[0]
     problems = model_problems(name, checkpoint, ("name", "checkpoint"))
     if problems:
         raise ConfigError("; ".join(m for _, m in problems))
@@ -311,6 +317,11 @@ def load_checkpoint(
         guess = _fingerprint_arch(state)
         hint = f" (it looks like {guess!r})" if guess else ""
         raise CheckpointError(f"{path}: a plain state_dict does not say its model: pass a model name{hint}")
+    if meta is not None and name in SAM2_ARCHS:  # a sumseg checkpoint of a SumSam2
+        model2 = SumSam2(build_sam2(name, seed=None), tasks, name)
+        check_state_dict(model2.state_dict(), state, name, path)
+        model2.load_state_dict(state, strict=True)
+        return model2.eval(), meta  # type: ignore[return-value]  # build_model's overloads type it
     if name not in ARCHS:
         raise CheckpointError(f"{path}: model {name!r} is not one sumseg knows ({', '.join(ARCHS)})")
     model = SumSam(build_sam(name), tasks, name)

@@ -33,6 +33,7 @@ from sumseg.models.export import (
 from sumseg.models.hf_sam import HF_CONFIG, HF_WEIGHTS, hf_config, sam_to_hf_state
 from sumseg.models.registry import ARCHS
 from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.outputs import OutputError, check_output_dir, check_output_file
 
 
@@ -89,6 +90,8 @@ def export_hf(
     """
     check_hf_out(out, checkpoint)
     net = task_model(checkpoint, task, model)
+    if isinstance(net, SumSam2):  # a Sam2Model folder (models/sam2_export)
+        return _export_sam2(net, task, out, verify, tolerance)
     if ARCHS[net.name].hq:
         raise ConfigError(f"{checkpoint}: an HQ-SAM model ({net.name}) has no SamModel layout; export it with "
                           "--format sam (transformers' SamHQModel is not supported yet)")
@@ -102,6 +105,26 @@ def export_hf(
             if not diff <= tolerance:  # NaN fails too
                 raise ExportVerificationError(
                     f"{out}: SamModel.from_pretrained's predictions differ from the checkpoint's task-{task} "
+                    f"predictions (max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); nothing was "
+                    "written")
+    return net.name, diff
+
+
+def _export_sam2(net: SumSam2, task: int, out: str | os.PathLike, verify: bool,
+                 tolerance: float) -> tuple[str, float | None]:
+    """:func:`export_hf` of a SumSam2: ``Sam2Model.save_pretrained``, checked with ``Sam2Model.from_pretrained``."""
+    from sumseg.models.sam2_export import verify_sam2_export, write_sam2_folder
+
+    diff = None
+    with atomic_dir(out) as tmp:
+        write_sam2_folder(tmp, net, task)
+        if verify:
+            hf_model = import_transformers().Sam2Model.from_pretrained(str(tmp)).eval()
+            image = np.random.default_rng(0).random((net.image_size * 3 // 4, net.image_size, 3)) * 255
+            diff = verify_sam2_export(net, hf_model, image.astype(np.uint8), task)
+            if not diff <= tolerance:  # NaN fails too
+                raise ExportVerificationError(
+                    f"{out}: Sam2Model.from_pretrained's predictions differ from the checkpoint's task-{task} "
                     f"predictions (max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); nothing was "
                     "written")
     return net.name, diff

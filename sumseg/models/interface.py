@@ -1,8 +1,9 @@
 """The model interface: what the pipeline, the trainer, the refiner, evaluation and export call.
 
 :class:`~sumseg.models.sum_sam.SumSam` implements it for SAM 1 and HQ-SAM. A second backbone
-(SAM 2.1 through ``transformers``) is added by implementing the same five members; nothing in
-``pipeline/``, ``train/`` or ``evaluate/`` needs to change for it. Frames and shapes are those of
+(SAM 2.1 through ``transformers``) is :class:`~sumseg.models.sum_sam2.SumSam2`. The image → input-frame
+geometry is a member (:attr:`PromptableModel.frame`), so that consumers map image pixels as the model
+does. Frames and shapes are those of
 :mod:`sumseg.models.sum_sam` (S×S input frame, low-res L×L logits, L = 4·S/16); prompts are the one
 prompt type, :class:`sumseg.prompts.batch.PromptBatch` (its frames stated there).
 """
@@ -16,6 +17,7 @@ import torch
 from sumseg.models.sum_sam import ImageFeatures
 from sumseg.models.task_prompts import TaskArg
 from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.frames import InputFrame
 
 
 @runtime_checkable
@@ -25,6 +27,21 @@ class PromptableModel(Protocol):
     @property
     def image_size(self) -> int:
         """S, the side of the square model input."""
+        ...
+
+    @property
+    def frame(self) -> InputFrame:
+        """The image → input-frame geometry (:mod:`sumseg.prompts.frames`): the input size of an (H, W)
+        image and where its pixels land (SAM 1: ``ResizeLongestSide``; SAM 2: squashed to S×S)."""
+        ...
+
+    @property
+    def mask_threshold(self) -> float:
+        """Logits above it are mask pixels."""
+        ...
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) RGB 0..255, ``frame.apply_image``'d → the normalised (B, 3, S, S) model input."""
         ...
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:

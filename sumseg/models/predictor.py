@@ -3,13 +3,16 @@
 ``predict`` / ``predict_torch`` take ``task`` (a task id, or None for stock SAM behaviour). A
 task applies to every call, mask-prompted follow-up rounds included — as in the official code
 and in the stock model that ``sumseg export`` writes for that task.
-Works for SAM and HQ-SAM models built by :func:`sumseg.build_model`.
+Works for the SAM, HQ-SAM and SAM 2.1 models built by :func:`sumseg.build_model`: image pixels are
+mapped into the input frame by the model's own :attr:`~sumseg.models.interface.PromptableModel.frame`
+(``ResizeLongestSide`` for SAM 1, exactly as ``SamPredictor``; the image squashed to S×S for SAM 2).
 """
 
 from __future__ import annotations
 
 import enum
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +22,9 @@ from segment_anything import SamPredictor
 from sumseg.errors import ConfigError
 from sumseg.models.sum_sam import ImageFeatures, SumSam
 from sumseg.prompts.batch import PromptBatch
+
+if TYPE_CHECKING:
+    from sumseg.models.sum_sam2 import SumSam2
 
 
 class _PredictorTask(enum.Enum):
@@ -40,12 +46,25 @@ class SumPredictor(SamPredictor):
     integers too) the model knows, checked where it is given: ConfigError otherwise.
     """
 
-    def __init__(self, model: SumSam, task: int | None = None) -> None:
+    def __init__(self, model: SumSam | SumSam2, task: int | None = None) -> None:
         self.sum_model = model
         self.task = self._checked(task)
         self._call_task: TaskChoice = DEFAULT
         self.image_features: ImageFeatures | None = None
-        super().__init__(model.sam)
+        # SamPredictor's own state, without its Sam-only constructor: the backbone module (``model.device``)
+        # and the model's image → input-frame geometry as ``transform`` (``predict`` maps prompts with it)
+        self.model = model.sam if isinstance(model, SumSam) else model.sam2
+        self.transform = model.frame
+        self.reset_image()
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """``SamPredictor.set_image``: an (H, W, 3) uint8 image, mapped by the model's frame, then embedded."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be in ['RGB', 'BGR'], is {image_format}.")
+        if image_format != getattr(self.model, "image_format", "RGB"):
+            image = image[..., ::-1]
+        input_image = torch.as_tensor(self.transform.apply_image(image), device=self.device)
+        self.set_torch_image(input_image.permute(2, 0, 1).contiguous()[None, :, :, :], image.shape[:2])
 
     def _checked(self, task: object) -> int | None:
         """``task`` as an int id this model knows, or None; anything else (1.9, True, "1") raises ConfigError."""
@@ -60,13 +79,15 @@ class SumPredictor(SamPredictor):
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
-        """Embed a (1, 3, H, W) image already resized with ``ResizeLongestSide`` (long side = S)."""
-        size = self.sum_model.image_size
-        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3 or max(transformed_image.shape[2:]) != size:
-            raise ValueError(f"set_torch_image input must be 1x3xHxW with long side {size}")
+        """Embed a (1, 3, h, w) image already mapped by the model's frame (SAM 1: resized with
+        ``ResizeLongestSide``, long side = S; SAM 2: any size, the model squashes it)."""
+        frame = self.transform
+        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3 or not frame.takes(
+                tuple(transformed_image.shape[2:])):
+            raise ValueError(f"set_torch_image input must be 1x3xHxW with {frame.describe()}")
         self.reset_image()
         self.original_size = original_image_size
-        self.input_size = tuple(transformed_image.shape[-2:])
+        self.input_size = frame.input_size(tuple(transformed_image.shape[-2:]))  # SAM 1: its own (h, w)
         self.image_features = self.sum_model.encode(self.sum_model.preprocess(transformed_image))
         self.features = self.image_features.embeddings
         self.is_image_set = True
@@ -117,7 +138,7 @@ class SumPredictor(SamPredictor):
                                              multimask=multimask_output)
         masks = self.sum_model.upscale(low_res, self.input_size, self.original_size)
         if not return_logits:
-            masks = masks > self.model.mask_threshold
+            masks = masks > self.sum_model.mask_threshold
         return masks, iou, low_res
 
     @torch.no_grad()

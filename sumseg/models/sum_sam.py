@@ -21,6 +21,7 @@ from torch import nn
 
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.frames import LongestSideFrame
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
 
@@ -71,6 +72,36 @@ class SumSam(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.sam.image_encoder.img_size)
+
+    @property
+    def frame(self) -> LongestSideFrame:
+        """The image → input-frame geometry: ``ResizeLongestSide(S)`` (:mod:`sumseg.prompts.frames`)."""
+        return LongestSideFrame(self.image_size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Logits above it are mask pixels (SAM's 0.0)."""
+        return float(self.sam.mask_threshold)
+
+    def encoder_blocks(self) -> tuple[str, nn.Module]:
+        """(parameter-name prefix, module) of the image encoder whose ``blocks`` layer decay and LoRA use."""
+        return "sam.image_encoder.", self.sam.image_encoder
+
+    def is_image_side(self, name: str) -> bool:
+        """Whether the parameter ``name`` computes the image features (frozen in modes decoder and lora)."""
+        return name.startswith("sam.image_encoder.")
+
+    def is_idle(self, name: str) -> bool:
+        """Whether no SUM loss term reaches the parameter ``name`` (frozen in every mode): none of SAM's."""
+        return False
+
+    def cache_encoder(self) -> Sam:
+        """What the embedding cache stores of this model: the image embeddings of ``sam`` (the cache wraps it)."""
+        return self.sam
+
+    def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
+        """The embedding cache's (B, C, h, w) rows → features (they are the embeddings)."""
+        return ImageFeatures(cached)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255, longest side resized to ``image_size`` → normalised, padded."""

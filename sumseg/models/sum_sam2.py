@@ -30,9 +30,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from sumseg.models.sam2_arch import PIXEL_MEAN, PIXEL_STD
+from sumseg.models.sam2_cache import IMAGE_SIDE, Sam2CacheEncoder, unpack
 from sumseg.models.sum_sam import ImageFeatures
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.frames import SquashFrame
 
 NO_MASK_KEY2 = "prompt_encoder.no_mask_embed.weight"
 MASK_EMBED_BIAS_KEY = "prompt_encoder.mask_embed.conv3.bias"
@@ -67,6 +69,38 @@ class SumSam2(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.sam2.config.prompt_encoder_config.image_size)
+
+    @property
+    def frame(self) -> SquashFrame:
+        """The image → input-frame geometry: the image squashed to S×S (:mod:`sumseg.prompts.frames`)."""
+        return SquashFrame(self.image_size)
+
+    @property
+    def mask_threshold(self) -> float:
+        """Logits above it are mask pixels (0.0, as SAM 2's predictor)."""
+        return 0.0
+
+    def encoder_blocks(self) -> tuple[str, nn.Module]:
+        """(parameter-name prefix, module) of the Hiera trunk whose ``blocks`` layer decay and LoRA use."""
+        return "sam2.vision_encoder.backbone.", self.sam2.vision_encoder.backbone
+
+    def is_image_side(self, name: str) -> bool:
+        """Whether the parameter ``name`` computes the image features (frozen in modes decoder and lora):
+        the vision encoder, ``no_memory_embedding`` and the decoder's ``conv_s0``/``conv_s1``."""
+        return name.startswith(IMAGE_SIDE)
+
+    def is_idle(self, name: str) -> bool:
+        """Whether no SUM loss term reaches the parameter ``name`` (frozen in every mode): the object-score
+        head (``pred_obj_score_head``), whose score the mask and IoU losses do not use."""
+        return name.startswith("sam2.mask_decoder.pred_obj_score_head.")
+
+    def cache_encoder(self) -> Sam2CacheEncoder:
+        """What the embedding cache stores of this model: :class:`~sumseg.models.sam2_cache.Sam2CacheEncoder`."""
+        return Sam2CacheEncoder(self)
+
+    def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
+        """The embedding cache's (B, 4C, h, w) rows → features (:func:`~sumseg.models.sam2_cache.unpack`)."""
+        return unpack(cached)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255 → resized to S×S (bilinear, antialiased), 0..1, normalised."""

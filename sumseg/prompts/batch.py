@@ -9,9 +9,10 @@ evaluation harness's clicks and box (:func:`click_prompts`, the one conversion o
 
 Frames and conventions (SAM's, :mod:`sumseg.prompts.geometry`):
 
-- everything is in the model's S×S **input frame** (the image resized by ``ResizeLongestSide``,
-  not padded); the sampler and the refiner work in it directly, :func:`click_prompts` maps
-  image-pixel clicks and boxes into it;
+- everything is in the model's S×S **input frame** (:mod:`sumseg.prompts.frames`: for SAM 1 the image
+  resized by ``ResizeLongestSide``, not padded; for SAM 2 the image squashed to S×S); the sampler and
+  the refiner work in it directly, :func:`click_prompts` maps image-pixel clicks and boxes into it
+  with the model's frame;
 - image_index ``(N,)`` long: the image (of the features decoded with) of each prompt;
 - points ``(N, P, 2)`` float32 ``(x, y)`` pixel indices (SAM's prompt encoder adds the 0.5 itself),
   or None; labels ``(N, P)`` integer, 1 positive, 0 negative, -1 no point (SAM's padding label);
@@ -29,9 +30,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor
 
+from sumseg.prompts.frames import InputFrame, LongestSideFrame
 from sumseg.prompts.geometry import Box, Click, click_points
 
 __all__ = ["PromptBatch", "click_prompts"]
@@ -91,12 +92,14 @@ class PromptBatch:
 
 
 def click_prompts(clicks: Sequence[Sequence[Click]], boxes: Sequence[Box] | None,
-                  original_size: tuple[int, ...], image_size: int, device: torch.device | str) -> PromptBatch:
+                  original_size: tuple[int, ...], frame: int | InputFrame, device: torch.device | str) -> PromptBatch:
     """The prompts of N masks of ONE image from their clicks (image pixels, the same number for each)
-    and their boxes (image pixels, or None), mapped into the S×S input frame as ``SamPredictor`` does:
-    the one conversion of evaluation clicks into model prompts."""
+    and their boxes (image pixels, or None), mapped into the model's S×S input frame (``frame``: the
+    model's :attr:`~sumseg.models.interface.PromptableModel.frame`; an int S means SAM 1's
+    ``ResizeLongestSide(S)``, as ``SamPredictor`` maps them): the one conversion of evaluation clicks
+    into model prompts."""
     n = len(clicks)
-    transform = ResizeLongestSide(image_size)
+    transform = LongestSideFrame(frame) if isinstance(frame, int) else frame
     points = labels = None
     if n and clicks[0]:
         pts, lbl = zip(*(click_points(c) for c in clicks), strict=True)

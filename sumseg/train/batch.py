@@ -1,7 +1,8 @@
 """Training batches: masks of a few images in the model's input frame, with targets and confidence.
 
-Frames (SAM's): an image of size (H, W) is resized so its longest side is S (``image_size``) and
-padded bottom/right to S×S — the *input frame*. The decoder's low-resolution frame is
+Frames (the model's :attr:`~sumseg.models.interface.PromptableModel.frame`): for SAM 1 an image of size
+(H, W) is resized so its longest side is S (``image_size``) and padded bottom/right to S×S — the *input
+frame*; for SAM 2 it is resized to S×S. The decoder's low-resolution frame is
 (4h, 4w) = (S/4, S/4) and covers the whole padded input; a low-res pixel (i, j) covers input pixels
 [4i, 4i + 4) × [4j, 4j + 4). Prompts (points, boxes) are (x, y) pixels of the input frame.
 """
@@ -14,10 +15,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor
 
-from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.models.sum_sam2 import SumSam2
+from sumseg.prompts.frames import InputFrame
 
 
 @dataclass
@@ -42,7 +44,8 @@ class MaskBatch:
     """N masks over B images, ready for the interactive step (frames in the module docstring).
 
     images: (B, 3, S, S) preprocessed (normalised, padded), or None when ``embeddings`` are given;
-    embeddings: (B, C, h, w) cached image embeddings (frozen encoder), or None;
+    embeddings: (B, C', h, w) the embedding cache's rows (frozen encoder; ``model.cached_features`` reads
+    them: SAM 1's embeddings, SAM 2's packed with its high-res levels), or None;
     image_index: (N,) int64, the image of each mask;
     gt: (N, S, S) bool masks in the input frame (False on padding);
     ignore: (N, S, S) bool pixels no prompt is drawn from (padding and the dataset's ignore map);
@@ -84,10 +87,12 @@ class MaskBatch:
         return up.clamp(0, 1) * ~self.ignore
 
 
-def _to_input_frame(masks: np.ndarray, size: int) -> Tensor:
-    """(K, H, W) bool → (K, S, S) bool: nearest-neighbour resize of the longest side to S, padded."""
+def _to_input_frame(masks: np.ndarray, frame: InputFrame) -> Tensor:
+    """(K, H, W) bool → (K, S, S) bool: nearest-neighbour resize to the image's size in the model's input
+    frame (SAM 1: the longest side to S, padded; SAM 2: S×S)."""
     k, h, w = masks.shape
-    nh, nw = ResizeLongestSide.get_preprocess_shape(h, w, size)
+    size = frame.target_length
+    nh, nw = frame.input_size((h, w))
     out = np.zeros((k, size, size), dtype=bool)
     for i in range(k):
         m = masks[i] if (nh, nw) == (h, w) else cv2.resize(
@@ -96,26 +101,39 @@ def _to_input_frame(masks: np.ndarray, size: int) -> Tensor:
     return torch.from_numpy(out)
 
 
-def collate(samples: list[MaskSample], model: SumSam, embeddings: Tensor | None = None) -> MaskBatch:
-    """Build a :class:`MaskBatch` from ``samples`` (one per image), preprocessing as SamPredictor does.
+def _confidence(conf: Tensor, hw: tuple[int, int], model: SumSam | SumSam2) -> Tensor:
+    """(K, L, L) c of the store (SAM 1's low-res frame, the pseudo-labels' model) in ``model``'s low-res frame:
+    itself for SAM 1; for SAM 2 mapped to the image (``lowres_to_image``) and resized to L×L."""
+    conf = conf.float()
+    if isinstance(model, SumSam):
+        return conf
+    low = conf.shape[-1]
+    image = lowres_to_image(conf, model.image_size, hw)
+    return F.interpolate(image[:, None], (low, low), mode="bilinear", align_corners=False, antialias=True)[:, 0]
 
-    With ``embeddings`` ((B, C, h, w), from the embedding cache) the images are not preprocessed.
+
+def collate(samples: list[MaskSample], model: SumSam | SumSam2, embeddings: Tensor | None = None) -> MaskBatch:
+    """Build a :class:`MaskBatch` from ``samples`` (one per image), preprocessing as SamPredictor does
+    (the model's :attr:`~sumseg.models.interface.PromptableModel.frame`).
+
+    With ``embeddings`` ((B, C, h, w), the embedding cache's rows) the images are not preprocessed.
     """
     size = model.image_size
     low = size // 4
-    resize = ResizeLongestSide(size)
+    resize = model.frame
+    device = (model.sam.pixel_mean if isinstance(model, SumSam) else model.pixel_mean).device
     images, gts, ignores, confs, index, pseudo = [], [], [], [], [], []
     for b, s in enumerate(samples):
         h, w = s.image.shape[:2]
         k = len(s.masks)
         if embeddings is None:
             img = torch.as_tensor(resize.apply_image(s.image)).permute(2, 0, 1)[None].float()
-            images.append(model.preprocess(img.to(model.sam.pixel_mean.device)))
+            images.append(model.preprocess(img.to(device)))
         outside = np.ones((1, h, w), dtype=bool) if s.ignore is None else ~s.ignore[None]
-        valid = _to_input_frame(outside, size)  # (1, S, S): inside the image and not ignored
-        gts.append(_to_input_frame(s.masks, size))
+        valid = _to_input_frame(outside, resize)  # (1, S, S): inside the image and not ignored
+        gts.append(_to_input_frame(s.masks, resize))
         ignores.append((~valid).expand(k, -1, -1))
-        confs.append(torch.ones(k, low, low) if s.confidence is None else s.confidence.float())
+        confs.append(torch.ones(k, low, low) if s.confidence is None else _confidence(s.confidence, (h, w), model))
         index.append(torch.full((k,), b, dtype=torch.long))
         pseudo.append(torch.full((k,), s.pseudo, dtype=torch.bool))
     gt = torch.cat(gts)

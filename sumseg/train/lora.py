@@ -21,7 +21,9 @@ from torch import Tensor
 from sumseg.errors import ConfigError
 from sumseg.models.checkpoint import save_checkpoint
 from sumseg.models.registry import build_sam
+from sumseg.models.sam2_arch import build_sam2
 from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam2 import SumSam2
 
 if TYPE_CHECKING:
     from peft.tuners.lora import Linear as LoraLinear
@@ -31,7 +33,7 @@ ADAPTER = "default"
 # every process not training LoRA would pay.
 
 
-def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
+def add_lora(model: SumSam | SumSam2, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
     """Inject LoRA adapters into the encoder's attention Linears named ``targets``; return their names.
 
     The adapters' A matrices are drawn from torch's global generator (seed it first).
@@ -40,14 +42,14 @@ def add_lora(model: SumSam, rank: int, alpha: int, targets: Sequence[str], dropo
     from peft import inject_adapter_in_model
 
     pattern = rf"blocks\.\d+\.attn\.({'|'.join(re.escape(t) for t in targets)})"
-    encoder = model.sam.image_encoder
+    prefix, encoder = model.encoder_blocks()  # SAM's ViT or SAM 2's Hiera trunk (both: attn.qkv, attn.proj)
     found = [n for n, m in encoder.named_modules() if re.fullmatch(pattern, n) and isinstance(m, torch.nn.Linear)]
     if not found:
         raise ConfigError(f"lora.targets {list(targets)} name no Linear layer in the encoder's attention blocks "
                           "(SAM's are qkv and proj)")
     config = PeftLoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
     inject_adapter_in_model(config, encoder, adapter_name=ADAPTER)
-    return [f"sam.image_encoder.{n}" for n in found]
+    return [f"{prefix}{n}" for n in found]
 
 
 def lora_layers(model: torch.nn.Module) -> dict[str, LoraLinear]:
@@ -63,7 +65,7 @@ def is_adapter(name: str) -> bool:
 
 
 @torch.no_grad()
-def merged_state_dict(model: SumSam) -> dict[str, Tensor]:
+def merged_state_dict(model: SumSam | SumSam2) -> dict[str, Tensor]:
     """``model``'s state with every adapter folded into its base weight, under the stock key names.
 
     The model itself is not changed (W0 + ΔW is computed into new tensors).
@@ -89,12 +91,15 @@ class MergedSaver:
     weights at each save (strict load, so a key the merge missed fails loudly).
     """
 
-    def __init__(self, model: SumSam, config: dict) -> None:
+    def __init__(self, model: SumSam | SumSam2, config: dict) -> None:
         self.model = model
         self.config = config
-        self.stock = SumSam(build_sam(model.name, seed=None), model.task_prompts.task_ids, model.name)
+        ids = model.task_prompts.task_ids
+        self.stock: SumSam | SumSam2 = (SumSam(build_sam(model.name, seed=None), ids, model.name)
+                                        if isinstance(model, SumSam) else
+                                        SumSam2(build_sam2(model.name, seed=None), ids, model.name))
 
-    def merged(self) -> SumSam:
+    def merged(self) -> SumSam | SumSam2:
         self.stock.load_state_dict({k: v.cpu() for k, v in merged_state_dict(self.model).items()}, strict=True)
         return self.stock
 

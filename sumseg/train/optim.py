@@ -27,10 +27,11 @@ def encoder_layer(name: str, depth: int) -> int:
     return int(block.group(1)) + 1 if block else depth + 1
 
 
-def lr_scale(name: str, depth: int, layer_decay: float, task_lr_mult: float) -> float:
-    """Multiplier of the base lr for the parameter ``name`` of a :class:`~sumseg.models.sum_sam.SumSam`."""
-    if name.startswith(ENCODER):
-        return layer_decay ** (depth + 1 - encoder_layer(name.removeprefix(ENCODER), depth))
+def lr_scale(name: str, depth: int, layer_decay: float, task_lr_mult: float, encoder: str = ENCODER) -> float:
+    """Multiplier of the base lr for the parameter ``name`` of a model whose encoder blocks are under the
+    prefix ``encoder`` (SumSam's ``sam.image_encoder.``; SumSam2's Hiera trunk: its FPN neck trains at lr)."""
+    if name.startswith(encoder):
+        return layer_decay ** (depth + 1 - encoder_layer(name.removeprefix(encoder), depth))
     if name.startswith(TASKS):
         return task_lr_mult
     return 1.0
@@ -42,7 +43,7 @@ def decays(name: str, ndim: int) -> bool:
 
 
 def param_groups(model: nn.Module, depth: int, lr: float, layer_decay: float, weight_decay: float,
-                 task_lr_mult: float) -> list[dict]:
+                 task_lr_mult: float, encoder: str = ENCODER) -> list[dict]:
     """AdamW groups of ``model``'s trainable parameters, one per (lr, weight decay) pair.
 
     Each group carries ``lr``, ``weight_decay`` and ``names`` (its parameters' names, for logs and tests);
@@ -52,7 +53,8 @@ def param_groups(model: nn.Module, depth: int, lr: float, layer_decay: float, we
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = (lr * lr_scale(name, depth, layer_decay, task_lr_mult), weight_decay if decays(name, p.ndim) else 0.0)
+        scale = lr_scale(name, depth, layer_decay, task_lr_mult, encoder)
+        key = (lr * scale, weight_decay if decays(name, p.ndim) else 0.0)
         group = groups.setdefault(key, {"params": [], "names": [], "lr": key[0], "weight_decay": key[1]})
         group["params"].append(p)
         group["names"].append(name)

@@ -70,7 +70,7 @@ class InteractiveStep(nn.Module):
 
     def features(self, batch: MaskBatch) -> ImageFeatures:
         if batch.embeddings is not None:
-            return ImageFeatures(batch.embeddings)
+            return self.model.cached_features(batch.embeddings)
         assert batch.images is not None
         return self.model.encode(batch.images)
 

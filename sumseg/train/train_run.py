@@ -37,6 +37,7 @@ from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
 from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
 from sumseg.pipeline.store import open_store
@@ -73,16 +74,19 @@ def round_loss(cfg: TrainConfig) -> RoundLoss:
     return RoundLoss(cfg.loss.focal_weight, cfg.loss.theta, cfg.loss.iou_head_on_pseudo)
 
 
-def set_mode(model: SumSam, cfg: TrainConfig) -> None:
-    """Mark the trainable parameters of ``cfg.mode`` (adds the LoRA adapters in mode=lora)."""
-    for p in model.parameters():
-        p.requires_grad_(True)
+def set_mode(model: SumSam | SumSam2, cfg: TrainConfig) -> None:
+    """Mark the trainable parameters of ``cfg.mode`` (adds the LoRA adapters in mode=lora): every one in
+    mode=full, else all but the image side (``model.is_image_side``; LoRA's adapters train); never those no
+    loss term reaches (``model.is_idle``: SAM 2's object-score head)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(not model.is_idle(name))
     if cfg.mode is Mode.full:
         return
     if cfg.mode is Mode.lora:
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
-    for name, p in model.sam.image_encoder.named_parameters():
-        p.requires_grad_(is_adapter(name))
+    for name, p in model.named_parameters():
+        if model.is_image_side(name):
+            p.requires_grad_(is_adapter(name))
 
 
 def _share(cfg: TrainConfig) -> Fraction:
@@ -131,7 +135,7 @@ def embedding_cache(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | 
                     replica: Replica) -> EmbeddingCache:
     """The decoder mode's cache of every training image's embedding (rank 0 builds, the others wait)."""
     root = Path(cfg.data.embedding_cache or Path(cfg.run.out) / "embeddings")
-    model.sam.to(replica.device)
+    model.to(replica.device)
     return shared_cache(root, model, lambda: _all_records(sources), replica, cfg.run.progress)
 
 
@@ -159,8 +163,9 @@ def build_training(cfg: TrainConfig, replica: Replica | None = None) -> Training
                              task_rounds=cast(TaskRounds, cfg.rounds.task_prompt.value),
                              resolution=cast(LossResolution, cfg.loss.resolution.value))
     o = cfg.optim
-    params = param_groups(model, len(model.sam.image_encoder.blocks), o.lr, o.layer_decay, o.weight_decay,
-                          o.task_lr_mult)
+    prefix, encoder = model.encoder_blocks()
+    depth = len(cast(torch.nn.ModuleList, encoder.blocks))
+    params = param_groups(model, depth, o.lr, o.layer_decay, o.weight_decay, o.task_lr_mult, prefix)
     config = to_dict(cfg)
     saver = MergedSaver(model, config) if cfg.mode is Mode.lora else None
     return TrainingSetup(model, module, make_inputs(cfg, model, sources, cache), params, loop_config(o, cfg.run),
