@@ -18,7 +18,6 @@ only when the file on disk differs, and ``annotations.json`` is written last, at
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import re
@@ -30,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.checks import load_json
 from sumseg.data import rle as rle_utils
 from sumseg.data.synthetic import Scene, render_scene, scene_rng
@@ -179,8 +178,7 @@ def _write_split(
         "categories": CATEGORIES,
         "tasks": [{"id": t, "name": name} for t, name in TASK_NAMES.items()],
     }
-    with atomic_path(ann_path) as tmp:
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    write_json(ann_path, doc, separators=(",", ":"))
     return {"images": count, "annotations": len(anns), "written": written, "unchanged": count - written}
 
 

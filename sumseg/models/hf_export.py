@@ -11,7 +11,6 @@ with sumseg's task-T predictions over :data:`~sumseg.models.export.VERIFY_ROUNDS
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from sumseg.atomic import atomic_dir
+from sumseg.atomic import atomic_dir, json_text
 from sumseg.errors import ConfigError
 from sumseg.models.export import (
     DEFAULT_TOLERANCE,
@@ -50,7 +49,8 @@ def write_hf_folder(folder: str | os.PathLike, model: SumSam, task: int) -> None
     """Write task ``task`` of ``model`` into ``folder`` (existing, empty) in the ``SamModel`` layout."""
     folder = Path(folder)
     config = hf_config(ARCHS[model.name])
-    (folder / HF_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / HF_CONFIG).write_text(json_text(config, folder / HF_CONFIG, indent=2, sort_keys=True) + "\n",
+                                    encoding="utf-8")
     tensors = {k: v.contiguous() for k, v in sam_to_hf_state(model.stock_state_dict(task)).items()}
     save_file(tensors, str(folder / HF_WEIGHTS), metadata={"format": "pt"})
 

@@ -12,7 +12,6 @@ i/N`` takes the store's images i, i+N, ...). ``show`` writes overlay PNGs of the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, write_json
 from sumseg.config import Checker, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
@@ -111,9 +110,8 @@ def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
             raise ConfigError(f"{path}: the U maps here come from another refiner; delete {path} and "
                               f"{store.labels_dir}/*.uncertainty.safetensors to recompute them")
     else:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps({"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
-                                       "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1))
+        write_json(path, {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
+                          "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1)
     return fp
 
 
