@@ -202,19 +202,19 @@ def train(
 @app.command()
 def pretrain(
     out: Annotated[Path, typer.Option(help="run folder (world/, last.ckpt, metrics.jsonl); rerun to resume")],
-    steps: Annotated[int | None, typer.Option(min=1, help="training steps (default: PretrainConfig.steps)")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps (default: PretrainConfig.steps)")] = None,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
     from dataclasses import replace
 
-    from sumseg.config import PretrainConfig
+    from sumseg.config.pretrain import PretrainConfig, check_pretrain_options
     from sumseg.train.pretrain_run import pretrain as run_pretrain
 
-    cfg = PretrainConfig(seed=seed)
-    cfg = replace(cfg, steps=steps) if steps else cfg
     with _errors():
+        refuse_bad(lambda c: check_pretrain_options(c, steps, seed))
+        cfg = replace(PretrainConfig(seed=seed), steps=steps or PretrainConfig.steps)
         row = run_pretrain(out, cfg, progress)
     if not row:
         typer.echo(_nothing_to_do(out / "last.ckpt", cfg.steps))
@@ -317,11 +317,11 @@ def demo(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export (or a plain .pth with --model)")],
     task: Annotated[int, typer.Option(help="task id whose prompt is folded into the weights")],
     out: Annotated[Path, typer.Option(help="output: a .pth (a plain state_dict for the stock loader), or with "
                                       "--format hf a folder (config.json + model.safetensors)")],
-    model: Annotated[str | None, typer.Option(help="registry name; needed only for a plain state_dict")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="sumseg checkpoint (a plain .pth: --model)")] = None,
+    model: Annotated[str | None, typer.Option(help="registry name of a plain .pth, or tiny_foundation")] = None,
     verify: Annotated[bool, typer.Option(help="reload with the stock loader and compare predictions")] = True,
     tolerance: Annotated[float | None, typer.Option(min=0.0, help="largest |logit diff| --verify accepts "
                                                   "(default 1e-4)")] = None,

@@ -18,6 +18,7 @@ from omegaconf import MISSING, OmegaConf
 from sumseg.config.checker import Checker
 from sumseg.config.sections import ModelConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured
+from sumseg.model_names import refiner_problem
 
 
 @dataclass
@@ -70,6 +71,7 @@ def check_refiner_config(cfg: RefinerConfig, origin: Callable[[str], str | None]
     sections the two share (``model``, ``optim``, ``run``)."""
     c = Checker()
     check_model(cfg.model, c)
+    c.add([("model.name", p) for p in [refiner_problem(cfg.model.name, "model.name")] if p])
     d, i = cfg.data, cfg.inputs
     c.require("data.labelled", len(d.labelled) > 0, "must name at least one dataset")
     c.number("data.masks_per_image", d.masks_per_image, 1, 4096)

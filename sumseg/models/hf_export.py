@@ -27,6 +27,7 @@ from sumseg.models.export import (
     ExportVerificationError,
     _next_point,
     _prompt_set,
+    export_source,
     task_model,
 )
 from sumseg.models.hf_sam import HF_CONFIG, HF_WEIGHTS, hf_config, sam_to_hf_state
@@ -73,7 +74,7 @@ def check_hf_out(out: str | os.PathLike, checkpoint: str | os.PathLike) -> Path:
 
 
 def export_hf(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     task: int,
     out: str | os.PathLike,
     verify: bool = False,
@@ -87,6 +88,7 @@ def export_hf(
     ``tolerance`` (or NaN) raises ExportVerificationError and leaves ``out`` as it was. Returns the model
     name and the largest difference (None without ``verify``).
     """
+    checkpoint, model = export_source(checkpoint, model)
     check_hf_out(out, checkpoint)
     net = task_model(checkpoint, task, model)
     if ARCHS[net.name].hq:

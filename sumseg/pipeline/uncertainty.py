@@ -24,6 +24,7 @@ from sumseg.atomic import atomic_path, write_json
 from sumseg.config import Checker, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.refiner import check_refiner
 from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
@@ -99,9 +100,10 @@ class UncertaintySummary:
 
 def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
     """The refiner's fingerprint, after checking it fits the store and made its existing U maps."""
-    if refiner.is_hq or refiner.image_size != store.image_size:
+    check_refiner(refiner, "--refiner")
+    if refiner.image_size != store.image_size:
         raise ConfigError(f"refiner {refiner.name} (input {refiner.image_size} px) does not fit the store "
-                          f"{store.root} ({store.model}, {store.image_size} px); refiners are plain SAM models")
+                          f"{store.root} ({store.model}, {store.image_size} px)")
     fp = state_fingerprint(refiner)
     path = store.root / "uncertainty.json"
     if path.is_file():

@@ -33,7 +33,7 @@ from sumseg.config import refiner_config_dict as config_dict
 from sumseg.data.dataset import read_dataset
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
-from sumseg.models.refiner import frozen_copy, trainable_parameters
+from sumseg.models.refiner import check_refiner, frozen_copy, trainable_parameters
 from sumseg.outputs import check_output_dir
 from sumseg.train.distributed import setup
 from sumseg.train.inputs import labelled_samples, shared_cache, step_inputs
@@ -61,6 +61,7 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
     check_output_dir(cfg.run.out, inputs=[*cfg.data.labelled, cfg.model.checkpoint], label="run.out")
     replica = setup(cfg.run.device)
     refiner = build_model(cfg.model.name, cfg.model.checkpoint, cfg.model.tasks).to(replica.device)
+    check_refiner(refiner, f"model.checkpoint {cfg.model.checkpoint}")  # a checkpoint may hold an HQ model
     trainable_parameters(refiner)
     # as sumseg train's groups: weight decay on matrices only (the encoder is frozen: no layer decay applies)
     params = param_groups(refiner, 0, cfg.optim.lr, 1.0, cfg.optim.weight_decay, 1.0)

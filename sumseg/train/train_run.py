@@ -36,6 +36,7 @@ from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
+from sumseg.models.refiner import check_refiner
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
@@ -109,7 +110,7 @@ def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list
     refiner = None
     if cfg.method is Method.refined_labels:
         assert cfg.data.refiner is not None, "check_config requires it"
-        refiner = build_model(None, cfg.data.refiner).to(device)
+        refiner = check_refiner(build_model(None, cfg.data.refiner), f"data.refiner {cfg.data.refiner}").to(device)
     uncertainty = cfg.method in (Method.sum, Method.sum_no_task)
     store = open_store(cfg.data.pseudo_labels)
     return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, uncertainty, refiner,
