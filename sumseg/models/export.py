@@ -19,6 +19,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from sumseg.atomic import atomic_path
+from sumseg.config.checker import Checker, refuse_bad
 from sumseg.errors import ConfigError, SumsegError
 from sumseg.model_names import PRETRAINED, model_problems
 from sumseg.models.checkpoint import load_checkpoint
@@ -27,6 +28,12 @@ from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_file
 
 DEFAULT_TOLERANCE = 1e-4
+MAX_TOLERANCE = 1e3
+
+
+def check_export_options(c: Checker, tolerance: float, key: str = "tolerance") -> None:
+    """The export's numbers (``key``: ``--tolerance`` on the command line): a finite tolerance in [0, 1000]."""
+    c.number(key, tolerance, 0, MAX_TOLERANCE)
 """Largest |logit| difference the verification accepts (float rounding measures about 3e-7)."""
 
 
@@ -51,6 +58,7 @@ def export_checkpoint(
     ExportVerificationError and leaves ``out`` as it was. Returns the model name and the largest difference
     (None without ``verify``).
     """
+    refuse_bad(lambda c: check_export_options(c, tolerance))
     checkpoint, model = export_source(checkpoint, model)
     check_output_file(out, inputs=[checkpoint])
     net = task_model(checkpoint, task, model)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from sumseg.atomic import atomic_dir, json_text
+from sumseg.config.checker import refuse_bad
 from sumseg.errors import ConfigError
 from sumseg.models.export import (
     DEFAULT_TOLERANCE,
@@ -27,6 +28,7 @@ from sumseg.models.export import (
     ExportVerificationError,
     _next_point,
     _prompt_set,
+    check_export_options,
     export_source,
     task_model,
 )
@@ -88,6 +90,7 @@ def export_hf(
     ``tolerance`` (or NaN) raises ExportVerificationError and leaves ``out`` as it was. Returns the model
     name and the largest difference (None without ``verify``).
     """
+    refuse_bad(lambda c: check_export_options(c, tolerance))
     checkpoint, model = export_source(checkpoint, model)
     check_hf_out(out, checkpoint)
     net = task_model(checkpoint, task, model)
