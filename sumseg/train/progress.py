@@ -8,7 +8,6 @@ purge its events from the resumed step on, so both read as one uninterrupted run
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from sumseg.atomic import atomic_path, json_text, writing
 from sumseg.train.distributed import Replica
+from sumseg.train.run_state import kept_rows
 
 
 def append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
@@ -29,7 +29,7 @@ def append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
     A NaN or infinite value is written as ``null`` (JSON has no such number); a failed write leaves the
     file as it was (no half row for the next run to read) and raises WriteError naming it."""
     if resumed_from is not None and path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < resumed_from]
+        keep = kept_rows(path, resumed_from)
         with atomic_path(path) as tmp:
             tmp.write_text("".join(k + "\n" for k in keep))
     finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}

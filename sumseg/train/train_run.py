@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 
 from sumseg.atomic import atomic_path
 from sumseg.config import Method, Mode, TrainConfig, config_changes, to_dict, to_yaml
@@ -47,6 +46,7 @@ from sumseg.train.inputs import mixed_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, LoopConfig, SaveFn, loop_config, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
+from sumseg.train.run_state import saved_config
 from sumseg.train.schedule import LabelledSource, MaskSource
 from sumseg.train.sources import PseudoLabelSource, labelled_records
 from sumseg.train.step import InteractiveStep, LossResolution
@@ -179,7 +179,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     saved = run_dir / "config.yaml"
     with run_lock(run_dir):
         if saved.is_file() and (run_dir / "last.ckpt").is_file():
-            changed = config_changes(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg))
+            changed = config_changes(to_dict(saved_config(saved)), to_dict(cfg))
             if changed:
                 raise ConfigError(f"{saved}: this run was started with another config ({'; '.join(changed[:4])}); "
                                   "rerun with the same config to resume, or choose another run.out")
