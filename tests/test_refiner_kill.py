@@ -133,3 +133,17 @@ def test_refiner_killed_at_every_phase_resumes_to_the_uninterrupted_run(world: P
     assert _without_out(meta_a.config) == _without_out(meta_b.config)
     assert _steps(out) == _steps(whole) == [0, 1, 2, 3]
     assert (out / "state" / "step_00000003.pt").is_file()  # the resume state of the last checkpoint
+
+
+def test_a_rerun_with_another_config_is_refused_like_train(world: Path, tmp_path: Path) -> None:
+    """Before: the refiner resumed (or reported "already trained") whatever its config now said."""
+    out = tmp_path / "r"
+    args = _args(world, out)
+    assert CliRunner().invoke(app, [*args[:-2], "optim.steps=2", args[-1]]).exit_code == 0
+    res = CliRunner().invoke(app, [*args[:-2], "optim.steps=2", "inputs.min_iou=0.5", args[-1]])
+    assert res.exit_code == 1
+    assert res.output.strip() == (f"error: {out / 'last.ckpt'}: this run was started with another config "
+                                  "(inputs.min_iou: 0.0 -> 0.5); rerun with the same config to resume, or choose "
+                                  "another run.out")
+    res = CliRunner().invoke(app, [*args[:-2], "optim.steps=2", "run.log_every=2", "run.progress=true", args[-1]])
+    assert res.exit_code == 0 and "already trained" in res.output, res.output  # RESUME_FREE keys may change

@@ -40,6 +40,7 @@ from sumseg.train.inputs import labelled_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, loop_config, run_loop
 from sumseg.train.optim import param_groups
 from sumseg.train.refiner_step import RefinerStep
+from sumseg.train.run_state import check_resumed_config
 from sumseg.train.schedule import LabelledSource
 
 REFINER_LOSS = RoundLoss(theta=0.5)
@@ -59,6 +60,7 @@ class RefinerRun:
 def refiner_run(cfg: RefinerConfig) -> RefinerRun:
     """Build the refiner, its frozen twin, the data and (rank 0 first) the embedding cache for ``cfg``."""
     check_output_dir(cfg.run.out, inputs=[*cfg.data.labelled, cfg.model.checkpoint], label="run.out")
+    check_resumed_config(Path(cfg.run.out) / "last.ckpt", config_dict(cfg), "refiner")
     replica = setup(cfg.run.device)
     refiner = build_model(cfg.model.name, cfg.model.checkpoint, cfg.model.tasks).to(replica.device)
     check_refiner(refiner, f"model.checkpoint {cfg.model.checkpoint}")  # a checkpoint may hold an HQ model

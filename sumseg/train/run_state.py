@@ -209,3 +209,21 @@ def kept_rows(path: Path, resumed_from: int) -> list[str]:
         if step < resumed_from:
             keep.append(line)
     return keep
+
+
+def check_resumed_config(ckpt: Path, now: dict, section: str) -> None:
+    """A rerun into a run folder whose ``last.ckpt`` exists must have the config that run was started with
+    (``config_changes``: the RESUME_FREE keys may change): ConfigError naming ``ckpt`` otherwise, in the
+    words of ``sumseg train``'s check (its saved ``config.yaml``). ``now``: ``{section: {...}}`` as saved."""
+    from sumseg.config import config_changes
+    from sumseg.models.checkpoint import read_meta
+
+    meta = read_meta(ckpt)
+    if meta is None:
+        return  # no run yet (or not a sumseg checkpoint: the loop's resume names it)
+    old = meta.config.get(section)
+    changed = (config_changes(old, now[section]) if isinstance(old, dict)
+               else [f"its checkpoint holds no {section!r} config"])
+    if changed:
+        raise ConfigError(f"{ckpt}: this run was started with another config ({'; '.join(changed[:4])}); rerun "
+                          "with the same config to resume, or choose another run.out")
