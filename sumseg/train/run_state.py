@@ -127,7 +127,7 @@ def check_module_state(module: nn.Module, saved: dict, path: Path) -> None:
                               f"{'; '.join(bad[:3])}); {_FIX}")
 
 
-_SCHEDULE_COUNTERS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step")
+_SCHEDULE_COUNTERS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial")
 
 
 def _differs(saved: Any, fresh: Any) -> bool:
