@@ -3,10 +3,17 @@
 A reader never sees a half-written file, and a crash leaves the previous version intact. A write
 that fails (disk full, file too large, no permission, NaN in a JSON document) removes its temporary
 file and raises :class:`sumseg.errors.WriteError` naming the target and the cause (:func:`writing`).
+
+Every JSON text sumseg writes (files, and the JSON strings inside safetensors metadata) is made by
+:func:`json_text` (:func:`write_json` for a whole file): strict JSON only; a NaN or infinity is a
+WriteError naming the file and the key path of the value, raised before anything is written. A value
+that can legitimately be undefined (a mean over no instances) is written as ``null`` by its caller.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +26,7 @@ LOW_SPACE = 1 << 20
 """Free bytes below which a failed write is blamed on a full disk."""
 _LIBRARY_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "I/O error", "requested and")
 """Text of the write failures of libraries that lose the OS error (torch.save, safetensors, numpy)."""
+_NON_FINITE = "it would hold a non-finite number (NaN or infinity), which JSON does not allow"
 
 
 def _largest(partial: Path | None) -> int:
@@ -32,7 +40,7 @@ def _largest(partial: Path | None) -> int:
 def _cause(exc: BaseException, folder: Path, partial: Path | None) -> str | None:
     """Why a write failed, in words, or None when ``exc`` is no write failure."""
     if isinstance(exc, ValueError) and "JSON compliant" in str(exc):
-        return "it would hold a non-finite number (NaN or infinity), which JSON does not allow"
+        return _NON_FINITE
     cause = write_cause(exc)
     if cause is not None:
         return cause
@@ -65,6 +73,40 @@ def write_failure(exc: BaseException, target: Path, partial: Path | None = None)
         return None
     cause = _cause(exc, target.parent, partial)
     return None if cause is None else WriteError(f"{target}: cannot write it ({cause})")
+
+
+def _non_finite(obj: object, where: str = "") -> tuple[str, float] | None:
+    """(key path, value) of the first NaN or infinity in a JSON-like ``obj`` (``a.b[3]``), None if none."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "(the document)", obj)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def json_text(obj: object, target: str | os.PathLike, **dumps: object) -> str:
+    """``json.dumps(obj, allow_nan=False, **dumps)``; a NaN or infinity raises :class:`WriteError`
+    ``<target>: cannot write it (it would hold a non-finite number (NaN or infinity), which JSON does
+    not allow: nan at 'a.b[3]')`` (``target``: the file the text goes into)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **dumps)  # type: ignore[arg-type]
+    except ValueError as e:
+        if "JSON compliant" not in str(e):
+            raise
+        found = _non_finite(obj)  # walked only on failure: the documents can be large
+        at = f": {found[1]} at {found[0]!r}" if found else ""
+        raise WriteError(f"{target}: cannot write it ({_NON_FINITE}{at})") from None
+
+
+def write_json(target: str | os.PathLike, obj: object, **dumps: object) -> None:
+    """Write ``obj`` as strict JSON to ``target`` atomically (:func:`json_text`, then :func:`atomic_path`):
+    on any failure nothing is written and an earlier version of ``target`` stays."""
+    text = json_text(obj, target, **dumps)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
 
 
 @contextmanager

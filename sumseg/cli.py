@@ -133,19 +133,19 @@ def train(
 @app.command()
 def pretrain(
     out: Annotated[Path, typer.Option(help="run folder (world/, last.ckpt, metrics.jsonl); rerun to resume")],
-    steps: Annotated[int | None, typer.Option(min=1, help="training steps (default: PretrainConfig.steps)")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps (default: PretrainConfig.steps)")] = None,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train the tiny foundation model on the synthetic world's general masks (resumable)."""
     from dataclasses import replace
 
-    from sumseg.config import PretrainConfig
+    from sumseg.config.pretrain import PretrainConfig, check_pretrain_options
     from sumseg.train.pretrain_run import pretrain as run_pretrain
 
-    cfg = PretrainConfig(seed=seed)
-    cfg = replace(cfg, steps=steps) if steps else cfg
     with _errors():
+        refuse_bad(lambda c: check_pretrain_options(c, steps, seed))
+        cfg = replace(PretrainConfig(seed=seed), steps=steps or PretrainConfig.steps)
         row = run_pretrain(out, cfg, progress)
     if not row:
         typer.echo(_nothing_to_do(out / "last.ckpt", cfg.steps))
@@ -163,17 +163,17 @@ def eval_(
     task: Annotated[str | None, typer.Option(help="task prompt: an id, or 'auto' = each mask's task")] = None,
     task_prompt: Annotated[str, typer.Option(help="rounds with the task prompt: every, first")] = "every",
     protocol: Annotated[str, typer.Option(help="comma-separated: clicks, box")] = "clicks",
-    rounds: Annotated[int, typer.Option(min=1, help="interaction rounds (clicks) per instance")] = 20,
+    rounds: Annotated[int, typer.Option(help="interaction rounds (clicks) per instance (1-1000)")] = 20,
     first_round: Annotated[str, typer.Option(help="round-1 output: oracle (best IoU of 3), score, single")] = "oracle",
-    limit: Annotated[int | None, typer.Option(min=1, help="only the first N instances per dataset")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N instances per dataset")] = None,
     benchmarks_dir: Annotated[Path | None, typer.Option(help="where dataset names are looked up")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable items (listed in results.md)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Interactive evaluation (clicks / box protocols) of a model on readable datasets."""
+    from sumseg.evaluate import run as er
     from sumseg.evaluate.interactive import FirstRound
     from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES
-    from sumseg.evaluate.run import EvalSettings, default_benchmarks_dir, evaluate, resolve_datasets
     from sumseg.outputs import output_dir
 
     specs = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -183,13 +183,14 @@ def eval_(
         if first_round not in get_args(FirstRound):
             raise ConfigError(f"--first-round must be one of {', '.join(get_args(FirstRound))}, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
-        paths = resolve_datasets(specs, benchmarks_dir or default_benchmarks_dir())
-        settings = EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
-                                limit, skip_bad=skip_bad, task_rounds=task_prompt)  # type: ignore[arg-type]
+        refuse_bad(lambda c: er.check_eval_options(c, rounds, limit, task_arg, keys=er.EVAL_FLAGS))
+        paths = er.resolve_datasets(specs, benchmarks_dir or er.default_benchmarks_dir())
+        settings = er.EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
+                                   limit, skip_bad=skip_bad, task_rounds=task_prompt)  # type: ignore[arg-type]
         with output_dir(out, inputs=[*paths.values(), checkpoint], files=REPORT_FILES, dirs=REPORT_DIRS,
                         label="--out"):
             net = _foundation(model, checkpoint)
-            data, skipped = evaluate(net, paths, settings, out, progress=progress)
+            data, skipped = er.evaluate(net, paths, settings, out, progress=progress)
     for ds, n in skipped.items():
         if n:
             typer.secho(f"{ds}: skipped {n} item(s), listed with the reasons in {out}/results.md",
@@ -248,22 +249,23 @@ def demo(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="sumseg checkpoint to export (or a plain .pth with --model)")],
     task: Annotated[int, typer.Option(help="task id whose prompt is folded into the weights")],
     out: Annotated[Path, typer.Option(help="output: a .pth (a plain state_dict for the stock loader), or with "
                                       "--format hf a folder (config.json + model.safetensors)")],
-    model: Annotated[str | None, typer.Option(help="registry name; needed only for a plain state_dict")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="sumseg checkpoint (a plain .pth: --model)")] = None,
+    model: Annotated[str | None, typer.Option(help="registry name of a plain .pth, or tiny_foundation")] = None,
     verify: Annotated[bool, typer.Option(help="reload with the stock loader and compare predictions")] = True,
-    tolerance: Annotated[float | None, typer.Option(min=0.0, help="largest |logit diff| --verify accepts "
+    tolerance: Annotated[float | None, typer.Option(help="largest |logit diff| --verify accepts "
                                                   "(default 1e-4)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="sam: segment_anything .pth; hf: a transformers SamModel "
                                      "folder (save_pretrained layout)")] = "sam",
 ) -> None:
     """Write a stock SAM state_dict (or SamModel folder) with task prompt TASK folded in (exit 1 if the check fails)."""
-    from sumseg.models.export import DEFAULT_TOLERANCE, export_checkpoint, stock_loader
+    from sumseg.models.export import DEFAULT_TOLERANCE, check_export_options, export_checkpoint, stock_loader
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     with _errors():
+        refuse_bad(lambda c: check_export_options(c, tolerance, "--tolerance"))
         if fmt not in ("sam", "hf"):
             raise ConfigError(f"--format must be sam or hf, got {fmt!r}")
         if fmt == "hf":
@@ -306,15 +308,17 @@ def data_synth(
     task_train: Annotated[int, typer.Option(help="images in each 'task<k>_train'")] = 32,
     test: Annotated[int, typer.Option(help="images in each 'task<k>_test' and 'general_test'")] = 64,
     image_size: Annotated[int, typer.Option(help="image side in pixels")] = 256,
-    workers: Annotated[int, typer.Option(min=0, help="processes (0 = all cores)")] = 0,
+    workers: Annotated[int, typer.Option(help="processes (0 = all cores; <= 256)")] = 0,
 ) -> None:
     """Write the synthetic world (resumable: identical images already on disk are not rewritten)."""
-    from sumseg.data.synthetic_world import write_world
+    from sumseg.data.synthetic_world import SYNTH_FLAGS, check_world_options, write_world
     from sumseg.outputs import output_dir
 
     sizes = {"pretrain": pretrain, "unlabeled": unlabeled, "general_test": test}
     sizes |= {f"task{k}_train": task_train for k in (1, 2, 3)} | {f"task{k}_test": test for k in (1, 2, 3)}
+    flagged = {"pretrain": pretrain, "unlabeled": unlabeled, "task_train": task_train, "test": test}
     with _errors():
+        refuse_bad(lambda c: check_world_options(c, seed, flagged, image_size, workers, SYNTH_FLAGS))
         with output_dir(out, label="--out"):
             summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
     for split, s in summary.items():

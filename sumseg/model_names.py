@@ -43,3 +43,15 @@ def model_problems(name: str | None, checkpoint: object,
                            f"shipped with sumseg); for weights of your own give {name_key} {ARCHS_OF[name]} "
                            "or leave it out")]
     return []
+
+
+def refiner_problem(name: str | None, where: str) -> str | None:
+    """Why ``name`` cannot be a refiner (``where``: the key or file that gave it), None when it can.
+
+    The one rule of ``sumseg refiner train`` (``model.name``, or the model its checkpoint holds),
+    ``sumseg uncertainty`` (``--refiner``) and ``sumseg train`` (``data.refiner``): a refiner is a plain
+    SAM model, because its U maps and refined labels are the single-output mask decoder's logits."""
+    if name is None or not ARCHS_OF.get(name, name).startswith("hq_"):
+        return None
+    return (f"{where}: a refiner must be a plain SAM model, got the HQ-SAM model {name} (U maps and refined "
+            f"labels are SAM's mask-decoder logits); train the refiner from {name.removeprefix('hq_')}")

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, json_text
 from sumseg.errors import DataError
 
 
@@ -36,7 +36,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, A
     so equal content gives equal bytes: safetensors does not keep the order of several metadata keys)."""
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"sumseg": json.dumps(meta, sort_keys=True)})
+                  metadata={"sumseg": json_text(meta, path, sort_keys=True)})
 
 
 def read_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -58,7 +58,7 @@ def test_inspect_missing_path_and_bad_synth_args(tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "inspect", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no such file or folder" in res.output
     res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "w"), "--image-size", "16"])
-    assert res.exit_code == 1 and "image_size >= 64" in res.output
+    assert res.exit_code == 1 and "--image-size must lie in [64, 4096], got 16" in res.output
 
 
 def test_inspect_grabcut() -> None:
@@ -72,7 +72,7 @@ def test_inspect_grabcut() -> None:
 def test_synth_refuses_negative_workers_and_a_bad_out(tmp_path: Path) -> None:
     args = ["data", "synth", "--pretrain", "1", "--unlabeled", "0", "--task-train", "0", "--test", "0"]
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "w"), "--workers", "-2"])
-    assert res.exit_code == 2 and "--workers" in res.output
+    assert res.exit_code == 1 and "error: --workers must lie in [0, 256], got -2" in res.output
     (tmp_path / "file").write_text("x")
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "file"), "--workers", "1"])
     assert res.exit_code == 1 and res.output.strip().splitlines() == [
@@ -85,7 +85,7 @@ def test_write_world_refuses_negative_workers_and_locks_its_folder(tmp_path: Pat
     from sumseg.outputs import OutputError
 
     sizes = {s: 1 if s == "pretrain" else 0 for s in SPLITS}
-    with pytest.raises(ConfigError, match="workers must be >= 0"):
+    with pytest.raises(ConfigError, match=r"^workers must lie in \[0, 256\], got -2$"):
         write_world(tmp_path / "w", sizes=sizes, workers=-2, progress=False)
     (tmp_path / "w").mkdir()
     with open(tmp_path / "w" / ".sumseg.lock", "w") as other:  # another writer of the same folder

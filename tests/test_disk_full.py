@@ -165,3 +165,35 @@ def test_device_strings_name_the_key_and_what_there_is() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     res = CliRunner().invoke(app, ["uncertainty", "--pseudo-labels", "x", "--refiner", "tiny", "--device", "xyz"])
     assert res.exit_code == 1 and res.output.startswith("error: --device must be one of"), res.output
+
+
+def test_refiner_train_on_a_full_disk(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+    from tests.test_refiner_kill import _args, _steps, _without_out
+
+    write_world(tmp_path / "w", seed=0, sizes={s: 2 if s == "task1_train" else 0 for s in SPLITS}, workers=1,
+                progress=False)
+    world = tmp_path / "w" / "task1_train"
+    _ok(_args(world, tmp_path / "whole"))
+    line = _full_disk(_args(world, tmp_path / "full"), 100_000)  # config.json and rows fit, the state does not
+    assert f"{tmp_path / 'full' / 'state'}/step_" in line
+    _ok(_args(world, tmp_path / "full"))
+    (a, meta_a), (b, meta_b) = read_checkpoint(tmp_path / "full" / "last.ckpt"), read_checkpoint(
+        tmp_path / "whole" / "last.ckpt")
+    assert _equal(a, b) and meta_a is not None and meta_b is not None
+    assert _without_out(meta_a.config) == _without_out(meta_b.config) and meta_a.step == meta_b.step
+    assert _steps(tmp_path / "full") == _steps(tmp_path / "whole") == [0, 1, 2, 3]
+
+
+def test_eval_on_a_full_disk(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import SPLITS, write_world
+
+    write_world(tmp_path / "w", seed=0, sizes={s: 2 if s == "task1_train" else 0 for s in SPLITS}, workers=1,
+                progress=False)
+    args = ["eval", "--datasets", str(tmp_path / "w" / "task1_train"), "--model", "tiny_foundation", "--limit", "2",
+            "--rounds", "2", "--no-progress", "--out"]
+    _ok([*args, str(tmp_path / "whole")])
+    line = _full_disk([*args, str(tmp_path / "full")], 6000)  # results.json fits, the plot does not
+    assert f"{tmp_path / 'full' / 'iou_vs_clicks.png'}: cannot write it" in line
+    _ok([*args, str(tmp_path / "full")])
+    assert _files(tmp_path / "full") == _files(tmp_path / "whole")

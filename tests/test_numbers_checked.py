@@ -1,7 +1,8 @@
 """Issue 17, class 3: every command's numbers go through the one checker (sumseg.config.Checker).
 
-The flags of ``sumseg pseudo-label``, ``sumseg uncertainty`` and ``sumseg demo`` and the arguments of
-their library entry points (``run_pseudo_labels``, ``run_uncertainty``, ``run_demo``): a non-finite or
+The flags of ``sumseg pseudo-label``, ``uncertainty``, ``demo``, ``eval``, ``data synth``, ``export``
+(``--tolerance``) and ``pretrain`` and the arguments of their library entry points (``run_pseudo_labels``,
+``run_uncertainty``, ``run_demo``, ``EvalSettings``, ``write_world``, ``export_checkpoint``): a non-finite or
 out-of-range value is refused before any work or output starts, in one ConfigError that names every
 bad flag (or argument) in the train checker's wording; valid values pass.
 """
@@ -191,3 +192,85 @@ def test_valid_demo_options_pass() -> None:
         c = Checker()
         check_demo_options(c, seeds, workers, world_seed, DEMO_FLAGS)
         assert c.errors == []
+
+
+# --- sumseg eval, data synth, export, pretrain (issue 17, class 3 continued) ---
+
+EVAL_BAD = {"--rounds": _ints_outside(1, 1000), "--limit": _ints_outside(1, 10**12), "--task": _ints_outside(0, 1023)}
+SYNTH_BAD = {"--seed": _ints_outside(0, 2**32 - 1), "--pretrain": _ints_outside(0, 10**7),
+             "--unlabeled": _ints_outside(0, 10**7), "--task-train": _ints_outside(0, 10**7),
+             "--test": _ints_outside(0, 10**7), "--image-size": _ints_outside(64, 4096),
+             "--workers": _ints_outside(0, 256)}
+
+
+@st.composite
+def bad_flags(draw: Any, table: dict[str, st.SearchStrategy[int]]) -> dict[str, int]:
+    flags = draw(st.lists(st.sampled_from(sorted(table)), min_size=1, max_size=3, unique=True))
+    return {f: draw(table[f]) for f in flags}
+
+
+def _named(res: Any) -> list[str]:
+    assert res.exit_code == 1, res.output
+    return [p.split(" ")[0] for p in _problems(res.output.strip().removeprefix("error: "))]
+
+
+@FAST
+@given(bad_flags(EVAL_BAD))
+def test_eval_flags_are_refused_before_any_work(tmp_path: Path, bad: dict[str, int]) -> None:
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(app, ["eval", "--datasets", str(tmp_path / "none"), "--out", str(out), "--model", "tiny",
+                                   *[a for f, v in bad.items() for a in (f, str(v))]])
+    assert sorted(_named(res)) == sorted(bad), res.output  # before: typer's min=1 one at a time; no bound above
+    assert not out.exists()  # the dataset (absent) was not even looked up
+
+
+@FAST
+@given(bad_flags(SYNTH_BAD))
+def test_synth_flags_are_refused_before_any_work(tmp_path: Path, bad: dict[str, int]) -> None:
+    out = tmp_path / "world"
+    res = CliRunner().invoke(app, ["data", "synth", "--out", str(out), *[a for f, v in bad.items()
+                                                                         for a in (f, str(v))]])
+    assert sorted(_named(res)) == sorted(bad), res.output  # before: --seed -1 a numpy ValueError traceback
+    assert not out.exists()
+
+
+@FAST
+@given(st.one_of(NON_FINITE, _outside(0, 1000)))
+def test_export_tolerance_is_finite_and_bounded(tmp_path: Path, tolerance: float) -> None:
+    res = CliRunner().invoke(app, ["export", "--model", "tiny_foundation", "--task", "1", "--out",
+                                   str(tmp_path / "x.pth"), "--tolerance", repr(tolerance)])
+    assert _named(res) == ["--tolerance"], res.output  # before: NaN passed typer's min=0.0 (every export failed)
+    assert not (tmp_path / "x.pth").exists()
+
+
+@FAST
+@given(st.one_of(_ints_outside(1, 10**8)), st.one_of(st.none(), _ints_outside(0, 2**63 - 1)))
+def test_pretrain_flags_are_refused_before_any_work(tmp_path: Path, steps: int, seed: int | None) -> None:
+    args = ["--steps", str(steps), *([] if seed is None else ["--seed", str(seed)])]
+    res = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path / "p"), *args])
+    assert _named(res) == ["--steps", *([] if seed is None else ["--seed"])], res.output
+    assert not (tmp_path / "p").exists()
+
+
+def test_eval_synth_and_export_library_entry_points_name_their_arguments(tmp_path: Path) -> None:
+    from sumseg.data.synthetic_world import write_world
+    from sumseg.evaluate.run import EvalSettings
+    from sumseg.models.export import export_checkpoint
+
+    with pytest.raises(ConfigError, match=r"^rounds must lie in \[1, 1000\], got 0; limit must lie in \[1, 1e\+12\], "
+                                          r"got 0; task must lie in \[0, 1023\], got 5000$"):
+        EvalSettings(rounds=0, limit=0, task=5000)
+    with pytest.raises(ConfigError, match=r"^seed must lie in \[0, 4\.29497e\+09\], got -1; sizes\['pretrain'\] "
+                                          r"must lie in \[0, 1e\+07\], got -3; image_size must lie in \[64, 4096\], "
+                                          r"got 10$"):
+        write_world(tmp_path / "w", seed=-1, sizes={"pretrain": -3}, image_size=10, progress=False)
+    with pytest.raises(ConfigError, match=r"^tolerance must be a finite number, got nan$"):
+        export_checkpoint(None, 1, tmp_path / "x.pth", tolerance=math.nan, model="tiny_foundation")
+    assert list(tmp_path.iterdir()) == []
+    c = Checker()  # the edges pass
+    from sumseg.data.synthetic_world import check_world_options
+    from sumseg.evaluate.run import check_eval_options
+
+    check_eval_options(c, 1000, 10**12, 1023, 10_000)
+    check_world_options(c, 2**32 - 1, {"pretrain": 0, "test": 10**7}, 4096, 256)
+    assert c.errors == []

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from sumseg import build_model
 from sumseg.cli import app
-from sumseg.config import load_refiner_config
+from sumseg.config import load_refiner_config, refiner_config_dict
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
@@ -242,7 +242,7 @@ def test_checkpoint_loads_and_resume_is_exact(world: Path, foundation: Path, tmp
 
     with pytest.raises(KeyboardInterrupt):
         run_loop(run.step, dies_at_3, run.step.refiner, run.params, loop_config(cfg.optim, cfg.run),
-                 tmp_path / "killed", {}, 1, progress=False)
+                 tmp_path / "killed", refiner_config_dict(cfg), 1, progress=False)  # what train_refiner saves
     train_refiner(cfg)
     a, _ = read_checkpoint(tmp_path / "whole" / "last.ckpt")
     b, _ = read_checkpoint(tmp_path / "killed" / "last.ckpt")
@@ -332,8 +332,8 @@ def test_cli(world: Path, foundation: Path, tmp_path: Path) -> None:
     args = ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'run'}", "run.progress=false"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "last.ckpt is already trained: 2 of 2 steps; nothing to do" in res.output
-    res = runner.invoke(app, [*args, "optim.steps=1"])
-    assert res.exit_code == 0 and "already trained: 2 steps, more than optim.steps = 1; nothing to do" in res.output
+    res = runner.invoke(app, [*args, "optim.steps=1"])  # another config, refused as sumseg train refuses it
+    assert res.exit_code == 1 and "this run was started with another config (optim.steps: 2 -> 1)" in res.output
     res = runner.invoke(app, ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'none'}",
                               "run.progress=false", "inputs.min_iou=1"])  # a random model reaches IoU 1 nowhere
     assert res.exit_code == 0 and "kept 0% of masks" in res.output and "no mask passed the gate" in res.output

@@ -116,7 +116,7 @@ def test_another_refiner_or_stale_maps_are_refused(store: Path, refiner: SumSam,
     run_uncertainty(refiner, _config(root))
     with pytest.raises(ConfigError, match="uncertainty.json: the U maps here come from another refiner"):
         run_uncertainty(sharpened_tiny(20.0), _config(root))
-    with pytest.raises(ConfigError, match="refiners are plain SAM models"):
+    with pytest.raises(ConfigError, match="--refiner: a refiner must be a plain SAM model, got the HQ-SAM model"):
         run_uncertainty(build_model("hq_tiny"), _config(root))
     pl = open_store(root)
     arrays = root / "labels" / f"{pl.images[0].stem}.safetensors"

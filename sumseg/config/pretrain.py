@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sumseg.config.checker import Checker
 from sumseg.config.defaults import P_BOX
-from sumseg.config.sections import OptimConfig, RunConfig
+from sumseg.config.sections import MAX_STEPS, OptimConfig, RunConfig
+
+PRETRAIN_FLAGS = {"steps": "--steps", "seed": "--seed"}
+"""The flag of each ``sumseg pretrain`` option (:func:`check_pretrain_options`)."""
 
 
 @dataclass
@@ -46,3 +50,12 @@ class PretrainConfig:
     def run(self) -> RunConfig:
         """The ``run`` section of this run (device auto, fp32, a log row every 10 steps)."""
         return RunConfig(seed=self.seed, save_every=self.save_every)
+
+
+def check_pretrain_options(c: Checker, steps: int | None, seed: int, keys: dict[str, str] = PRETRAIN_FLAGS) -> None:
+    """``sumseg pretrain``'s numbers, with the bounds and wording of ``optim.steps`` and ``run.seed``
+    (:func:`sumseg.config.sections.check_optim`, :func:`~sumseg.config.sections.check_run`); ``steps``
+    None: the default."""
+    if steps is not None:
+        c.number(keys["steps"], steps, 1, MAX_STEPS)
+    c.number(keys["seed"], seed, 0, 2**63 - 1)

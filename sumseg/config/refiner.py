@@ -19,6 +19,7 @@ from sumseg.config.checker import Checker
 from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, REFINER_MIN_IOU
 from sumseg.config.sections import ModelConfig, RunConfig, check_model, check_optim, check_run
 from sumseg.config_io import load_structured
+from sumseg.model_names import refiner_problem
 
 
 @dataclass
@@ -71,6 +72,7 @@ def check_refiner_config(cfg: RefinerConfig, origin: Callable[[str], str | None]
     sections the two share (``model``, ``optim``, ``run``)."""
     c = Checker()
     check_model(cfg.model, c)
+    c.add([("model.name", p) for p in [refiner_problem(cfg.model.name, "model.name")] if p])
     d, i = cfg.data, cfg.inputs
     c.require("data.labelled", len(d.labelled) > 0, "must name at least one dataset")
     c.number("data.masks_per_image", d.masks_per_image, 1, 4096)

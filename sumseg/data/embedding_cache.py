@@ -38,7 +38,6 @@ are refused with :class:`ConfigError`. Another backbone gives a :class:`CacheEnc
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -54,7 +53,7 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.checks import load_json
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
@@ -204,8 +203,8 @@ class EmbeddingCache:
         """Rows to disk, then the index that names them, then unlink arrays no index names any more."""
         assert self._mm is not None
         self._mm.flush()
-        with atomic_path(self.root / "index.json") as tmp:
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "array": self._array, "rows": self.rows}))
+        write_json(self.root / "index.json", {"fingerprint": self.fingerprint, "array": self._array,
+                                              "rows": self.rows})
         for path in stale:
             path.unlink(missing_ok=True)
         stale.clear()
@@ -258,9 +257,8 @@ class EmbeddingCache:
             self.refresh(writable=True)  # rows other handles added since this one read the index
             self._remove_orphans()
             if not (self.root / "meta.json").is_file():
-                with atomic_path(self.root / "meta.json") as tmp:
-                    tmp.write_text(json.dumps({"version": CACHE_VERSION, "fingerprint": self.fingerprint,
-                                               "shape": list(self.shape), "dtype": "float16"}))
+                write_json(self.root / "meta.json", {"version": CACHE_VERSION, "fingerprint": self.fingerprint,
+                                                     "shape": list(self.shape), "dtype": "float16"})
             try:
                 for i, rec in enumerate(tqdm(records, desc="embeddings", unit="img", disable=not progress)):
                     rgb = rec.load_image()

@@ -18,7 +18,6 @@ only when the file on disk differs, and ``annotations.json`` is written last, at
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import re
@@ -30,8 +29,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.checks import load_json
+from sumseg.config.checker import Checker, refuse_bad
 from sumseg.data import rle as rle_utils
 from sumseg.data.synthetic import Scene, render_scene, scene_rng
 from sumseg.errors import ConfigError, DataError
@@ -179,8 +179,7 @@ def _write_split(
         "categories": CATEGORIES,
         "tasks": [{"id": t, "name": name} for t, name in TASK_NAMES.items()],
     }
-    with atomic_path(ann_path) as tmp:
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    write_json(ann_path, doc, separators=(",", ":"))
     return {"images": count, "annotations": len(anns), "written": written, "unchanged": count - written}
 
 
@@ -196,6 +195,27 @@ def _pool(workers: int) -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     return ctx.Pool(workers, initializer=_init_worker)
+
+
+MAX_SPLIT_IMAGES = 10_000_000
+MAX_IMAGE_SIDE = 4096
+MAX_WORKERS = 256
+SYNTH_FLAGS = {"seed": "--seed", "pretrain": "--pretrain", "unlabeled": "--unlabeled", "task_train": "--task-train",
+               "test": "--test", "image_size": "--image-size", "workers": "--workers"}
+"""``sumseg data synth``'s flag of each number :func:`check_world_options` checks."""
+
+
+def check_world_options(c: Checker, seed: int, sizes: dict[str, int], image_size: int, workers: int | None,
+                        keys: dict[str, str] | None = None) -> None:
+    """The ranges of the world's numbers (``sizes``: images per split, or per ``data synth`` flag), each
+    problem named by ``keys[name]`` (:data:`SYNTH_FLAGS`) or by its argument (``sizes['pretrain']``)."""
+    k = (keys or {}).get
+    c.number(k("seed", "seed"), seed, 0, 2**32 - 1)  # the demo's --world-seed bound: it is this seed
+    for name, n in sizes.items():
+        c.number(k(name, f"sizes[{name!r}]"), n, 0, MAX_SPLIT_IMAGES)
+    c.number(k("image_size", "image_size"), image_size, 64, MAX_IMAGE_SIDE)
+    if workers is not None:  # None: all cores
+        c.number(k("workers", "workers"), workers, 0, MAX_WORKERS)
 
 
 def write_world(
@@ -217,10 +237,7 @@ def write_world(
     if unknown:
         raise ConfigError(f"unknown synthetic split(s) {sorted(unknown)}; known: {list(SPLITS)}")
     counts = {**DEFAULT_SIZES, **(sizes or {})}
-    if any(n < 0 for n in counts.values()) or image_size < 64:
-        raise ConfigError(f"split sizes must be >= 0 and image_size >= 64, got {counts}, {image_size}")
-    if workers is not None and workers < 0:
-        raise ConfigError(f"workers must be >= 0 (0 or None = all cores), got {workers}")
+    refuse_bad(lambda c: check_world_options(c, seed, counts, image_size, workers))
     with output_dir(out_dir, dirs=[s for s, n in counts.items() if n]):  # one writer per folder
         return _write_world(Path(out_dir), seed, counts, image_size, workers or os.cpu_count() or 1, progress)
 

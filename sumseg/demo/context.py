@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.demo.settings import FOUNDATION, GENERAL_SET, DemoSettings
 from sumseg.errors import ConfigError
 from sumseg.tasks import TASK_NAMES
@@ -82,8 +82,7 @@ def check_settings(ctx: Ctx) -> None:
             what = "foundation" if old_settings == now["settings"] else "settings (--quick or the demo's version)"
             raise ConfigError(f"{path}: this demo folder was made with another {what}; choose another --out "
                               "or delete the folder")
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(now, indent=1))
+    write_json(path, now, indent=1)
 
 
 def eval_is_current(folder: Path, checkpoint: Path) -> bool:
@@ -96,5 +95,4 @@ def eval_is_current(folder: Path, checkpoint: Path) -> bool:
 
 
 def mark_evaluated(folder: Path, checkpoint: Path) -> None:
-    with atomic_path(folder / EVAL_DONE) as tmp:
-        tmp.write_text(json.dumps({"checkpoint": str(checkpoint), "digest": file_digest(checkpoint)}))
+    write_json(folder / EVAL_DONE, {"checkpoint": str(checkpoint), "digest": file_digest(checkpoint)})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, write_json
 from sumseg.demo import report_md
 from sumseg.demo.claims import claims_table
 from sumseg.demo.plots import plot_forgetting, plot_iou_curves
@@ -103,9 +103,9 @@ def write_report(ctx: Ctx, timings: Timings) -> dict:
     s = ctx.settings
     key = s.protocol_keys[0]
     claims = claims_table(instance_curves(ctx, key), s.methods, s.task_sets, s.test_sets)
-    _write(ctx.out / "report.json", json.dumps(report, indent=1))
-    _write(ctx.out / "runs.json", json.dumps(runs, indent=1))
-    _write(ctx.out / "claims.json", json.dumps({"protocol": key, "seeds": s.seeds, "claims": claims}, indent=1))
+    write_json(ctx.out / "report.json", report, indent=1)
+    write_json(ctx.out / "runs.json", runs, indent=1)
+    write_json(ctx.out / "claims.json", {"protocol": key, "seeds": s.seeds, "claims": claims}, indent=1)
     (ctx.out / "figures").mkdir(exist_ok=True)
     figures = {}
     for first in s.first_rounds:

@@ -190,12 +190,11 @@ def export(ctx: Ctx, model_name: str) -> str:
 
 def pseudo_label_stats(ctx: Ctx) -> str:
     """Pseudo-labels and their U maps against the synthetic ground truth → ``stats.json``."""
-    from sumseg.atomic import atomic_path
+    from sumseg.atomic import write_json
     from sumseg.demo.stats import store_stats
 
     stats = store_stats(ctx.store, ctx.settings.world_seed, ctx.settings.train.theta)
-    with atomic_path(ctx.out / "stats.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=1))
+    write_json(ctx.out / "stats.json", stats, indent=1)
     return (f"{stats['masks']} pseudo-labels, {stats['wrong_fraction']:.0%} wrong (best IoU with any true mask "
             f"< 0.5); mean U on wrong / right pixels {stats['mean_u_wrong']:.3f} / {stats['mean_u_right']:.3f}")
 

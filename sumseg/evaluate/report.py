@@ -9,7 +9,6 @@ per-instance curves behind the means, in instance order (for paired comparisons 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, write_json
 from sumseg.data.records import SkipReport
 from sumseg.evaluate.interactive import Instance, InstanceResult
 from sumseg.metrics.interactive import InteractiveSummary, summarize
@@ -178,10 +177,8 @@ def write_report(out_dir: Path, results: Results, overlays: dict[str, np.ndarray
     out_dir.mkdir(parents=True, exist_ok=True)
     summ = summaries(results)
     data = results_json(summ)
-    with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
-    with atomic_path(out_dir / "instances.json") as tmp:
-        tmp.write_text(json.dumps(instances_json(results), allow_nan=False))
+    write_json(out_dir / "results.json", data, indent=2)
+    write_json(out_dir / "instances.json", instances_json(results))
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(results_markdown(results, summ, title) + skipped_markdown(skipped or {}))
     plot_curves(summ, out_dir / "iou_vs_clicks.png")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from sumseg.config.checker import Checker, refuse_bad
 from sumseg.data.dataset import read_dataset
 from sumseg.data.images import content_key
 from sumseg.data.records import Dataset, SkipReport
@@ -21,6 +22,25 @@ from sumseg.models.predictor import SumPredictor
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TASK_ROUNDS, TaskRounds
 from sumseg.outputs import output_dir
+from sumseg.tasks import TASK_ID_LIMIT
+
+MAX_ROUNDS = 1000
+MAX_OVERLAYS = 10_000
+EVAL_FLAGS = {"rounds": "--rounds", "limit": "--limit", "task": "--task"}
+"""``sumseg eval``'s flag of each number :func:`check_eval_options` checks."""
+
+
+def check_eval_options(c: Checker, rounds: int, limit: int | None, task: int | str | None, overlays: int = 0,
+                       keys: dict[str, str] | None = None) -> None:
+    """The ranges of an evaluation's numbers, each problem named by ``keys[name]`` (:data:`EVAL_FLAGS`) or by
+    its :class:`EvalSettings` field; ``limit`` None: every instance; ``task`` a str or None: not an id."""
+    k = (keys or {}).get
+    c.number(k("rounds", "rounds"), rounds, 1, MAX_ROUNDS)
+    if limit is not None:
+        c.number(k("limit", "limit"), limit, 1, 10**12)
+    if isinstance(task, int):
+        c.number(k("task", "task"), task, 0, TASK_ID_LIMIT - 1)
+    c.number(k("overlays", "overlays"), overlays, 0, MAX_OVERLAYS)
 
 if TYPE_CHECKING:
     from sumseg.models.sum_sam2 import SumSam2
@@ -42,6 +62,7 @@ class EvalSettings:
     task_rounds: TaskRounds = "every"  # the task prompt in every round (published) or the first only
 
     def __post_init__(self) -> None:
+        refuse_bad(lambda c: check_eval_options(c, self.rounds, self.limit, self.task, self.overlays))
         for p in self.protocols:
             if p not in PROTOCOLS:
                 raise ConfigError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")

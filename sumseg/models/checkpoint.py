@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, json_text
 from sumseg.checks import check_int, check_task_ids, shown
 from sumseg.errors import CheckpointError, ConfigError
 from sumseg.model_names import PRETRAINED, SAM2_NAMES, model_problems
@@ -70,8 +70,8 @@ def save_checkpoint(
         arch=(ARCHS[model.name] if isinstance(model, SumSam) else SAM2_ARCHS[model.name]).to_dict(),
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"sumseg": json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta.__dict__})}
     path = Path(path)
+    header = {"sumseg": json_text({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta.__dict__}, path)}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
     return path

@@ -19,13 +19,21 @@ import torch
 from segment_anything.modeling import Sam
 
 from sumseg.atomic import atomic_path
+from sumseg.config.checker import Checker, refuse_bad
 from sumseg.errors import ConfigError, SumsegError
+from sumseg.model_names import PRETRAINED, model_problems
 from sumseg.models.checkpoint import load_checkpoint
 from sumseg.models.registry import ARCHS, build_sam, is_tiny, official_builder
 from sumseg.models.sum_sam import SumSam
 from sumseg.outputs import check_output_file
 
 DEFAULT_TOLERANCE = 1e-4
+MAX_TOLERANCE = 1e3
+
+
+def check_export_options(c: Checker, tolerance: float, key: str = "tolerance") -> None:
+    """The export's numbers (``key``: ``--tolerance`` on the command line): a finite tolerance in [0, 1000]."""
+    c.number(key, tolerance, 0, MAX_TOLERANCE)
 """Largest |logit| difference the verification accepts (float rounding measures about 3e-7)."""
 
 
@@ -34,7 +42,7 @@ class ExportVerificationError(SumsegError):
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     task: int,
     out: str | os.PathLike,
     verify: bool = False,
@@ -43,12 +51,15 @@ def export_checkpoint(
 ) -> tuple[str, float | None]:
     """Write task ``task`` of ``checkpoint`` as a plain ``.pth`` state_dict.
 
-    ``model`` names the registry model of a plain state_dict (a sumseg checkpoint says its own).
-    With ``verify`` the file is loaded by the stock loader before it replaces ``out`` and its
-    predictions are compared with sumseg's task-``task`` predictions (:func:`verify_export`): a
-    difference above ``tolerance``, or NaN, raises ExportVerificationError and leaves ``out`` as
-    it was. Returns the model name and the largest difference (None without ``verify``).
+    ``model`` names the registry model of a plain state_dict (a sumseg checkpoint says its own), or is
+    a shipped name (``tiny_foundation``, no checkpoint): :func:`export_source`. With ``verify`` the file
+    is loaded by the stock loader before it replaces ``out`` and its predictions are compared with sumseg's
+    task-``task`` predictions (:func:`verify_export`): a difference above ``tolerance``, or NaN, raises
+    ExportVerificationError and leaves ``out`` as it was. Returns the model name and the largest difference
+    (None without ``verify``).
     """
+    refuse_bad(lambda c: check_export_options(c, tolerance))
+    checkpoint, model = export_source(checkpoint, model)
     check_output_file(out, inputs=[checkpoint])
     net = task_model(checkpoint, task, model)
     state = net.stock_state_dict(task)
@@ -64,6 +75,19 @@ def export_checkpoint(
                     f"(max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); the file was not written"
                 )
     return net.name, diff
+
+
+def export_source(checkpoint: str | os.PathLike | None, model: str | None) -> tuple[Path, str | None]:
+    """(the file an export reads, the model name to read it with), under the model-name rule every command
+    shares (:func:`sumseg.model_names.model_problems`, worded with the flags ``--model`` / ``--checkpoint``);
+    an export needs weights: a checkpoint, or a shipped name. ConfigError otherwise."""
+    problems = [m for _, m in model_problems(model, checkpoint, ("--model", "--checkpoint"))]
+    if not problems and checkpoint is None and model not in PRETRAINED:
+        problems = [f"--checkpoint is needed with --model {model}: an export writes trained weights (a shipped "
+                    f"model needs none: {', '.join(PRETRAINED)})"]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return (PRETRAINED[str(model)], None) if checkpoint is None else (Path(checkpoint), model)
 
 
 def task_model(checkpoint: str | os.PathLike, task: int, model: str | None) -> SumSam:

@@ -11,7 +11,6 @@ with sumseg's task-T predictions over :data:`~sumseg.models.export.VERIFY_ROUNDS
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from sumseg.atomic import atomic_dir
+from sumseg.atomic import atomic_dir, json_text
+from sumseg.config.checker import refuse_bad
 from sumseg.errors import ConfigError
 from sumseg.models.export import (
     DEFAULT_TOLERANCE,
@@ -28,6 +28,8 @@ from sumseg.models.export import (
     ExportVerificationError,
     _next_point,
     _prompt_set,
+    check_export_options,
+    export_source,
     task_model,
 )
 from sumseg.models.hf_sam import HF_CONFIG, HF_WEIGHTS, hf_config, sam_to_hf_state
@@ -51,7 +53,8 @@ def write_hf_folder(folder: str | os.PathLike, model: SumSam, task: int) -> None
     """Write task ``task`` of ``model`` into ``folder`` (existing, empty) in the ``SamModel`` layout."""
     folder = Path(folder)
     config = hf_config(ARCHS[model.name])
-    (folder / HF_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / HF_CONFIG).write_text(json_text(config, folder / HF_CONFIG, indent=2, sort_keys=True) + "\n",
+                                    encoding="utf-8")
     tensors = {k: v.contiguous() for k, v in sam_to_hf_state(model.stock_state_dict(task)).items()}
     save_file(tensors, str(folder / HF_WEIGHTS), metadata={"format": "pt"})
 
@@ -74,7 +77,7 @@ def check_hf_out(out: str | os.PathLike, checkpoint: str | os.PathLike) -> Path:
 
 
 def export_hf(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     task: int,
     out: str | os.PathLike,
     verify: bool = False,
@@ -88,6 +91,8 @@ def export_hf(
     ``tolerance`` (or NaN) raises ExportVerificationError and leaves ``out`` as it was. Returns the model
     name and the largest difference (None without ``verify``).
     """
+    refuse_bad(lambda c: check_export_options(c, tolerance))
+    checkpoint, model = export_source(checkpoint, model)
     check_hf_out(out, checkpoint)
     net = task_model(checkpoint, task, model)
     if isinstance(net, SumSam2):  # a Sam2Model folder (models/sam2_export)

@@ -8,7 +8,18 @@ import copy
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
+from sumseg.errors import ConfigError
+from sumseg.model_names import refiner_problem
 from sumseg.models.sum_sam import SumSam
+
+
+def check_refiner(model: SumSam, where: str) -> SumSam:
+    """``model`` when it may be a refiner (:func:`sumseg.model_names.refiner_problem`), else ConfigError
+    led by ``where`` (the key or file that named it)."""
+    problem = refiner_problem(model.name, where)
+    if problem:
+        raise ConfigError(problem)
+    return model
 
 
 class _SharedEncoder(nn.Module):

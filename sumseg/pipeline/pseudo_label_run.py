@@ -10,7 +10,6 @@ sharded store equals an uninterrupted single run's file for file (``meta.json`` 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.config import PseudoLabelConfig, PseudoLabelSettings, check_pseudo_label_settings, refuse_bad
 from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache, encode_image
@@ -166,8 +165,7 @@ def run_pseudo_labels(model: SumSam, cfg: PseudoLabelConfig, cache: EmbeddingCac
             stored = meta | {"thresholds": thresholds,
                              "calibration": {"images": [ids[p] for p in sample], "candidates": counted}
                              if counted else None}
-            with atomic_path(out / "meta.json") as tmp:
-                tmp.write_text(json.dumps(stored, indent=1, allow_nan=False))
+            write_json(out / "meta.json", stored, indent=1)
         labels_dir.mkdir(exist_ok=True)  # after meta.json, the store's commit point
         index_dir.mkdir(exist_ok=True)
         thresholds = stored["thresholds"]

@@ -19,7 +19,6 @@ foreign file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import write_json
 from sumseg.data import rle as rle_utils
 from sumseg.data.records import ImageRecord, MaskRecord
 from sumseg.errors import DataError
@@ -142,8 +141,7 @@ def write_image(labels_dir: Path, entry: StoreEntry, labels: ImageLabels) -> Non
         "sumseg": {"format": IMAGE_FORMAT, "version": VERSION, "position": entry.position,
                    "area_hist": entry.area_hist},
     }
-    with atomic_path(labels_dir / f"{entry.stem}.json") as tmp:
-        tmp.write_text(json.dumps(doc, allow_nan=False))
+    write_json(labels_dir / f"{entry.stem}.json", doc)
 
 
 def write_index(index_dir: Path, shard: Shard, entries: list[StoreEntry],
@@ -151,8 +149,7 @@ def write_index(index_dir: Path, shard: Shard, entries: list[StoreEntry],
     """Write (atomically) the index of one shard: its finished images and skipped files."""
     doc = {"format": FORMAT, "shard": [shard.index, shard.count], "complete": complete,
            "images": [asdict(e) for e in sorted(entries, key=lambda e: e.position)], "skipped": skipped}
-    with atomic_path(index_dir / f"{shard.name}.json") as tmp:
-        tmp.write_text(json.dumps(doc))
+    write_json(index_dir / f"{shard.name}.json", doc)
 
 
 class PseudoLabelStore:

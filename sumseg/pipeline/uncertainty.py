@@ -12,7 +12,6 @@ i/N`` takes the store's images i, i+N, ...). ``show`` writes overlay PNGs of the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,11 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sumseg.atomic import atomic_path
+from sumseg.atomic import atomic_path, write_json
 from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.refiner import check_refiner
 from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
@@ -100,9 +100,10 @@ class UncertaintySummary:
 
 def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
     """The refiner's fingerprint, after checking it fits the store and made its existing U maps."""
-    if refiner.is_hq or refiner.image_size != store.image_size:
+    check_refiner(refiner, "--refiner")
+    if refiner.image_size != store.image_size:
         raise ConfigError(f"refiner {refiner.name} (input {refiner.image_size} px) does not fit the store "
-                          f"{store.root} ({store.model}, {store.image_size} px); refiners are plain SAM models")
+                          f"{store.root} ({store.model}, {store.image_size} px)")
     fp = state_fingerprint(refiner)
     path = store.root / "uncertainty.json"
     if path.is_file():
@@ -111,9 +112,8 @@ def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
             raise ConfigError(f"{path}: the U maps here come from another refiner; delete {path} and "
                               f"{store.labels_dir}/*.uncertainty.safetensors to recompute them")
     else:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps({"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
-                                       "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1))
+        write_json(path, {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
+                          "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1)
     return fp
 
 

@@ -41,6 +41,7 @@ from sumseg.models.sum_sam import SumSam
 from sumseg.train.distributed import Replica, all_agree, all_mean, barrier, no_sync, replicas_agree, setup, wrap
 from sumseg.train.precision import autocast, check_precision, grad_scaler
 from sumseg.train.progress import RunLog
+from sumseg.train.run_state import check_module_state, check_optimizer_state, check_settings_state, read_state
 
 InputFn = Callable[[int, Replica], tuple[Any, ...]]
 """``inputs(draw, replica)``: the positional arguments of the step module's ``forward`` for call
@@ -179,34 +180,24 @@ def resume_run(run_dir: Path, module: nn.Module, model: SumSam, opt: torch.optim
     state_file = _state_path(run_dir, step)
     if not state_file.is_file():
         raise TrainingError(f"{ckpt} holds {step + 1} steps but {state_file} is missing: cannot resume exactly")
-    state = _read_state(state_file)
+    state = read_state(state_file, step)
+    check_module_state(module, state["module"], state_file)
+    check_settings_state(opt, sched, state, state_file)
     _load_module(module, state, ckpt)
     try:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"{state_file}: its optimiser / schedule state does not fit this run "
                               f"({type(e).__name__}: {_first_line(e)}); use a new run folder") from e
+    check_optimizer_state(opt, state_file)
     return step + 1
 
 
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else ""
-
-
-def _read_state(path: Path) -> dict:
-    """A run's ``step_*.pt`` resume state; CheckpointError naming it when it is damaged or not one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - damaged bytes make the restricted unpickler fail in any way
-        raise CheckpointError(f"{path}: damaged resume state (truncated or corrupt; delete the run folder's "
-                              f"last.ckpt and state/ to start over): {type(e).__name__}: {_first_line(e)}") from e
-    keys = ("module", "optimizer", "scheduler")
-    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in keys):
-        raise CheckpointError(f"{path}: not a sumseg resume state (needs the dicts {', '.join(keys)})")
-    return state
 
 
 def _seed_global(seed: int, draw: int, rank: int) -> None:

@@ -8,7 +8,6 @@ purge its events from the resumed step on, so both read as one uninterrupted run
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -19,8 +18,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sumseg.atomic import atomic_path, writing
+from sumseg.atomic import atomic_path, json_text, writing
 from sumseg.train.distributed import Replica
+from sumseg.train.run_state import kept_rows
 
 
 def append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
@@ -29,11 +29,11 @@ def append_metrics(path: Path, row: dict, resumed_from: int | None) -> None:
     A NaN or infinite value is written as ``null`` (JSON has no such number); a failed write leaves the
     file as it was (no half row for the next run to read) and raises WriteError naming it."""
     if resumed_from is not None and path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < resumed_from]
+        keep = kept_rows(path, resumed_from)
         with atomic_path(path) as tmp:
             tmp.write_text("".join(k + "\n" for k in keep))
     finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}
-    data = memoryview((json.dumps(finite, allow_nan=False) + "\n").encode())
+    data = memoryview((json_text(finite, path) + "\n").encode())
     with writing(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         start = os.fstat(fd).st_size
@@ -65,7 +65,8 @@ class RunLog:
         self._writer: Any = None
         if self.main:
             with writing(run_dir / "config.json"):
-                (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+                (run_dir / "config.json").write_text(json_text(config, run_dir / "config.json", indent=2,
+                                                               default=str))
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter  # imported only by runs that write events
 

@@ -33,13 +33,14 @@ from sumseg.config import refiner_config_dict as config_dict
 from sumseg.data.dataset import read_dataset
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
-from sumseg.models.refiner import frozen_copy, trainable_parameters
+from sumseg.models.refiner import check_refiner, frozen_copy, trainable_parameters
 from sumseg.outputs import check_output_dir
 from sumseg.train.distributed import setup
 from sumseg.train.inputs import labelled_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, loop_config, run_loop
 from sumseg.train.optim import param_groups
 from sumseg.train.refiner_step import RefinerStep
+from sumseg.train.run_state import check_resumed_config
 from sumseg.train.schedule import LabelledSource
 
 REFINER_LOSS = RoundLoss(theta=0.5)
@@ -59,8 +60,10 @@ class RefinerRun:
 def refiner_run(cfg: RefinerConfig) -> RefinerRun:
     """Build the refiner, its frozen twin, the data and (rank 0 first) the embedding cache for ``cfg``."""
     check_output_dir(cfg.run.out, inputs=[*cfg.data.labelled, cfg.model.checkpoint], label="run.out")
+    check_resumed_config(Path(cfg.run.out) / "last.ckpt", config_dict(cfg), "refiner")
     replica = setup(cfg.run.device)
     refiner = build_model(cfg.model.name, cfg.model.checkpoint, cfg.model.tasks).to(replica.device)
+    check_refiner(refiner, f"model.checkpoint {cfg.model.checkpoint}")  # a checkpoint may hold an HQ model
     trainable_parameters(refiner)
     # as sumseg train's groups: weight decay on matrices only (the encoder is frozen: no layer decay applies)
     params = param_groups(refiner, 0, cfg.optim.lr, 1.0, cfg.optim.weight_decay, 1.0)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 
 from sumseg.atomic import atomic_path
 from sumseg.config import Method, Mode, TrainConfig, config_changes, to_dict, to_yaml
@@ -36,6 +35,7 @@ from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
 from sumseg.models.checkpoint import build_model
+from sumseg.models.refiner import check_refiner
 from sumseg.models.sum_sam import SumSam
 from sumseg.models.sum_sam2 import SumSam2
 from sumseg.models.task_prompts import TaskRounds
@@ -47,6 +47,7 @@ from sumseg.train.inputs import mixed_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, LoopConfig, SaveFn, loop_config, run_lock, run_loop
 from sumseg.train.lora import MergedSaver, add_lora, is_adapter
 from sumseg.train.optim import param_groups
+from sumseg.train.run_state import saved_config
 from sumseg.train.schedule import LabelledSource, MaskSource
 from sumseg.train.sources import PseudoLabelSource, labelled_records
 from sumseg.train.step import InteractiveStep, LossResolution
@@ -113,7 +114,7 @@ def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list
     refiner = None
     if cfg.method is Method.refined_labels:
         assert cfg.data.refiner is not None, "check_config requires it"
-        refiner = build_model(None, cfg.data.refiner).to(device)
+        refiner = check_refiner(build_model(None, cfg.data.refiner), f"data.refiner {cfg.data.refiner}").to(device)
     uncertainty = cfg.method in (Method.sum, Method.sum_no_task)
     store = open_store(cfg.data.pseudo_labels)
     return [labelled, PseudoLabelSource(store, cfg.data.masks_per_image, model.image_size, uncertainty, refiner,
@@ -183,7 +184,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     saved = run_dir / "config.yaml"
     with run_lock(run_dir):
         if saved.is_file() and (run_dir / "last.ckpt").is_file():
-            changed = config_changes(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg))
+            changed = config_changes(to_dict(saved_config(saved)), to_dict(cfg))
             if changed:
                 raise ConfigError(f"{saved}: this run was started with another config ({'; '.join(changed[:4])}); "
                                   "rerun with the same config to resume, or choose another run.out")
