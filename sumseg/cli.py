@@ -42,14 +42,20 @@ def _errors() -> Iterator[None]:
         _fail(err)
 
 
-def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a SumSam (torch imported late)
-    """``build_model(model, checkpoint)`` under the rule every command shares, worded with the flags."""
+def _check_model(model: str | None, checkpoint: Path | None) -> None:
+    """The rule every command shares for --model / --checkpoint (before any output is made)."""
     from sumseg.model_names import model_problems
-    from sumseg.models.checkpoint import build_model
 
     problems = model_problems(model, checkpoint, ("--model", "--checkpoint"))
     if problems:
         raise ConfigError("; ".join(m for _, m in problems))
+
+
+def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a SumSam (torch imported late)
+    """``build_model(model, checkpoint)`` under the rule every command shares, worded with the flags."""
+    from sumseg.models.checkpoint import build_model
+
+    _check_model(model, checkpoint)
     return build_model(model, checkpoint)
 
 
@@ -184,6 +190,7 @@ def eval_(
             raise ConfigError(f"--first-round must be one of {', '.join(get_args(FirstRound))}, not {first_round!r}")
         task_arg: int | str | None = task if task in (None, "auto") else _task_id(task)
         refuse_bad(lambda c: er.check_eval_options(c, rounds, limit, task_arg, keys=er.EVAL_FLAGS))
+        _check_model(model, checkpoint)  # a bad name is refused before --out is made
         paths = er.resolve_datasets(specs, benchmarks_dir or er.default_benchmarks_dir())
         settings = er.EvalSettings(tuple(protocol.split(",")), rounds, first_round, task_arg,  # type: ignore[arg-type]
                                    limit, skip_bad=skip_bad, task_rounds=task_prompt)  # type: ignore[arg-type]

@@ -80,7 +80,8 @@ def test_export_fails_above_its_tolerance(tmp_path: Path) -> None:
     args = ["export", "--checkpoint", str(ckpt), "--task", "1", "--out", str(tmp_path / "s.pth")]
     assert "above the tolerance 1e-09" in _error_line(runner.invoke(app, [*args, "--tolerance", "1e-9"]))
     assert not (tmp_path / "s.pth").exists()
-    assert "--tolerance must lie in [0, 1000], got -1.0" in _error_line(runner.invoke(app, [*args, "--tolerance", "-1"]))
+    res = runner.invoke(app, [*args, "--tolerance", "-1"])
+    assert "--tolerance must lie in [0, 1000], got -1.0" in _error_line(res)
     assert runner.invoke(app, args).exit_code == 0  # the default tolerance (1e-4) holds
 
 

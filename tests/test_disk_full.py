@@ -197,3 +197,19 @@ def test_eval_on_a_full_disk(tmp_path: Path) -> None:
     assert f"{tmp_path / 'full' / 'iou_vs_clicks.png'}: cannot write it" in line
     _ok([*args, str(tmp_path / "full")])
     assert _files(tmp_path / "full") == _files(tmp_path / "whole")
+
+
+def test_data_synth_on_a_full_disk(tmp_path: Path) -> None:
+    args = ["data", "synth", "--pretrain", "0", "--unlabeled", "3", "--task-train", "0", "--test", "0",
+            "--workers", "1", "--out"]
+    _ok([*args, str(tmp_path / "whole")])
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", LIMITED, "4000", *args, str(tmp_path / "full")], env=env,
+                          capture_output=True, text=True, timeout=300)  # a 256-px scene's PNG does not fit
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # after the progress bar
+    png = rf"{tmp_path / 'full'}/unlabeled/images/00000\d\.png"
+    assert re.fullmatch(rf"error: {png}: cannot write it \(File too large.*\)", last), last
+    assert not list((tmp_path / "full").rglob("*.tmp"))
+    _ok([*args, str(tmp_path / "full")])  # the rerun finishes what the full disk stopped
+    assert _files(tmp_path / "full") == _files(tmp_path / "whole")

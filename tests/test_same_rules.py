@@ -12,11 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sumseg.cli import app
-from sumseg.config import load_config, load_refiner_config
+from sumseg.config import PseudoLabelConfig, PseudoLabelSettings, load_config, load_refiner_config
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.errors import ConfigError
 from sumseg.models.checkpoint import build_model, save_checkpoint
-from sumseg.pipeline.amg import PseudoLabelSettings
 from sumseg.pipeline.pseudo_label_run import run_pseudo_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +49,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_world(root / "w", sizes={s: 2 if s in ("task2_train", "unlabeled") else 0 for s in SPLITS}, workers=1,
                 progress=False)
     store = root / "pl"
-    run_pseudo_labels(build_model("tiny"), root / "w" / "unlabeled", store,
-                      PseudoLabelSettings(points_per_side=4, pred_iou_thresh="q0.5", stability_score_thresh="q0.5"),
-                      progress=False)
+    amg = PseudoLabelSettings(points_per_side=4, pred_iou_thresh="q0.5", stability_score_thresh="q0.5")
+    run_pseudo_labels(build_model("tiny"), PseudoLabelConfig(str(root / "w" / "unlabeled"), str(store), amg=amg,
+                                                             progress=False))
     return {"labelled": root / "w" / "task2_train", "store": store, "root": root,
             "ckpt": save_checkpoint(root / "c.ckpt", build_model("tiny")),
             "hq": save_checkpoint(root / "hq.ckpt", build_model("hq_tiny"))}
@@ -81,6 +80,7 @@ def test_an_unknown_model_name_is_refused_alike_by_every_command(files: dict[str
     cores = {cmd: _core(m) for cmd, m in got.items()}
     assert set(cores.values()) == {"MODEL must be one of vit_h, vit_l, vit_b, tiny, hq_vit_h, hq_vit_l, hq_vit_b, "
                                    "hq_tiny, tiny_foundation, got 'vit_x'"}, got
+    assert not (files["root"] / "out-vit_x").exists()  # refused before any output was made
 
 
 def test_the_shipped_name_with_a_checkpoint_is_refused_alike_by_every_command(files: dict[str, Path]) -> None:

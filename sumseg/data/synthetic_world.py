@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sumseg.atomic import write_json
+from sumseg.atomic import atomic_path, write_json
 from sumseg.checks import load_json
 from sumseg.config.checker import Checker, refuse_bad
 from sumseg.data import rle as rle_utils
@@ -111,9 +111,8 @@ def _make_image(job: tuple[int, str, int, int, str]) -> tuple[int, list[dict[str
     path = Path(out) / split / "images" / f"{index:06d}.png"
     written = not (path.is_file() and path.read_bytes() == data)
     if written:
-        tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # a full disk names the image and leaves no temporary file
+            tmp.write_bytes(data)
     return index, scene_annotations(scene, split), written
 
 
@@ -170,7 +169,7 @@ def _write_split(
         bar.update(1)
     for p in (out / split / "images").iterdir():  # images of an earlier, larger run of this split
         m = _IMAGE_NAME.match(p.name)
-        if (m and int(m.group(1)) >= count) or p.name.endswith(".png.tmp"):
+        if (m and int(m.group(1)) >= count) or p.name.endswith(".tmp"):  # or a killed run's temporary file
             p.unlink()
     doc = {
         "info": info,
