@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from sumseg.atomic import atomic_path
 from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
@@ -47,16 +47,19 @@ def quantise(u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: tuple[int, int],
-           batch: int = 64) -> torch.Tensor:
-    """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings).
+def refine(refiner: SumSam | SumSam2, embeddings: torch.Tensor | ImageFeatures, labels: ImageLabels,
+           hw: tuple[int, int], batch: int = 64) -> torch.Tensor:
+    """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings, or the
+    image's :class:`ImageFeatures`: SAM 2's carry the high-res levels).
 
-    Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box,
-    ResizeLongestSide-transformed to the input frame as float32, in the refiner's one prompt
-    (:meth:`PromptBatch.point_and_box`, as in its training); ``s`` (K, 1, L, L) as mask input.
+    Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box, mapped to the
+    input frame by the refiner's frame (SAM 1: ``ResizeLongestSide``; SAM 2: squashed) as float32, in the
+    refiner's one prompt (:meth:`PromptBatch.point_and_box`, as in its training); ``s`` (K, 1, L, L) as
+    mask input, in the refiner's low-res frame (the store's: :func:`_check_refiner`).
     """
-    device = embeddings.device
-    transform = ResizeLongestSide(refiner.image_size)
+    features = embeddings if isinstance(embeddings, ImageFeatures) else ImageFeatures(embeddings)
+    device = features.embeddings.device
+    transform = refiner.frame
     points = torch.as_tensor(transform.apply_coords(labels.points.double().numpy(), hw), dtype=torch.float)
     boxes = torch.as_tensor(transform.apply_boxes(labels.boxes.double().numpy(), hw), dtype=torch.float)
     out = []
@@ -64,7 +67,7 @@ def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: t
         pts = points[a : a + batch, None, :].to(device)
         prompts = PromptBatch.point_and_box(torch.zeros(len(pts), dtype=torch.long, device=device), pts,
                                             boxes[a : a + batch].to(device))
-        low, _ = refiner(ImageFeatures(embeddings), prompts, labels.logits[a : a + batch, None].to(device), None,
+        low, _ = refiner(features, prompts, labels.logits[a : a + batch, None].to(device), None,
                          multimask=False)
         out.append(low[:, 0].float().cpu())
     n = labels.logits.shape[-1]
