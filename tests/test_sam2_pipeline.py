@@ -133,3 +133,99 @@ def test_run_pseudo_labels_with_sam2_writes_a_squash_store(tmp_path: Path) -> No
     assert store.frame == "squash" and store.meta["model"] == "sam2_tiny" and store.lowres_size == 64
     assert sum(e.num_masks for e in store.images) > 0
     assert store.thresholds["pred_iou_thresh"] > -1  # the quantile left the no-object points (-inf) out
+
+
+def test_frozen_twin_of_sam2_shares_the_encoder_and_decodes_alike() -> None:
+    from sumseg.models.refiner import frozen_copy, trainable_parameters
+
+    model, rgb = sam2_model(), _image()
+    twin = frozen_copy(model)
+    assert isinstance(twin, SumSam2) and not any(p.requires_grad for p in twin.parameters())
+    assert not any(n.startswith("sam2.vision_encoder.") for n, _ in twin.named_parameters())
+    with pytest.raises(RuntimeError, match="no image encoder"):
+        twin.sam2.vision_encoder(torch.zeros(1, 3, 256, 256))
+    feats = _features(model, rgb)
+    pts, labels = torch.tensor([[[50.0, 70.0]]]), torch.ones(1, 1, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(twin.decode(feats, (pts, labels), multimask=True),
+                                   model.decode(feats, (pts, labels), multimask=True), rtol=0, atol=0)
+    chosen = {id(p) for p in trainable_parameters(model)}
+    names = {n for n, p in model.named_parameters() if id(p) in chosen}
+    assert names == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("sam2.prompt_encoder.") for n in names)
+    assert any(n.startswith("sam2.mask_decoder.transformer.") for n in names)
+    assert not any(model.is_image_side(n) or model.is_idle(n) or n.startswith("task_prompts") for n in names)
+
+
+def _batch(model: SumSam2):  # noqa: ANN202
+    from sumseg.train.batch import MaskSample, collate
+
+    rgb = _image()
+    masks = np.zeros((2, *rgb.shape[:2]), dtype=bool)
+    masks[0, 20:60, 30:100] = True
+    masks[1, 10:80, 110:150] = True
+    return collate([MaskSample(rgb, masks, np.zeros(2, dtype=np.int64))], model)
+
+
+def test_refiner_step_on_sam2_reaches_exactly_the_trainable_parameters() -> None:
+    from sumseg.losses import RoundLoss
+    from sumseg.models.refiner import frozen_copy, trainable_parameters
+    from sumseg.train.refiner_step import RefinerStep
+
+    model = sam2_model()
+    trainable_parameters(model)
+    step = RefinerStep(model, frozen_copy(model), RoundLoss(theta=0.5), min_iou=0.0)
+    out = step(_batch(model), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and float(out["kept"]) > 0
+    out["loss"].backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    want = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert got <= want and got  # nothing frozen gets a gradient
+    assert not any(n.startswith("sam2.vision_encoder.") for n in got)
+
+
+def test_collate_keeps_a_squash_u_map_for_sam2_and_maps_it_for_sam1() -> None:
+    from sumseg import build_model
+    from sumseg.train.batch import MaskSample, collate
+
+    rgb = _image()
+    masks = np.zeros((1, *rgb.shape[:2]), dtype=bool)
+    masks[0, 20:60, 30:100] = True
+    conf = torch.ones(1, 64, 64)
+    conf[:, :, 32:] = 0.25  # the right half of the image, in the squash frame
+    sample = MaskSample(rgb, masks, np.zeros(1, dtype=np.int64), confidence=conf, confidence_frame="squash")
+    torch.testing.assert_close(collate([sample], sam2_model()).confidence, conf)
+    sam1 = collate([sample], build_model("tiny")).confidence[0]  # 96x160 -> 154x256 in the padded input
+    assert abs(float(sam1[:30, 2:30].mean()) - 1.0) < 1e-3 and abs(float(sam1[:30, 34:62].mean()) - 0.25) < 1e-3
+    assert float(sam1[40:].abs().max()) == 0.0  # padding rows
+
+
+def test_uncertainty_with_a_sam2_refiner_on_a_non_square_store(tmp_path: Path) -> None:
+    from sumseg import build_model
+    from sumseg.config import UncertaintyConfig
+    from sumseg.errors import ConfigError
+    from sumseg.pipeline.uncertainty import quantise, run_uncertainty, uncertainty_map
+
+    model = sam2_model()
+    root = sam2_store(tmp_path, model)
+    refiner = sam2_model(seed=5)
+    summary = run_uncertainty(refiner, UncertaintyConfig(pseudo_labels=str(root), show=1, progress=False))
+    store = open_store(root)
+    assert summary.images_done == len(store) and summary.overlays
+    i = next(k for k in range(len(store)) if store.images[k].num_masks)
+    rec, labels = store.record(i), store.load(i, confidence=False)
+    h, w = rec.height, rec.width
+    assert h != w
+    scale = torch.tensor([256 / w, 256 / h])
+    pts = (labels.points * scale)[:, None]
+    boxes = (labels.boxes.view(-1, 2, 2) * scale).view(-1, 4)
+    feats = _features(refiner, rec.load_image())
+    k = len(labels)
+    with torch.no_grad():
+        ones = torch.ones(k, 1, dtype=torch.long)
+        index = torch.zeros(k, dtype=torch.long)
+        r, _, _ = refiner.predict(feats.take(index), (pts, ones), boxes, labels.logits[:, None])
+    want = quantise(uncertainty_map(labels.logits, r[:, 0]))
+    assert int((store.uncertainty_u8(i).int() - want.int()).abs().max()) <= 1
+    with pytest.raises(ConfigError, match="frame"):
+        run_uncertainty(build_model("tiny"), UncertaintyConfig(pseudo_labels=str(root), progress=False))

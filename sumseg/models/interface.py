@@ -72,8 +72,8 @@ class PromptableModel(Protocol):
 
 
 def frame_kind(model: PromptableModel) -> FrameKind:
-    """The :data:`FrameKind` of ``model``'s low-res logits."""
-    return "squash" if isinstance(model.frame, SquashFrame) else "longest_side"
+    """The :data:`FrameKind` of ``model``'s low-res logits (a model without a ``frame``: SAM 1's)."""
+    return "squash" if isinstance(getattr(model, "frame", None), SquashFrame) else "longest_side"
 
 
 def lowres_to_image_in(kind: str, maps: torch.Tensor, image_size: int, hw: tuple[int, int]) -> torch.Tensor:

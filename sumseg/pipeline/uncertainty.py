@@ -24,7 +24,8 @@ from sumseg.atomic import atomic_path
 from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
-from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
+from sumseg.models.interface import frame_kind, lowres_to_image_in
+from sumseg.models.sum_sam import ImageFeatures, SumSam
 from sumseg.models.sum_sam2 import SumSam2
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
@@ -101,11 +102,16 @@ class UncertaintySummary:
     overlays: list[Path]
 
 
-def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
-    """The refiner's fingerprint, after checking it fits the store and made its existing U maps."""
-    if refiner.is_hq or refiner.image_size != store.image_size:
+def _check_refiner(store: PseudoLabelStore, refiner: SumSam | SumSam2) -> str:
+    """The refiner's fingerprint, after checking it fits the store (input size, low-res frame: the stored
+    logits are its mask prompt) and made its existing U maps."""
+    if getattr(refiner, "is_hq", False) or refiner.image_size != store.image_size:
         raise ConfigError(f"refiner {refiner.name} (input {refiner.image_size} px) does not fit the store "
                           f"{store.root} ({store.model}, {store.image_size} px); refiners are plain SAM models")
+    if frame_kind(refiner) != store.frame:
+        raise ConfigError(f"refiner {refiner.name} (low-res frame {frame_kind(refiner)}) does not fit the store "
+                          f"{store.root} ({store.model}, frame {store.frame}): the stored logits are its mask "
+                          "prompt; train the refiner from the family (SAM 1 or SAM 2) that made the pseudo-labels")
     fp = state_fingerprint(refiner)
     path = store.root / "uncertainty.json"
     if path.is_file():
@@ -133,7 +139,7 @@ def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
     return meta.get("refiner_fingerprint") == fp
 
 
-def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: EmbeddingCache | None,
+def _image(store: PseudoLabelStore, i: int, refiner: SumSam | SumSam2, fp: str, cache: EmbeddingCache | None,
            want_overlays: int, write: bool) -> list[np.ndarray]:
     """Compute image i's U maps (and write them); return up to ``want_overlays`` overlay images."""
     rec, labels = store.record(i), store.load(i, confidence=False)
@@ -152,13 +158,13 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: Emb
     if want_overlays and len(labels):
         rgb, n = rec.load_image(), min(want_overlays, len(labels))
         pseudo = store.masks(i)[:n]
-        refined = (lowres_to_image(r[:n], store.image_size, hw) > 0).numpy()
-        heat = lowres_to_image(u8[:n].float() / 255, store.image_size, hw).numpy()
+        refined = (lowres_to_image_in(store.frame, r[:n], store.image_size, hw) > 0).numpy()
+        heat = lowres_to_image_in(store.frame, u8[:n].float() / 255, store.image_size, hw).numpy()
         pictures = [overlay(rgb, pseudo[k], refined[k], heat[k]) for k in range(n)]
     return pictures
 
 
-def run_uncertainty(refiner: SumSam, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
+def run_uncertainty(refiner: SumSam | SumSam2, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
                     ) -> UncertaintySummary:
     """Write U maps for shard ``cfg.shard`` of the finished pseudo-label store ``cfg.pseudo_labels`` with the
     ``refiner`` given built (``cfg.refiner``, ``cache`` and ``device`` are the command's); the first
