@@ -229,3 +229,17 @@ def test_uncertainty_with_a_sam2_refiner_on_a_non_square_store(tmp_path: Path) -
     assert int((store.uncertainty_u8(i).int() - want.int()).abs().max()) <= 1
     with pytest.raises(ConfigError, match="frame"):
         run_uncertainty(build_model("tiny"), UncertaintyConfig(pseudo_labels=str(root), progress=False))
+
+
+def test_refined_labels_from_a_sam2_refiner_on_a_sam2_store(tmp_path: Path) -> None:
+    from sumseg import build_model
+    from sumseg.errors import ConfigError
+    from sumseg.train.sources import PseudoLabelSource
+
+    store = open_store(sam2_store(tmp_path, sam2_model()))
+    source = PseudoLabelSource(store, 2, 256, uncertainty=False, refiner=sam2_model(seed=5))
+    sample = source.sample(0, np.random.default_rng(0))
+    rec = store.record(source.index[0])
+    assert sample.masks.shape[1:] == (rec.height, rec.width) and sample.masks.dtype == bool
+    with pytest.raises(ConfigError, match="frame"):
+        PseudoLabelSource(store, 2, 256, uncertainty=False, refiner=build_model("tiny"))
