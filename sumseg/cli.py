@@ -59,7 +59,8 @@ def _foundation(model: str | None, checkpoint: Path | None):  # noqa: ANN202 - a
     return build_model(model, checkpoint)
 
 
-MODEL_HELP = "registry name (vit_b, tiny, ...) or tiny_foundation (shipped weights); optional for a sumseg checkpoint"
+MODEL_HELP = ("registry name (vit_b, tiny, sam2.1_hiera_b+, ...) or tiny_foundation (shipped weights); optional for a "
+              "sumseg checkpoint")
 
 
 # pseudo-label and uncertainty (their sections of the config tree, --config and flags) live beside: here, so

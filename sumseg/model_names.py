@@ -20,7 +20,7 @@ PRETRAINED: dict[str, Path] = {
 (``--model``, ``model.name``, ``build_model``), with no checkpoint."""
 ARCHS_OF: dict[str, str] = {"tiny_foundation": "tiny"}
 """The registry architecture of each shipped name."""
-MODEL_CHOICES: tuple[str, ...] = (*MODEL_NAMES, *PRETRAINED)
+MODEL_CHOICES: tuple[str, ...] = (*MODEL_NAMES, *SAM2_NAMES, *PRETRAINED)
 
 
 def model_problems(name: str | None, checkpoint: object,

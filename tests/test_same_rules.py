@@ -79,7 +79,8 @@ def test_an_unknown_model_name_is_refused_alike_by_every_command(files: dict[str
     got = _by_command(files, "vit_x", files["ckpt"])
     cores = {cmd: _core(m) for cmd, m in got.items()}
     assert set(cores.values()) == {"MODEL must be one of vit_h, vit_l, vit_b, tiny, hq_vit_h, hq_vit_l, hq_vit_b, "
-                                   "hq_tiny, tiny_foundation, got 'vit_x'"}, got
+                                   "hq_tiny, sam2.1_hiera_t, sam2.1_hiera_s, sam2.1_hiera_b+, sam2.1_hiera_l, "
+                                   "sam2_tiny, tiny_foundation, got 'vit_x'"}, got
     assert not (files["root"] / "out-vit_x").exists()  # refused before any output was made
 
 

@@ -272,7 +272,7 @@ def build_model(
 
     A SAM 2 name (:data:`~sumseg.model_names.SAM2_NAMES`), or a ``Sam2Model`` folder with no name, gives a
     :class:`~sumseg.models.sum_sam2.SumSam2` (:func:`~sumseg.models.sam2_weights.load_sam2_model`: random
-    weights, the folder, or Meta's ``.pt``). The commands do not take SAM 2 names yet (docs/models.md).
+    weights, the folder, or Meta's ``.pt``); every command takes these names (``--model``, ``model.name``).
     """
     ours = checkpoint is not None and Path(checkpoint).is_file() and read_meta(checkpoint) is not None
     if not ours and (name in SAM2_NAMES or (name is None and is_sam2_folder(checkpoint))):

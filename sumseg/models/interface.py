@@ -10,14 +10,20 @@ prompt type, :class:`sumseg.prompts.batch.PromptBatch` (its frames stated there)
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
+from torch.nn import functional as F
 
-from sumseg.models.sum_sam import ImageFeatures
+from sumseg.models.sum_sam import ImageFeatures, lowres_to_image
 from sumseg.models.task_prompts import TaskArg
 from sumseg.prompts.batch import PromptBatch
-from sumseg.prompts.frames import InputFrame
+from sumseg.prompts.frames import InputFrame, SquashFrame
+
+FrameKind = Literal["longest_side", "squash"]
+"""How a low-res (L, L) map covers the image: ``"longest_side"`` (SAM 1: over the padded S×S input, the
+image in its top-left) or ``"squash"`` (SAM 2: the whole image, squashed). A pseudo-label store's
+``meta.json`` says ``frame`` (absent: ``"longest_side"``, the stores made before SAM 2)."""
 
 
 @runtime_checkable
@@ -63,3 +69,39 @@ class PromptableModel(Protocol):
         """The backbone's own state_dict (CPU tensors) with task ``task``'s prompt folded into its
         weights: the stock model loaded from it predicts what this model predicts for ``task``."""
         ...
+
+
+def frame_kind(model: PromptableModel) -> FrameKind:
+    """The :data:`FrameKind` of ``model``'s low-res logits (a model without a ``frame``: SAM 1's)."""
+    return "squash" if isinstance(getattr(model, "frame", None), SquashFrame) else "longest_side"
+
+
+def lowres_to_image_in(kind: str, maps: torch.Tensor, image_size: int, hw: tuple[int, int]) -> torch.Tensor:
+    """(K, L, L) low-res maps of frame ``kind`` → (K, H, W) image pixels: SAM 1's ``postprocess_masks``
+    (:func:`~sumseg.models.sum_sam.lowres_to_image`, exactly) or SAM 2's one bilinear resize."""
+    if kind == "squash":
+        return F.interpolate(maps[:, None].float(), tuple(hw), mode="bilinear", align_corners=False)[:, 0]
+    return lowres_to_image(maps, image_size, hw)
+
+
+def image_to_lowres_in(kind: str, maps: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(K, H, W) image-pixel maps → (K, L, L) in the low-res frame ``kind`` (L = S/4): squash, a bilinear
+    antialiased resize; longest side, bilinear to the image's size in the input, zero padding to S×S, then
+    an area mean over each low-res pixel's 4×4 input pixels."""
+    low = image_size // 4
+    x = maps[:, None].float()
+    if kind == "squash":
+        return F.interpolate(x, (low, low), mode="bilinear", align_corners=False, antialias=True)[:, 0]
+    h, w = maps.shape[-2:]
+    scale = image_size / max(h, w)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    x = F.interpolate(x, (nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    x = F.pad(x, (0, image_size - nw, 0, image_size - nh))
+    return F.interpolate(x, (low, low), mode="area")[:, 0]
+
+
+def map_lowres(maps: torch.Tensor, src: str, dst: str, image_size: int, hw: tuple[int, int]) -> torch.Tensor:
+    """(K, L, L) maps of an (H, W) image from low-res frame ``src`` to frame ``dst`` (itself when they agree)."""
+    if src == dst:
+        return maps.float()
+    return image_to_lowres_in(dst, lowres_to_image_in(src, maps, image_size, hw), image_size)

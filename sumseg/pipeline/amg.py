@@ -14,6 +14,11 @@ Where the time goes differently: the predicted IoU is scored before any mask log
 (:mod:`sumseg.pipeline.amg_decoder`), and only the candidates that pass it are upsampled to the
 image's resolution. A threshold may be a quantile of the model's own scores (``"q0.7"``),
 resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels.md).
+
+SAM 2 (a :class:`~sumseg.models.sum_sam2.SumSam2`): the grid goes to the input frame by the model's frame
+(squashed), the low-res logits to the image by one bilinear resize (the store's ``frame`` is then
+``"squash"``), and a grid point whose object-score logit is ≤ 0 yields no candidate
+(:mod:`sumseg.pipeline.amg_decoder`).
 """
 
 from __future__ import annotations
@@ -31,11 +36,16 @@ from torchvision.ops import batched_nms
 from sumseg.config.pseudo_label import PseudoLabelSettings, Threshold
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
-from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.models.interface import FrameKind, frame_kind, lowres_to_image_in
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.pipeline.amg_decoder import Candidates, decode_grid
 from sumseg.pipeline.store import AREA_BINS, ImageLabels
+from sumseg.prompts.frames import InputFrame
 
-FeatureFn = Callable[[int], tuple[torch.Tensor, tuple[int, int]]]  # position → ((1, C, h, w), (H, W))
+Features = torch.Tensor | ImageFeatures  # SAM 1: (1, C, h, w) embeddings; SAM 2: its ImageFeatures
+FeatureFn = Callable[[int], tuple[Features, tuple[int, int]]]  # position → (features, (H, W))
+Model = SumSam | SumSam2
 
 
 def quantile_of(value: Threshold) -> float | None:
@@ -43,34 +53,41 @@ def quantile_of(value: Threshold) -> float | None:
     return float(value[1:]) if isinstance(value, str) else None
 
 
-def grid_points(n: int, hw: tuple[int, int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The stock generator's grid: (N, 2) xy image pixels and the same in the S×S input frame (float64)."""
+def grid_points(n: int, hw: tuple[int, int], frame: int | InputFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The stock generator's grid: (N, 2) xy image pixels and the same in the S×S input frame (float64):
+    ``frame`` is the model's (an int S means SAM 1's ``ResizeLongestSide(S)``)."""
     points = build_point_grid(n) * np.array(hw)[None, ::-1]
-    return points, ResizeLongestSide(image_size).apply_coords(points, hw)
+    transform = ResizeLongestSide(frame) if isinstance(frame, int) else frame
+    return points, transform.apply_coords(points, hw)
 
 
-def _candidates(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
+def _device(features: Features) -> torch.device:
+    return (features.embeddings if isinstance(features, ImageFeatures) else features).device
+
+
+def _candidates(model: Model, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
                 iou_thresh: float) -> tuple[np.ndarray, Candidates]:
-    points, coords = grid_points(settings.points_per_side, hw, model.image_size)
-    _, cand = decode_grid(model, embeddings, torch.as_tensor(coords, device=embeddings.device), iou_thresh,
+    points, coords = grid_points(settings.points_per_side, hw, model.frame)
+    _, cand = decode_grid(model, embeddings, torch.as_tensor(coords, device=_device(embeddings)), iou_thresh,
                           settings.points_per_batch)
     return points, cand
 
 
-def _full_res(cand: Candidates, hw: tuple[int, int], image_size: int,
-              settings: PseudoLabelSettings) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+def _full_res(cand: Candidates, hw: tuple[int, int], image_size: int, settings: PseudoLabelSettings,
+              kind: FrameKind = "longest_side") -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(start, logits (n, H, W), stability (n,)) of candidates, a batch at a time, at the image's size."""
     for start in range(0, len(cand.iou), settings.points_per_batch):
-        up = lowres_to_image(cand.logits[start : start + settings.points_per_batch], image_size, hw)
+        up = lowres_to_image_in(kind, cand.logits[start : start + settings.points_per_batch], image_size, hw)
         yield start, up, calculate_stability_score(up, Sam.mask_threshold, settings.stability_score_offset)
 
 
-def _encode(logits: torch.Tensor, image_size: int, hw: tuple[int, int], batch: int) -> list[rle_utils.Rle]:
+def _encode(logits: torch.Tensor, image_size: int, hw: tuple[int, int], batch: int,
+            kind: FrameKind = "longest_side") -> list[rle_utils.Rle]:
     """Compressed RLEs of the masks (upsampled logits > 0) of the kept candidates only, in one
     pycocotools call per batch: (n, W, H) C-order is (H, W, n) Fortran order, which it takes as is."""
     rles: list[rle_utils.Rle] = []
     for start in range(0, len(logits), batch):
-        up = lowres_to_image(logits[start : start + batch], image_size, hw)
+        up = lowres_to_image_in(kind, logits[start : start + batch], image_size, hw)
         binary = (up > Sam.mask_threshold).transpose(1, 2).contiguous().cpu().numpy().astype(np.uint8)
         encoded = mask_utils.encode(binary.transpose(2, 1, 0))
         rles.extend({"size": [hw[0], hw[1]], "counts": r["counts"]} for r in encoded)
@@ -78,17 +95,19 @@ def _encode(logits: torch.Tensor, image_size: int, hw: tuple[int, int], batch: i
 
 
 def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], image_size: int,
-                 settings: PseudoLabelSettings, stab_thresh: float) -> tuple[ImageLabels, list[int]]:
+                 settings: PseudoLabelSettings, stab_thresh: float,
+                 kind: FrameKind = "longest_side") -> tuple[ImageLabels, list[int]]:
     """Stability and area filters, box NMS and the per-image cap on the candidates of one image.
 
     ``points``: (N, 2) xy image pixels of the grid (``cand.prompt`` indexes it). Returns the kept
-    masks, best predicted IoU first, and their area histogram over :data:`AREA_BINS`.
+    masks, best predicted IoU first, and their area histogram over :data:`AREA_BINS`. ``kind``: the
+    low-res frame of the logits (:data:`~sumseg.models.interface.FrameKind`).
     """
     h, w = hw
     idx: list[torch.Tensor] = []
     stab: list[torch.Tensor] = []
     boxes: list[torch.Tensor] = []
-    for start, up, stability in _full_res(cand, hw, image_size, settings):
+    for start, up, stability in _full_res(cand, hw, image_size, settings, kind):
         keep = stability >= stab_thresh if stab_thresh > 0 else torch.ones_like(stability, dtype=torch.bool)
         binary = (up > Sam.mask_threshold)[keep]
         area = binary.flatten(1).sum(1)
@@ -107,7 +126,7 @@ def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], imag
     order = order[: settings.max_per_image]
     keep_sel = sel[order]
     labels = ImageLabels(
-        rles=_encode(cand.logits[keep_sel], image_size, hw, settings.points_per_batch),
+        rles=_encode(cand.logits[keep_sel], image_size, hw, settings.points_per_batch, kind),
         logits=cand.logits[keep_sel].float().cpu(),
         boxes=all_boxes[order].float().cpu(),
         points=torch.as_tensor(points[cand.prompt[keep_sel].cpu().numpy()], dtype=torch.float32),
@@ -119,15 +138,17 @@ def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], imag
 
 
 @torch.inference_mode()
-def label_image(model: SumSam, embeddings: torch.Tensor, hw: tuple[int, int], settings: PseudoLabelSettings,
+def label_image(model: Model, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
                 thresholds: dict[str, float]) -> tuple[ImageLabels, list[int]]:
-    """Pseudo-labels of one image from its (1, C, h, w) embeddings; also the area histogram (AREA_BINS)."""
+    """Pseudo-labels of one image from its (1, C, h, w) embeddings (SAM 2: its features); also the area
+    histogram (AREA_BINS)."""
     points, cand = _candidates(model, embeddings, hw, settings, thresholds["pred_iou_thresh"])
-    return select_masks(cand, points, hw, model.image_size, settings, thresholds["stability_score_thresh"])
+    return select_masks(cand, points, hw, model.image_size, settings, thresholds["stability_score_thresh"],
+                        frame_kind(model))
 
 
 @torch.inference_mode()
-def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
+def calibrate(model: Model, features: FeatureFn, positions: list[int],
               settings: PseudoLabelSettings) -> tuple[dict[str, float], int]:
     """Resolve quantile thresholds on the images at ``positions``; also return the candidates counted.
 
@@ -146,8 +167,8 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
         scores = []
         for p in positions:
             embeddings, hw = features(p)
-            _, coords = grid_points(settings.points_per_side, hw, model.image_size)
-            iou, _ = decode_grid(model, embeddings, torch.as_tensor(coords, device=embeddings.device), None,
+            _, coords = grid_points(settings.points_per_side, hw, model.frame)
+            iou, _ = decode_grid(model, embeddings, torch.as_tensor(coords, device=_device(embeddings)), None,
                                  settings.points_per_batch)
             scores.append(iou.flatten().float().cpu().numpy())
         resolved["pred_iou_thresh"] = score_quantile(np.concatenate(scores), q_iou, "predicted IoU")
@@ -157,7 +178,8 @@ def calibrate(model: SumSam, features: FeatureFn, positions: list[int],
         for p in positions:
             embeddings, hw = features(p)
             _, cand = _candidates(model, embeddings, hw, settings, float(resolved["pred_iou_thresh"]))
-            stabs.extend(s.float().cpu().numpy() for _, _, s in _full_res(cand, hw, model.image_size, settings))
+            stabs.extend(s.float().cpu().numpy()
+                         for _, _, s in _full_res(cand, hw, model.image_size, settings, frame_kind(model)))
         values = np.concatenate(stabs) if stabs else np.zeros(0)
         resolved["stability_score_thresh"] = score_quantile(values, q_stab, "stability (of the candidates that "
                                                             f"pass predicted IoU > {resolved['pred_iou_thresh']:.4g})")

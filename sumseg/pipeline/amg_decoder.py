@@ -13,6 +13,14 @@ key/value/query projections are computed once per image instead of once per poin
 image-to-token attention takes its softmax over the 7 tokens along a long axis. Everything else
 calls the stock submodules in ``predict_masks``'s order (task prompt off); the outputs equal
 ``SumSam.decode(..., multimask=True)``'s to float rounding (tested: |Δ| ~ 1e-6).
+
+SAM 2 (:class:`~sumseg.models.sum_sam2.SumSam2`) goes through the model interface instead
+(:func:`_decode_grid_sam2`: ``SumSam2.predict`` on each batch of grid points, three outputs each), with
+SAM 2's object score: a grid point whose object-score logit is ≤ 0 yields no candidate. That is
+``SAM2Base``'s rule (its heads replace such a point's masks by ``NO_OBJ_SCORE`` = −1024, which the
+generator's stability filter then drops as 0/0); Meta's image-mode ``SAM2AutomaticMaskGenerator`` (via
+``SAM2ImagePredictor._predict``) and transformers' mask-generation pipeline do not consult the score. Its
+IoUs are reported as −inf, so quantile calibration leaves them out (``amg.score_quantile``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import torch
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock
 
 from sumseg.errors import ConfigError
-from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam2 import SumSam2
 
 
 @dataclass
@@ -122,17 +131,60 @@ def _mask_logits(model: SumSam, hs: torch.Tensor, src: torch.Tensor, shape: tupl
     return (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)[:, 1:]
 
 
+def _kept(iou: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """The stock generator's predicted-IoU rule: IoU > ``iou_thresh``, everything when it is ≤ 0."""
+    return iou > iou_thresh if iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+
+
+def _empty(all_iou: torch.Tensor, lowres: int) -> Candidates:
+    return Candidates(torch.zeros(0, dtype=torch.long, device=all_iou.device), all_iou.new_zeros(0),
+                      all_iou.new_zeros((0, lowres, lowres)))
+
+
+def _decode_grid_sam2(model: SumSam2, features: ImageFeatures, coords: torch.Tensor, iou_thresh: float | None,
+                      batch: int) -> tuple[torch.Tensor, Candidates]:
+    """:func:`decode_grid` for SAM 2 through ``SumSam2.predict`` (module docstring: the object score)."""
+    ious, prompts, kept_iou, logits = [], [], [], []
+    for start in range(0, coords.shape[0], batch):
+        pts = coords[start : start + batch].float()[:, None, :]
+        n = pts.shape[0]
+        labels = torch.ones(n, 1, dtype=torch.long, device=pts.device)
+        index = torch.zeros(n, dtype=torch.long, device=pts.device)
+        low, iou, obj = model.predict(features.take(index), (pts, labels), None, None, None, multimask=True)
+        present = (obj > 0)[:, None].expand_as(iou)
+        iou = torch.where(present, iou.float(), torch.full_like(iou, -torch.inf, dtype=torch.float))
+        ious.append(iou)
+        if iou_thresh is None:
+            continue
+        keep = _kept(iou, iou_thresh) & present
+        prompts.append((torch.arange(n, device=pts.device) + start)[:, None].expand_as(keep)[keep])
+        kept_iou.append(iou[keep])
+        logits.append(low[keep].float())
+    all_iou = torch.cat(ious)
+    if not logits or not sum(len(x) for x in kept_iou):
+        return all_iou, _empty(all_iou, model.image_size // 4)
+    return all_iou, Candidates(torch.cat(prompts), torch.cat(kept_iou), torch.cat(logits))
+
+
 @torch.inference_mode()
 def decode_grid(
-    model: SumSam, embeddings: torch.Tensor, coords: torch.Tensor, iou_thresh: float | None, batch: int = 64
+    model: SumSam | SumSam2, embeddings: torch.Tensor | ImageFeatures, coords: torch.Tensor,
+    iou_thresh: float | None, batch: int = 64
 ) -> tuple[torch.Tensor, Candidates]:
     """Predicted IoUs of every grid candidate and the candidates that pass ``iou_thresh``.
 
     embeddings: (1, C, h, w) of one image; coords: (N, 2) xy points in the S×S input frame
     (float64, as ``SamAutomaticMaskGenerator`` passes them). The rule is the stock generator's:
     keep IoU > ``iou_thresh``, no filter when it is ≤ 0; ``None`` computes the IoUs only.
-    Returns ((N, 3) float32 IoUs, the kept :class:`Candidates`).
+    Returns ((N, 3) float32 IoUs, the kept :class:`Candidates`). A SAM 2 model takes its
+    :class:`ImageFeatures` (with the high-res levels) and also drops points of object score ≤ 0.
     """
+    if isinstance(model, SumSam2):
+        if not isinstance(embeddings, ImageFeatures):
+            raise TypeError("a SAM 2 model decodes ImageFeatures (with their high-res levels)")
+        return _decode_grid_sam2(model, embeddings, coords, iou_thresh, batch)
+    if isinstance(embeddings, ImageFeatures):
+        embeddings = embeddings.embeddings
     if model.is_hq:
         raise ConfigError(f"pseudo-labels need a SAM model; {model.name} is HQ-SAM (one output per prompt)")
     shape = tuple(embeddings.shape[-2:])
@@ -142,7 +194,7 @@ def decode_grid(
         ious.append(iou)
         if iou_thresh is None:
             continue
-        keep = iou > iou_thresh if iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+        keep = _kept(iou, iou_thresh)
         rows = keep.any(1).nonzero().squeeze(1)
         if rows.numel():
             masks = _mask_logits(model, hs[rows], src[rows], shape)  # type: ignore[arg-type]
@@ -152,8 +204,5 @@ def decode_grid(
             logits.append(masks[sel])
     all_iou = torch.cat(ious)
     if not logits:
-        n = 4 * shape[0]
-        empty = Candidates(torch.zeros(0, dtype=torch.long, device=all_iou.device), all_iou.new_zeros(0),
-                           all_iou.new_zeros((0, n, n)))
-        return all_iou, empty
+        return all_iou, _empty(all_iou, 4 * shape[0])
     return all_iou, Candidates(torch.cat(prompts), torch.cat(kept_iou), torch.cat(logits))

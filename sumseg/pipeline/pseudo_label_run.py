@@ -25,7 +25,9 @@ from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache, encode_image
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
-from sumseg.models.sum_sam import SumSam
+from sumseg.models.interface import frame_kind
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.amg import calibrate, calibration_positions, label_image
 from sumseg.pipeline.store import (
@@ -82,7 +84,7 @@ def _input(images: Path) -> tuple[list[ImageRecord], list[str], list[dict[str, A
     return ds.records, out, skipped
 
 
-def _meta(model: SumSam, images: Path, records: list[ImageRecord], ids: list[str],
+def _meta(model: SumSam | SumSam2, images: Path, records: list[ImageRecord], ids: list[str],
           settings: PseudoLabelSettings) -> dict[str, Any]:
     listing = "\n".join(f"{i}|{r.height}x{r.width}" for i, r in zip(ids, records, strict=True))
     return {
@@ -90,7 +92,7 @@ def _meta(model: SumSam, images: Path, records: list[ImageRecord], ids: list[str
         "lowres_size": model.image_size // 4, "model_fingerprint": state_fingerprint(model),
         "input": str(images), "input_digest": hashlib.blake2b(listing.encode(), digest_size=16).hexdigest(),
         "num_images": len(records), "settings": settings.to_dict(),
-    }
+    } | ({} if isinstance(model, SumSam) else {"frame": frame_kind(model)})  # SAM 1 stores: as before SAM 2
 
 
 def _unstarted(out: Path) -> bool:
@@ -130,16 +132,22 @@ def _finished(labels_dir: Path, stem: str, position: int, image_id: str) -> Stor
     return entry
 
 
-def image_features(model: SumSam, rec: ImageRecord, cache: EmbeddingCache | None) -> torch.Tensor:
-    """(1, C, h, w) embeddings on the model's device: from the cache (float16) or one encoder pass."""
+def image_features(model: SumSam | SumSam2, rec: ImageRecord, cache: EmbeddingCache | None
+                   ) -> torch.Tensor | ImageFeatures:
+    """SAM 1: (1, C, h, w) embeddings on the model's device, from the cache (float16) or one encoder pass;
+    SAM 2: its :class:`ImageFeatures` (embeddings and high-res levels), the same way."""
     device = next(model.parameters()).device
     if cache is None:
+        if isinstance(model, SumSam2):
+            return model.cached_features(model.cache_encoder().encode(rec.load_image())[None].to(device))
         return encode_image(model.sam, rec.load_image())[None].to(device)
     key = cache.build([rec], progress=False)[0]
-    return cache.get(key)[None].to(device)
+    row = cache.get(key)[None].to(device)
+    return row if isinstance(model, SumSam) else model.cached_features(row.float())
 
 
-def run_pseudo_labels(model: SumSam, cfg: PseudoLabelConfig, cache: EmbeddingCache | None = None) -> StoreSummary:
+def run_pseudo_labels(model: SumSam | SumSam2, cfg: PseudoLabelConfig,
+                      cache: EmbeddingCache | None = None) -> StoreSummary:
     """Label shard ``cfg.shard`` of the images under ``cfg.images`` into the store ``cfg.out`` with the settings
     ``cfg.amg`` (resumes a killed run; ``cfg.model``, ``checkpoint``, ``cache`` and ``device`` are the
     command's: ``model`` and ``cache`` are given built). Out-of-range settings are refused before
@@ -154,7 +162,7 @@ def run_pseudo_labels(model: SumSam, cfg: PseudoLabelConfig, cache: EmbeddingCac
     stored = _check_out(out, images, meta)
     labels_dir, index_dir = out / "labels", out / "index"
 
-    def features(p: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    def features(p: int) -> tuple[torch.Tensor | ImageFeatures, tuple[int, int]]:
         return image_features(model, records[p], cache), (records[p].height, records[p].width)
 
     with folder_lock(out, name=f".{shard.name}.lock", label="--out",

@@ -169,6 +169,7 @@ class PseudoLabelStore:
         self.model: str = meta["model"]
         self.image_size: int = int(meta["image_size"])
         self.lowres_size: int = int(meta["lowres_size"])
+        self.frame: str = meta.get("frame", "longest_side")  # the low-res frame of its logits and U maps
         self.thresholds: dict[str, float] = meta["thresholds"]
         self.labels_dir = root / "labels"
         self._sources = sources or {}

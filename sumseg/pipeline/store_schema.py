@@ -94,6 +94,9 @@ def image_stem(image_id: str) -> str:
 
 
 _HIST = list_of(integer(0, MAX_MASKS), length=len(AREA_BINS) - 1)
+FRAMES = ("longest_side", "squash")
+"""A store's low-res frame (``meta.json`` ``frame``; absent: SAM 1's ``longest_side``): how its logits and U
+maps cover the image (:data:`sumseg.models.interface.FrameKind`)."""
 META = obj({
     "model": text(), "image_size": integer(16, MAX_IMAGE_SIZE), "lowres_size": integer(4, MAX_IMAGE_SIZE // 4),
     "model_fingerprint": text(), "input": text(), "input_digest": text(), "num_images": integer(0, MAX_IMAGES),
@@ -129,6 +132,8 @@ def read_meta(root: Path) -> dict[str, Any]:
     if meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
         raise DataError(f"{path}: store format version {meta.get('version')!r}; this sumseg reads {VERSION}")
     check_schema(meta, META, path)
+    if meta.get("frame", "longest_side") not in FRAMES:
+        raise DataError(f"{path}: field 'frame' must be one of {', '.join(FRAMES)}, got {meta.get('frame')!r}")
     if meta["lowres_size"] != meta["image_size"] // 4:
         raise DataError(f"{path}: field 'lowres_size' must be image_size / 4 = {meta['image_size'] // 4}, "
                         f"got {meta['lowres_size']}")

@@ -18,14 +18,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from sumseg.atomic import atomic_path, write_json
 from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.interface import frame_kind, lowres_to_image_in
 from sumseg.models.refiner import check_refiner
-from sumseg.models.sum_sam import ImageFeatures, SumSam, lowres_to_image
+from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
@@ -47,16 +48,19 @@ def quantise(u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: tuple[int, int],
-           batch: int = 64) -> torch.Tensor:
-    """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings).
+def refine(refiner: SumSam | SumSam2, embeddings: torch.Tensor | ImageFeatures, labels: ImageLabels,
+           hw: tuple[int, int], batch: int = 64) -> torch.Tensor:
+    """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings, or the
+    image's :class:`ImageFeatures`: SAM 2's carry the high-res levels).
 
-    Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box,
-    ResizeLongestSide-transformed to the input frame as float32, in the refiner's one prompt
-    (:meth:`PromptBatch.point_and_box`, as in its training); ``s`` (K, 1, L, L) as mask input.
+    Prompts as ``SamPredictor.predict`` builds them: the grid point (label 1) and the box, mapped to the
+    input frame by the refiner's frame (SAM 1: ``ResizeLongestSide``; SAM 2: squashed) as float32, in the
+    refiner's one prompt (:meth:`PromptBatch.point_and_box`, as in its training); ``s`` (K, 1, L, L) as
+    mask input, in the refiner's low-res frame (the store's: :func:`_check_refiner`).
     """
-    device = embeddings.device
-    transform = ResizeLongestSide(refiner.image_size)
+    features = embeddings if isinstance(embeddings, ImageFeatures) else ImageFeatures(embeddings)
+    device = features.embeddings.device
+    transform = refiner.frame
     points = torch.as_tensor(transform.apply_coords(labels.points.double().numpy(), hw), dtype=torch.float)
     boxes = torch.as_tensor(transform.apply_boxes(labels.boxes.double().numpy(), hw), dtype=torch.float)
     out = []
@@ -64,7 +68,7 @@ def refine(refiner: SumSam, embeddings: torch.Tensor, labels: ImageLabels, hw: t
         pts = points[a : a + batch, None, :].to(device)
         prompts = PromptBatch.point_and_box(torch.zeros(len(pts), dtype=torch.long, device=device), pts,
                                             boxes[a : a + batch].to(device))
-        low, _ = refiner(ImageFeatures(embeddings), prompts, labels.logits[a : a + batch, None].to(device), None,
+        low, _ = refiner(features, prompts, labels.logits[a : a + batch, None].to(device), None,
                          multimask=False)
         out.append(low[:, 0].float().cpu())
     n = labels.logits.shape[-1]
@@ -98,12 +102,17 @@ class UncertaintySummary:
     overlays: list[Path]
 
 
-def _check_refiner(store: PseudoLabelStore, refiner: SumSam) -> str:
-    """The refiner's fingerprint, after checking it fits the store and made its existing U maps."""
-    check_refiner(refiner, "--refiner")
+def _check_refiner(store: PseudoLabelStore, refiner: SumSam | SumSam2) -> str:
+    """The refiner's fingerprint, after checking it may be a refiner, fits the store (input size, low-res
+    frame: the stored logits are its mask prompt) and made its existing U maps."""
+    check_refiner(refiner, "--refiner")  # type: ignore[arg-type]
     if refiner.image_size != store.image_size:
         raise ConfigError(f"refiner {refiner.name} (input {refiner.image_size} px) does not fit the store "
                           f"{store.root} ({store.model}, {store.image_size} px)")
+    if frame_kind(refiner) != store.frame:
+        raise ConfigError(f"refiner {refiner.name} (low-res frame {frame_kind(refiner)}) does not fit the store "
+                          f"{store.root} ({store.model}, frame {store.frame}): the stored logits are its mask "
+                          "prompt; train the refiner from the family (SAM 1 or SAM 2) that made the pseudo-labels")
     fp = state_fingerprint(refiner)
     path = store.root / "uncertainty.json"
     if path.is_file():
@@ -130,7 +139,7 @@ def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
     return meta.get("refiner_fingerprint") == fp
 
 
-def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: EmbeddingCache | None,
+def _image(store: PseudoLabelStore, i: int, refiner: SumSam | SumSam2, fp: str, cache: EmbeddingCache | None,
            want_overlays: int, write: bool) -> list[np.ndarray]:
     """Compute image i's U maps (and write them); return up to ``want_overlays`` overlay images."""
     rec, labels = store.record(i), store.load(i, confidence=False)
@@ -149,13 +158,13 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam, fp: str, cache: Emb
     if want_overlays and len(labels):
         rgb, n = rec.load_image(), min(want_overlays, len(labels))
         pseudo = store.masks(i)[:n]
-        refined = (lowres_to_image(r[:n], store.image_size, hw) > 0).numpy()
-        heat = lowres_to_image(u8[:n].float() / 255, store.image_size, hw).numpy()
+        refined = (lowres_to_image_in(store.frame, r[:n], store.image_size, hw) > 0).numpy()
+        heat = lowres_to_image_in(store.frame, u8[:n].float() / 255, store.image_size, hw).numpy()
         pictures = [overlay(rgb, pseudo[k], refined[k], heat[k]) for k in range(n)]
     return pictures
 
 
-def run_uncertainty(refiner: SumSam, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
+def run_uncertainty(refiner: SumSam | SumSam2, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
                     ) -> UncertaintySummary:
     """Write U maps for shard ``cfg.shard`` of the finished pseudo-label store ``cfg.pseudo_labels`` with the
     ``refiner`` given built (``cfg.refiner``, ``cache`` and ``device`` are the command's); the first

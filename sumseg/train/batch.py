@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.models.interface import map_lowres
+from sumseg.models.sum_sam import SumSam
 from sumseg.models.sum_sam2 import SumSam2
 from sumseg.prompts.frames import InputFrame
 
@@ -28,7 +29,9 @@ class MaskSample:
 
     image: (H, W, 3) uint8 RGB; masks: (K, H, W) bool targets; ignore: (H, W) bool or None;
     confidence: (K, 4h, 4w) float32 ``c = 1 − U`` in the low-res frame, or None (c ≡ 1);
-    tasks: (K,) int64 task ids; pseudo: the masks are pseudo-labels (not human labels).
+    tasks: (K,) int64 task ids; pseudo: the masks are pseudo-labels (not human labels);
+    confidence_frame: the low-res frame ``confidence`` is in (the store's ``frame``:
+    :data:`~sumseg.models.interface.FrameKind`).
     """
 
     image: np.ndarray
@@ -37,6 +40,7 @@ class MaskSample:
     ignore: np.ndarray | None = None
     confidence: Tensor | None = None
     pseudo: bool = False
+    confidence_frame: str = "longest_side"
 
 
 @dataclass
@@ -101,15 +105,12 @@ def _to_input_frame(masks: np.ndarray, frame: InputFrame) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _confidence(conf: Tensor, hw: tuple[int, int], model: SumSam | SumSam2) -> Tensor:
-    """(K, L, L) c of the store (SAM 1's low-res frame, the pseudo-labels' model) in ``model``'s low-res frame:
-    itself for SAM 1; for SAM 2 mapped to the image (``lowres_to_image``) and resized to L×L."""
-    conf = conf.float()
-    if isinstance(model, SumSam):
-        return conf
-    low = conf.shape[-1]
-    image = lowres_to_image(conf, model.image_size, hw)
-    return F.interpolate(image[:, None], (low, low), mode="bilinear", align_corners=False, antialias=True)[:, 0]
+def _confidence(conf: Tensor, hw: tuple[int, int], model: SumSam | SumSam2, src: str) -> Tensor:
+    """(K, L, L) c of the store (in its low-res frame ``src``, the pseudo-labels' model's) in ``model``'s
+    low-res frame: itself when the frames agree, else mapped through the image
+    (:func:`~sumseg.models.interface.map_lowres`; SAM 1 → SAM 2: ``lowres_to_image``, resized to L×L)."""
+    dst = "longest_side" if isinstance(model, SumSam) else "squash"
+    return map_lowres(conf.float(), src, dst, model.image_size, hw)
 
 
 def collate(samples: list[MaskSample], model: SumSam | SumSam2, embeddings: Tensor | None = None) -> MaskBatch:
@@ -133,7 +134,8 @@ def collate(samples: list[MaskSample], model: SumSam | SumSam2, embeddings: Tens
         valid = _to_input_frame(outside, resize)  # (1, S, S): inside the image and not ignored
         gts.append(_to_input_frame(s.masks, resize))
         ignores.append((~valid).expand(k, -1, -1))
-        confs.append(torch.ones(k, low, low) if s.confidence is None else _confidence(s.confidence, (h, w), model))
+        confs.append(torch.ones(k, low, low) if s.confidence is None else _confidence(s.confidence, (h, w), model,
+                                                                                     s.confidence_frame))
         index.append(torch.full((k,), b, dtype=torch.long))
         pseudo.append(torch.full((k,), s.pseudo, dtype=torch.bool))
     gt = torch.cat(gts)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, REFINER_MIN_IOU
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, weighted_mean
 from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.geometry import flat_to_xy, tight_boxes
 from sumseg.prompts.sampler import draw_pixels, jitter_boxes
@@ -79,7 +80,7 @@ class RefinerInputs:
 
 
 @torch.no_grad()
-def refiner_inputs(frozen: SumSam, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
+def refiner_inputs(frozen: SumSam | SumSam2, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
                    min_iou: float = REFINER_MIN_IOU, jitter_ratio: float = JITTER_RATIO,
                    max_jitter: float = MAX_JITTER) -> RefinerInputs:
     """Points, frozen best-of-3 candidates, the gate and jittered boxes for ``batch`` (module docstring).
@@ -108,8 +109,9 @@ class RefinerStep(nn.Module):
     term averaged over the kept masks (``sumseg.train.refiner_run.REFINER_LOSS`` in ``sumseg refiner train``).
     """
 
-    def __init__(self, refiner: SumSam, frozen: SumSam, loss: RoundLoss, min_iou: float = REFINER_MIN_IOU,
-                 jitter_ratio: float = JITTER_RATIO, max_jitter: float = MAX_JITTER) -> None:
+    def __init__(self, refiner: SumSam | SumSam2, frozen: SumSam | SumSam2, loss: RoundLoss,
+                 min_iou: float = REFINER_MIN_IOU, jitter_ratio: float = JITTER_RATIO,
+                 max_jitter: float = MAX_JITTER) -> None:
         super().__init__()
         self.refiner = refiner
         self.frozen = frozen
@@ -119,9 +121,10 @@ class RefinerStep(nn.Module):
         self.max_jitter = max_jitter
 
     def features(self, batch: MaskBatch) -> ImageFeatures:
-        """Cached embeddings when the batch has them, else one no-grad pass of the frozen encoder."""
+        """Cached features when the batch has them (``cached_features``: SAM 2's rows hold the high-res levels
+        too), else one no-grad pass of the frozen encoder."""
         if batch.embeddings is not None:
-            return ImageFeatures(batch.embeddings)
+            return self.refiner.cached_features(batch.embeddings)
         assert batch.images is not None
         with torch.no_grad():
             return self.refiner.encode(batch.images)

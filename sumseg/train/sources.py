@@ -27,7 +27,9 @@ from sumseg.config import LabelledSet
 from sumseg.data.dataset import read_dataset
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
-from sumseg.models.sum_sam import SumSam, lowres_to_image
+from sumseg.models.interface import frame_kind, lowres_to_image_in
+from sumseg.models.sum_sam import SumSam
+from sumseg.models.sum_sam2 import SumSam2
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import ImageLabels, PseudoLabelStore
 from sumseg.pipeline.uncertainty import refine
@@ -77,12 +79,15 @@ class PseudoLabelSource:
     """
 
     def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, uncertainty: bool,
-                 refiner: SumSam | None = None, max_mask_u: float | None = None) -> None:
+                 refiner: SumSam | SumSam2 | None = None, max_mask_u: float | None = None) -> None:
         if store.image_size != image_size:
             raise ConfigError(f"{store.root / 'meta.json'}: pseudo-labels made for {store.image_size}-px model input "
                               f"({store.model}); the trained model takes {image_size} px")
         if refiner is not None and refiner.image_size != image_size:
             raise ConfigError(f"data.refiner: a {refiner.image_size}-px model; the store is {image_size} px")
+        if refiner is not None and frame_kind(refiner) != store.frame:
+            raise ConfigError(f"data.refiner: low-res frame {frame_kind(refiner)}; the store {store.root} is "
+                              f"{store.frame} ({store.model}): a refiner of the family that made the pseudo-labels")
         self.store, self.max_masks, self.uncertainty, self.refiner = store, max_masks, uncertainty, refiner
         self.index = [i for i, e in enumerate(store.images) if e.num_masks > 0]
         if not self.index:
@@ -132,7 +137,8 @@ class PseudoLabelSource:
             c = self.store.confidence(i)
             assert c is not None, "checked in __init__"
             conf = c[torch.as_tensor(picked)]
-        return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf, pseudo=True)
+        return MaskSample(image, masks, np.full(k, GENERAL, dtype=np.int64), None, conf, pseudo=True,
+                          confidence_frame=self.store.frame)
 
     def _refined(self, rec: ImageRecord, i: int, picked: np.ndarray) -> np.ndarray:
         """(k, H, W) bool: σ(r) > 0.5 of the refiner's output for the picked pseudo-labels of store image i."""
@@ -140,5 +146,5 @@ class PseudoLabelSource:
         hw = (rec.height, rec.width)
         labels = _subset(self.store.load(i, confidence=False), picked)
         r = refine(self.refiner, image_features(self.refiner, rec, None), labels, hw)
-        return (lowres_to_image(r, self.refiner.image_size, hw) > 0).cpu().numpy()
+        return (lowres_to_image_in(frame_kind(self.refiner), r, self.refiner.image_size, hw) > 0).cpu().numpy()
 
