@@ -80,7 +80,9 @@ def _arm(phase: str) -> None:
     elif phase == "before-marker":
         run.write_index = _wrap(run.write_index, lambda *a, **k: bool(k.get("complete")), before=True)
     elif phase in ("inside-meta-write", "inside-image-write"):
-        run.atomic_path = store.atomic_path = _dying_atomic(run.atomic_path, 1 if phase == "inside-meta-write" else 2)
+        import sumseg.atomic as atomic  # the store's and the run's JSON go through write_json → atomic_path
+
+        atomic.atomic_path = _dying_atomic(atomic.atomic_path, 1 if phase == "inside-meta-write" else 2)
 
 
 def _killed_cli(phase: str, argv: list[str], log: Path) -> int:
