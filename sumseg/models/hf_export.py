@@ -12,6 +12,7 @@ with sumseg's task-T predictions over :data:`~sumseg.models.export.VERIFY_ROUNDS
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,44 +96,43 @@ def export_hf(
     checkpoint, model = export_source(checkpoint, model)
     check_hf_out(out, checkpoint)
     net = task_model(checkpoint, task, model)
+    image = _verify_image(net)
     if isinstance(net, SumSam2):  # a Sam2Model folder (models/sam2_export)
-        return _export_sam2(net, task, out, verify, tolerance)
+        from sumseg.models.sam2_export import verify_sam2_export, write_sam2_folder
+
+        return net.name, _write_verified(
+            out, task, verify, tolerance, "Sam2Model", lambda d: write_sam2_folder(d, net, task),
+            lambda d: verify_sam2_export(net, import_transformers().Sam2Model.from_pretrained(str(d)).eval(), image,
+                                         task))
     if ARCHS[net.name].hq:
         raise ConfigError(f"{checkpoint}: an HQ-SAM model ({net.name}) has no SamModel layout; export it with "
                           "--format sam (transformers' SamHQModel is not supported yet)")
+    return net.name, _write_verified(
+        out, task, verify, tolerance, "SamModel", lambda d: write_hf_folder(d, net, task),
+        lambda d: verify_hf_export(net, import_transformers().SamModel.from_pretrained(str(d)).eval(), image, task))
+
+
+def _verify_image(net: SumSam | SumSam2) -> np.ndarray:
+    """The check's non-square (3S/4 × S) random uint8 RGB image."""
+    image = np.random.default_rng(0).random((net.image_size * 3 // 4, net.image_size, 3)) * 255
+    return image.astype(np.uint8)
+
+
+def _write_verified(out: str | os.PathLike, task: int, verify: bool, tolerance: float, loader: str,
+                    write: Callable[[Path], None], check: Callable[[Path], float]) -> float | None:
+    """``write`` the folder ``out`` atomically (whole); with ``verify``, ``check`` it (its largest logit
+    difference) before it replaces ``out`` — above ``tolerance`` (or NaN) nothing is written."""
     diff = None
     with atomic_dir(out) as tmp:
-        write_hf_folder(tmp, net, task)
+        write(tmp)
         if verify:
-            sam_model = import_transformers().SamModel.from_pretrained(str(tmp)).eval()
-            image = np.random.default_rng(0).random((net.image_size * 3 // 4, net.image_size, 3)) * 255
-            diff = verify_hf_export(net, sam_model, image.astype(np.uint8), task)
+            diff = check(tmp)
             if not diff <= tolerance:  # NaN fails too
                 raise ExportVerificationError(
-                    f"{out}: SamModel.from_pretrained's predictions differ from the checkpoint's task-{task} "
+                    f"{out}: {loader}.from_pretrained's predictions differ from the checkpoint's task-{task} "
                     f"predictions (max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); nothing was "
                     "written")
-    return net.name, diff
-
-
-def _export_sam2(net: SumSam2, task: int, out: str | os.PathLike, verify: bool,
-                 tolerance: float) -> tuple[str, float | None]:
-    """:func:`export_hf` of a SumSam2: ``Sam2Model.save_pretrained``, checked with ``Sam2Model.from_pretrained``."""
-    from sumseg.models.sam2_export import verify_sam2_export, write_sam2_folder
-
-    diff = None
-    with atomic_dir(out) as tmp:
-        write_sam2_folder(tmp, net, task)
-        if verify:
-            hf_model = import_transformers().Sam2Model.from_pretrained(str(tmp)).eval()
-            image = np.random.default_rng(0).random((net.image_size * 3 // 4, net.image_size, 3)) * 255
-            diff = verify_sam2_export(net, hf_model, image.astype(np.uint8), task)
-            if not diff <= tolerance:  # NaN fails too
-                raise ExportVerificationError(
-                    f"{out}: Sam2Model.from_pretrained's predictions differ from the checkpoint's task-{task} "
-                    f"predictions (max |logit diff| {diff:.2e}, above the tolerance {tolerance:.0e}); nothing was "
-                    "written")
-    return net.name, diff
+    return diff
 
 
 def preprocess_image(model: SumSam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -145,36 +145,31 @@ def preprocess_image(model: SumSam, image: np.ndarray) -> tuple[torch.Tensor, tu
     return model.preprocess(x), (int(x.shape[-2]), int(x.shape[-1]))
 
 
-def _hf_inputs(kw: dict, hw: tuple[int, int], size: int) -> dict[str, torch.Tensor]:
-    """A round's prompts (numpy, image pixels) → ``SamModel`` inputs in the S×S input frame:
-    ``input_points`` (1, 1, P, 2), ``input_labels`` (1, 1, P), ``input_boxes`` (1, 1, 4)."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    t, out = ResizeLongestSide(size), {}
+def session_inputs(kw: dict, hw: tuple[int, int], frame: Any) -> dict[str, torch.Tensor]:  # noqa: ANN401
+    """A round's prompts (numpy, image pixels) → ``SamModel`` / ``Sam2Model`` inputs in the S×S input, mapped by
+    the model's ``frame``: ``input_points`` (1, 1, P, 2), ``input_labels`` (1, 1, P), ``input_boxes`` (1, 1, 4)."""
+    out = {}
     if "point_coords" in kw:
-        out["input_points"] = torch.as_tensor(t.apply_coords(kw["point_coords"], hw), dtype=torch.float)[None, None]
+        pts = frame.apply_coords(np.asarray(kw["point_coords"], dtype=np.float64), hw)
+        out["input_points"] = torch.as_tensor(pts, dtype=torch.float)[None, None]
         out["input_labels"] = torch.as_tensor(kw["point_labels"], dtype=torch.long)[None, None]
     if "box" in kw:
-        out["input_boxes"] = torch.as_tensor(t.apply_boxes(kw["box"], hw), dtype=torch.float)[None]
+        box = frame.apply_boxes(np.asarray(kw["box"], dtype=np.float64).reshape(1, 4), hw)
+        out["input_boxes"] = torch.as_tensor(box, dtype=torch.float)[None]
     return out
 
 
 @torch.no_grad()
-def verify_hf_export(model: SumSam, hf_model: Any, image: np.ndarray, task: int) -> float:
-    """Largest |difference| between ``model`` with ``task`` and a ``SamModel`` over interactive sessions.
-
-    Both see the same input (1, 3, S, S) of ``image`` (H, W, 3) uint8. Each session starts from a point,
-    box or box+point prompt (multimask on, then off); each later round adds a point and feeds each
-    model's own previous low-res logits (1, 1, L, L) of the output the model scores highest back as the
-    mask prompt. Compared: low-res logits (1, M, L, L), IoU predictions (1, M) and masks at image size
-    (1, M, H, W), each model decoding its own image embeddings (1, C, h, w) (which differ by float
-    rounding: about 2e-6 of their scale on the tiny config). NaN anywhere gives NaN.
-    """
-    x, hw_in = preprocess_image(model, image)
-    ours = model.encode(x)
-    theirs = hf_model.get_image_embeddings(x)
+def compare_sessions(model: SumSam | SumSam2, hf_model: Any, ours: Any, theirs: Any, hw: tuple[int, int],  # noqa: ANN401
+                     hw_in: tuple[int, int], task: int) -> float:
+    """Largest |difference| between ``model`` with ``task`` (on its features ``ours``) and ``hf_model`` (on its
+    image embeddings ``theirs``) over interactive sessions on an (H, W) = ``hw`` image (``hw_in``: its size
+    inside the input). Each session starts from a point, box or box+point prompt (multimask on, then off);
+    each later round adds a point and feeds each model's own previous low-res logits (1, 1, L, L) of the
+    output ``model`` scores highest back as the mask prompt. Compared: low-res logits (1, M, L, L), IoU
+    predictions (1, M) and masks at image size (1, M, H, W). NaN anywhere gives NaN."""
     diffs: list[float] = []
-    h, w = image.shape[:2]
+    h, w = hw
     for first in _prompt_set(h, w):
         for multimask in (True, False):
             kw, low_a, low_b = dict(first), None, None
@@ -183,15 +178,25 @@ def verify_hf_export(model: SumSam, hf_model: Any, image: np.ndarray, task: int)
                     point, label = _next_point(h, w, r)
                     kw["point_coords"] = np.concatenate([kw.get("point_coords", np.zeros((0, 2))), [point]])
                     kw["point_labels"] = np.concatenate([kw.get("point_labels", np.zeros(0)), [label]])
-                inputs = _hf_inputs(kw, (h, w), model.image_size)
+                inputs = session_inputs(kw, hw, model.frame)
                 points = (inputs["input_points"][0], inputs["input_labels"][0]) if "input_points" in inputs else None
                 boxes = inputs["input_boxes"][0] if "input_boxes" in inputs else None
                 mm = multimask and r == 0
                 a_low, a_iou = model.decode(ours, points, boxes, low_a, task, mm)
                 b = hf_model(image_embeddings=theirs, input_masks=low_b, multimask_output=mm, **inputs)
                 b_low, b_iou = b.pred_masks[0], b.iou_scores[0]
-                up = [model.upscale(t, hw_in, (h, w)) for t in (a_low, b_low)]
+                up = [model.upscale(x, hw_in, hw) for x in (a_low, b_low)]
                 diffs += [float((p - q).abs().max()) for p, q in ((a_low, b_low), (a_iou, b_iou), tuple(up))]
                 k = int(a_iou[0].argmax())
                 low_a, low_b = a_low[:, k : k + 1], b_low[:, k : k + 1]
     return float(np.max(diffs))  # np.max propagates NaN
+
+
+def verify_hf_export(model: SumSam, hf_model: Any, image: np.ndarray, task: int) -> float:  # noqa: ANN401
+    """:func:`compare_sessions` of ``model`` and a ``SamModel`` on ``image`` (H, W, 3) uint8: both see the same
+    input (1, 3, S, S), each decodes its own image embeddings (1, C, h, w) (which differ by float rounding:
+    about 2e-6 of their scale on the tiny config)."""
+    x, hw_in = preprocess_image(model, image)
+    with torch.no_grad():
+        ours, theirs = model.encode(x), hf_model.get_image_embeddings(x)
+    return compare_sessions(model, hf_model, ours, theirs, image.shape[:2], hw_in, task)
