@@ -213,3 +213,35 @@ def test_data_synth_on_a_full_disk(tmp_path: Path) -> None:
     assert not list((tmp_path / "full").rglob("*.tmp"))
     _ok([*args, str(tmp_path / "full")])  # the rerun finishes what the full disk stopped
     assert _files(tmp_path / "full") == _files(tmp_path / "whole")
+
+
+PRETRAIN = ("import resource, signal, sys\n"
+            "from pathlib import Path\n"
+            "n, out = int(sys.argv[1]), Path(sys.argv[2])\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "if n: resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))\n"
+            "import typer\n"
+            "from sumseg.cli import _errors\n"
+            "from sumseg.config.pretrain import PretrainConfig\n"
+            "from sumseg.train.pretrain_run import pretrain\n"
+            "try:\n"
+            "    with _errors():\n"  # what `sumseg pretrain` runs, on a world of 4 images (the command's: 2,000)
+            "        pretrain(out, PretrainConfig(images=4, steps=4, images_per_step=2, masks_per_image=2, warmup=1,"
+            " save_every=2), progress=False)\n"
+            "except typer.Exit as e:\n"
+            "    sys.exit(e.exit_code)\n")
+
+
+def test_pretrain_on_a_full_disk(tmp_path: Path) -> None:
+    def run(limit: int, out: Path) -> subprocess.CompletedProcess:
+        env = os.environ | {"OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, "-c", PRETRAIN, str(limit), str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert run(0, tmp_path / "whole").returncode == 0
+    full = run(1_000_000, tmp_path / "full")  # the world and the metric rows fit, a checkpoint does not
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert re.fullmatch(rf"error: {tmp_path / 'full'}/\S+: cannot write it \(File too large.*\)",
+                        full.stderr.strip()), full.stderr
+    assert run(0, tmp_path / "full").returncode == 0  # the rerun finishes the run
+    assert _equal(_tensors(tmp_path / "full" / "last.ckpt"), _tensors(tmp_path / "whole" / "last.ckpt"))
