@@ -245,3 +245,20 @@ def test_pretrain_on_a_full_disk(tmp_path: Path) -> None:
                         full.stderr.strip()), full.stderr
     assert run(0, tmp_path / "full").returncode == 0  # the rerun finishes the run
     assert _equal(_tensors(tmp_path / "full" / "last.ckpt"), _tensors(tmp_path / "whole" / "last.ckpt"))
+
+
+@pytest.mark.slow
+def test_demo_on_a_full_disk(tmp_path: Path) -> None:
+    """``sumseg demo --quick`` (about 80 CPU s per run: slow): a full disk stops it with one error line
+    naming the file; the rerun finishes and reports what an uninterrupted run reports."""
+    args = ["demo", "--quick", "--workers", "0", "--out"]
+    _ok([*args, str(tmp_path / "whole")])
+    env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", LIMITED, "1000000", *args, str(tmp_path / "full")], env=env,
+                          capture_output=True, text=True, timeout=900)  # the world fits, a checkpoint does not
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: {tmp_path / 'full'}/\S+: cannot write it \(File too large.*\)", last), last
+    _ok([*args, str(tmp_path / "full")])
+    for name in ("report.json", "claims.json", "runs.json", "stats.json"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

@@ -53,7 +53,7 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from sumseg.atomic import write_json
+from sumseg.atomic import write_json, writing
 from sumseg.checks import load_json
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
@@ -212,13 +212,19 @@ class EmbeddingCache:
     def _new_array(self, capacity: int, stale: list[Path]) -> None:
         """Map a new array file of ``capacity`` rows holding this handle's rows (growth, or the first one)."""
         name = f"embeddings-{secrets.token_hex(8)}.npy"  # a name no handle has mapped
-        new = np.lib.format.open_memmap(self.root / name, mode="w+", dtype=np.float16,
-                                        shape=(capacity, *self.shape))
+        path = self.root / name
+        try:
+            with writing(path):  # a full disk names the array (the file is sized in full when it is made)
+                new = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(capacity, *self.shape))
+                if self._mm is not None:
+                    used = max(self.rows.values(), default=-1) + 1
+                    new[:used] = self._mm[:used]
+                new.flush()
+        except BaseException:
+            path.unlink(missing_ok=True)  # no index names it yet
+            raise
         if self._mm is not None:
-            used = max(self.rows.values(), default=-1) + 1
-            new[:used] = self._mm[:used]
             stale.append(self.root / str(self._array))
-        new.flush()
         self._mm, self._array = new, name
 
     def _remove_orphans(self) -> None:
