@@ -85,8 +85,9 @@ def _arm(phase: str) -> None:
         atomic.atomic_path = _dying_atomic(atomic.atomic_path, 1 if phase == "inside-meta-write" else 2)
 
 
-def _killed_cli(phase: str, argv: list[str], log: Path) -> int:
-    """Run ``sumseg <argv>`` in a forked child armed to die at ``phase``; its wait status."""
+def killed_cli(arm: Callable[[], None], argv: list[str], log: Path) -> int:
+    """Run ``sumseg <argv>`` in a forked child, ``arm()`` first (it patches where the child dies); its wait
+    status. The refiner's kill test uses it too."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 3
@@ -94,7 +95,7 @@ def _killed_cli(phase: str, argv: list[str], log: Path) -> int:
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-            _arm(phase)
+            arm()
             from sumseg.cli import app
             app(argv, prog_name="sumseg")
         except SystemExit as e:
@@ -123,7 +124,7 @@ def test_kill_at_every_phase_then_rerun_equals_uninterrupted(tmp_path: Path, sha
     out = tmp_path / "pl"
     cli = ["pseudo-label", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
            "--points-per-side", str(GRID), "--iou-thresh", "q0.6", "--stability-thresh", "q0.4", "--no-progress"]
-    status = _killed_cli(phase, cli, tmp_path / "child.log")
+    status = killed_cli(lambda: _arm(phase), cli, tmp_path / "child.log")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (tmp_path / "child.log").read_text()
     assert out.is_dir() and _all_files(out) != _all_files(single_run)  # killed before the end
     run_pseudo_labels(sharp, base._config(images, out, _settings()))  # the same command, resumed

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from sumseg.cli import app
 from sumseg.data.synthetic_world import SPLITS, write_world
 from sumseg.models.checkpoint import read_checkpoint
-from tests.test_pseudo_labels_kill import _nth, _wrap
+from tests.test_pseudo_labels_kill import _nth, _wrap, killed_cli
 
 PHASES = ["mid-step", "inside-state-write", "state-not-ckpt", "inside-ckpt-write", "ckpt-not-cleanup",
           "row-not-saved"]
@@ -71,26 +71,6 @@ def _dying_atomic_any(real):  # noqa: ANN001, ANN202
     return lambda target: _die_after(real, target)
 
 
-def _killed_cli(phase: str, argv: list[str], log: Path) -> int:
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 3
-        try:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            _arm(phase)
-            app(argv, prog_name="sumseg")
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 4
-        except BaseException:  # noqa: BLE001 - report, then exit the child whatever happened
-            import traceback
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return os.waitpid(pid, 0)[1]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
@@ -120,7 +100,7 @@ def _steps(run: Path) -> list[int]:
 def test_refiner_killed_at_every_phase_resumes_to_the_uninterrupted_run(world: Path, whole: Path, tmp_path: Path,
                                                                         phase: str) -> None:
     out = tmp_path / "r"
-    status = _killed_cli(phase, _args(world, out), tmp_path / "child.log")
+    status = killed_cli(lambda: _arm(phase), _args(world, out), tmp_path / "child.log")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (tmp_path / "child.log").read_text()
     done = out / "last.ckpt"
     if phase != "ckpt-not-cleanup":  # that one is killed after the last checkpoint, before the old state goes
