@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sumseg.config.checker import Checker
-from sumseg.config_io import load_with_flags
+from sumseg.config_io import load_checked
 from sumseg.errors import ConfigError
 
 Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")
@@ -116,11 +116,7 @@ def load_pseudo_label_config(path: str | Path | None = None,
                              flags: Mapping[str, tuple[str, Any]] | None = None) -> PseudoLabelConfig:
     """The section from the YAML ``path`` (optional), then the flags given (key → (flag, value)); checked:
     one ConfigError lists every problem, each led by its flag, or by its key and the file that set it."""
-    cfg, name, origin = load_with_flags(PseudoLabelConfig, path, flags or {})
-    c = Checker()
-    check_pseudo_label_config(cfg, c, name)
-    c.raise_if_any(origin)
-    return cfg
+    return load_checked(PseudoLabelConfig, check_pseudo_label_config, path, flags or {})
 
 
 def _is_quantile(value: object) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sumseg.config.checker import Checker
-from sumseg.config_io import load_with_flags
+from sumseg.config_io import load_checked
 
 MAX_SHOWN = 10_000
 
@@ -50,8 +50,4 @@ def load_uncertainty_config(path: str | Path | None = None,
                             flags: Mapping[str, tuple[str, Any]] | None = None) -> UncertaintyConfig:
     """The section from the YAML ``path`` (optional), then the flags given (key → (flag, value)); checked:
     one ConfigError lists every problem, each led by its flag, or by its key and the file that set it."""
-    cfg, name, origin = load_with_flags(UncertaintyConfig, path, flags or {})
-    c = Checker()
-    check_uncertainty_config(cfg, c, name)
-    c.raise_if_any(origin)
-    return cfg
+    return load_checked(UncertaintyConfig, check_uncertainty_config, path, flags or {})
