@@ -35,11 +35,6 @@ def _given(ctx: typer.Context, config: Path | None, keys: Mapping[str, str],
             for name, key in keys.items() if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
-def _cache_encoder(net: Any) -> Any:  # noqa: ANN401 - a SumSam / SumSam2 (torch imported late)
-    """What the embedding cache stores of ``net``: SAM 1's ``Sam``, or SAM 2's ``cache_encoder()``."""
-    return net.sam if hasattr(net, "sam") else net.cache_encoder()
-
-
 _PL, _UN = PseudoLabelConfig(), UncertaintyConfig()  # the defaults the flags show (written once, in sumseg/config)
 _A = _PL.amg  # the generator's settings
 CONFIG_HELP = "YAML file of this command's settings; the flags given go over it (docs/pseudo-labels.md)"
@@ -87,7 +82,7 @@ def pseudo_label(
         Shard.parse(cfg.shard)  # refused before the model is built
         dev = resolve_device(cfg.device, key="--device")
         net = _foundation(cfg.model, None if cfg.checkpoint is None else Path(cfg.checkpoint)).to(dev)
-        emb_cache = EmbeddingCache(Path(cfg.cache), _cache_encoder(net)) if cfg.cache is not None else None
+        emb_cache = EmbeddingCache(Path(cfg.cache), net.cache_encoder()) if cfg.cache is not None else None
         summary = run_pseudo_labels(net, cfg, emb_cache)
     typer.echo(format_summary(summary))
     warning = few_masks_warning(summary)
@@ -122,7 +117,7 @@ def uncertainty(
         Shard.parse(cfg.shard)  # refused before the refiner is built
         dev = resolve_device(cfg.device, key="--device")
         net = build_model(None, Path(cfg.refiner or "")).to(dev)
-        emb_cache = EmbeddingCache(Path(cfg.cache), _cache_encoder(net)) if cfg.cache is not None else None
+        emb_cache = EmbeddingCache(Path(cfg.cache), net.cache_encoder()) if cfg.cache is not None else None
         s = run_uncertainty(net, cfg, emb_cache)
     typer.echo(f"U maps: {s.images_done} of {s.images} images ({s.computed_now} computed by this run), "
                f"{s.masks} masks, mean U {s.mean_u:.4f}")

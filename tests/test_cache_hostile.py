@@ -21,7 +21,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sumseg.data.embedding_cache import EmbeddingCache
+from sumseg.data.embedding_cache import EmbeddingCache, SamCacheEncoder
 from sumseg.errors import SumsegError
 from sumseg.models.registry import build_sam
 from tests.test_data_cache import _array_file, _records
@@ -36,8 +36,8 @@ class Built:
     def __init__(self, root: Path) -> None:
         self.sam = build_sam("tiny")
         self.template = root / "template"
-        keys = EmbeddingCache(self.template, self.sam).build(_records(root / "img", 2), progress=False)
-        cache = EmbeddingCache(self.template, self.sam)
+        keys = EmbeddingCache(self.template, SamCacheEncoder(self.sam)).build(_records(root / "img", 2), progress=False)
+        cache = EmbeddingCache(self.template, SamCacheEncoder(self.sam))
         self.expected = {k: cache.get(k) for k in keys}
         self.root = root
 
@@ -49,7 +49,7 @@ class Built:
 
     def check(self, folder: Path) -> None:
         try:
-            cache = EmbeddingCache(folder, self.sam)
+            cache = EmbeddingCache(folder, SamCacheEncoder(self.sam))
             for key, value in self.expected.items():
                 try:
                     got = cache.get(key)

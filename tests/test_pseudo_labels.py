@@ -319,7 +319,7 @@ def test_damaged_store_files_are_named(tmp_path: Path, single_run: Path) -> None
 def test_embedding_cache_is_filled_and_reused(tmp_path: Path, sharp: SumSam, images: Path) -> None:
     from sumseg.data import EmbeddingCache
 
-    cache = EmbeddingCache(tmp_path / "cache", sharp.sam)
+    cache = EmbeddingCache(tmp_path / "cache", sharp.cache_encoder())
     run_pseudo_labels(sharp, _config(images, tmp_path / "pl", _settings()), cache)
     assert len(cache) == 3 and open_store(tmp_path / "pl").complete
     run_pseudo_labels(sharp, _config(images, tmp_path / "pl2", _settings()), cache)

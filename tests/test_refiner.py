@@ -255,7 +255,7 @@ def test_cache_serves_the_embeddings(world: Path, foundation: Path, tmp_path: Pa
     row = train_refiner(_cfg(world, foundation, tmp_path / "run", f"data.embedding_cache={tmp_path / 'cache'}",
                              "optim.steps=1"))
     assert np.isfinite(row["loss"])
-    assert len(EmbeddingCache(tmp_path / "cache", build_model(None, foundation).sam)) == 3
+    assert len(EmbeddingCache(tmp_path / "cache", build_model(None, foundation).cache_encoder())) == 3
 
 
 @pytest.mark.parametrize(("override", "key"), [

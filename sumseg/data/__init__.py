@@ -12,7 +12,7 @@ from sumseg.lazy import lazy_exports
 if TYPE_CHECKING:
     from sumseg.data.coco import read_coco
     from sumseg.data.dataset import detect_format, read_dataset
-    from sumseg.data.embedding_cache import EmbeddingCache, encode_image, encoder_fingerprint
+    from sumseg.data.embedding_cache import EmbeddingCache, SamCacheEncoder, encode_image, encoder_fingerprint
     from sumseg.data.folder import read_mask_folder
     from sumseg.data.images import content_key, load_rgb
     from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
@@ -29,6 +29,7 @@ _EXPORTS = {
     "EmbeddingCache": "sumseg.data.embedding_cache",
     "ImageRecord": "sumseg.data.records",
     "MaskRecord": "sumseg.data.records",
+    "SamCacheEncoder": "sumseg.data.embedding_cache",
     "Scene": "sumseg.data.synthetic",
     "SkipReport": "sumseg.data.records",
     "content_key": "sumseg.data.images",
@@ -54,6 +55,7 @@ __all__ = [
     "EmbeddingCache",
     "ImageRecord",
     "MaskRecord",
+    "SamCacheEncoder",
     "Scene",
     "SkipReport",
     "content_key",

@@ -31,8 +31,10 @@ its files and starts empty (``on_mismatch="rebuild"``): stale embeddings are nev
 Preprocessing is exactly ``SamPredictor.set_image``'s: ``ResizeLongestSide(img_size)``, HWC→CHW,
 ``sam.preprocess`` (normalise, pad), ``sam.image_encoder`` in eval mode under ``no_grad``.
 HQ-SAM's encoder also returns intermediate features, which this cache does not store: HQ models
-are refused with :class:`ConfigError`. Another backbone gives a :class:`CacheEncoder` instead of a ``Sam``
-(SAM 2: ``SumSam2.cache_encoder()``, its embeddings packed with the high-res levels, its own fingerprint).
+are refused with :class:`ConfigError`. The cache takes a :class:`CacheEncoder`, which each model gives
+(``cache_encoder()`` of the model interface): SAM 1's is :class:`SamCacheEncoder` (the fingerprint and
+preprocessing above), SAM 2's ``Sam2CacheEncoder`` (its embeddings packed with the high-res levels, its
+own fingerprint).
 """
 
 from __future__ import annotations
@@ -65,14 +67,18 @@ PREPROCESSING = "ResizeLongestSide+Sam.preprocess"
 
 
 class CacheEncoder(Protocol):
-    """A backbone other than SAM 1's ``Sam``: one (C, h, w) float32 array per image (``shape``), and a
+    """What the cache stores of a model: one (C, h, w) float32 array per image (``shape``), and a
     fingerprint of everything that array depends on besides the image."""
 
     shape: tuple[int, int, int]
 
-    def fingerprint(self) -> str: ...
+    def fingerprint(self) -> str:
+        """Hex digest of everything that determines an image's array besides the image."""
+        ...
 
-    def encode(self, rgb: np.ndarray) -> torch.Tensor: ...
+    def encode(self, rgb: np.ndarray) -> torch.Tensor:
+        """(C, h, w) float32 array of an (H, W, 3) uint8 RGB image."""
+        ...
 
 
 def encoder_fingerprint(sam: Sam) -> str:
@@ -100,22 +106,39 @@ def encode_image(sam: Sam, rgb: np.ndarray) -> torch.Tensor:
         sam.train(was_training)
 
 
-class EmbeddingCache:
-    """Image embeddings of one SAM image encoder, keyed by image content (layout in the module docstring)."""
+class SamCacheEncoder:
+    """SAM 1's :class:`CacheEncoder`: the (C, h, w) image embeddings of ``sam`` (:func:`encode_image`),
+    fingerprinted by :func:`encoder_fingerprint`. HQ-SAM is refused with :class:`ConfigError`."""
 
-    def __init__(
-        self, root: str | Path, sam: Sam | CacheEncoder, on_mismatch: Literal["raise", "rebuild"] = "raise"
-    ) -> None:
+    def __init__(self, sam: Sam) -> None:
         if "segment_anything_hq" in type(sam).__module__:
             raise ConfigError(
                 "the embedding cache stores plain SAM embeddings; HQ-SAM's encoder also returns "
                 "intermediate features, so HQ models cannot use it"
             )
-        self.root = Path(root)
         self.sam = sam
+        h, w = sam.prompt_encoder.image_embedding_size
+        self.shape: tuple[int, int, int] = (sam.prompt_encoder.embed_dim, h, w)
+
+    def fingerprint(self) -> str:
+        """:func:`encoder_fingerprint` of ``sam``."""
+        return encoder_fingerprint(self.sam)
+
+    def encode(self, rgb: np.ndarray) -> torch.Tensor:
+        """(C, h, w) float32 embedding of an (H, W, 3) uint8 RGB image (:func:`encode_image`)."""
+        return encode_image(self.sam, rgb)
+
+
+class EmbeddingCache:
+    """Image arrays of one model's :class:`CacheEncoder`, keyed by image content (layout in the module docstring)."""
+
+    def __init__(
+        self, root: str | Path, encoder: CacheEncoder, on_mismatch: Literal["raise", "rebuild"] = "raise"
+    ) -> None:
+        self.root = Path(root)
+        self.encoder = encoder
         self.fingerprint = self._current_fingerprint()
-        self.shape: tuple[int, ...] = (tuple(sam.shape) if not isinstance(sam, Sam) else
-                                       (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size))
+        self.shape: tuple[int, ...] = tuple(encoder.shape)
         self.rows: dict[str, int] = {}
         self._array: str | None = None  # file name of the mapped array
         self._mm: np.memmap | None = None
@@ -136,7 +159,7 @@ class EmbeddingCache:
             )
 
     def _current_fingerprint(self) -> str:
-        return encoder_fingerprint(self.sam) if isinstance(self.sam, Sam) else self.sam.fingerprint()
+        return self.encoder.fingerprint()
 
     def refresh(self, writable: bool = False) -> None:
         """Re-read ``index.json`` and map the array it names (picks up what other handles built)."""
@@ -272,8 +295,7 @@ class EmbeddingCache:
                     keys.append(key)
                     if key in self.rows:
                         continue
-                    emb = (encode_image(self.sam, rgb) if isinstance(self.sam, Sam) else self.sam.encode(rgb)
-                           ).to(torch.float16).cpu().numpy()
+                    emb = self.encoder.encode(rgb).to(torch.float16).cpu().numpy()
                     if emb.shape != self.shape:
                         raise DataError(f"{self.root}: the model gives embeddings of shape {emb.shape}, "
                                         f"its prompt encoder expects {self.shape}")

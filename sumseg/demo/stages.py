@@ -28,7 +28,7 @@ def pseudo_labels(ctx: Ctx) -> str:
     cfg = PseudoLabelConfig(images=str(ctx.world / "unlabeled"), out=str(ctx.store),
                             checkpoint=str(ctx.foundation), amg=PseudoLabelSettings(**asdict(p)), progress=False)
     model = build_model(None, ctx.foundation)
-    s = run_pseudo_labels(model, cfg, EmbeddingCache(ctx.cache, model.sam))
+    s = run_pseudo_labels(model, cfg, EmbeddingCache(ctx.cache, model.cache_encoder()))
     t = s.thresholds
     return (f"{sum(s.masks_per_image)} masks on {s.images} images; predicted IoU > {t['pred_iou_thresh']:.3f} "
             f"({p.pred_iou_thresh}), stability >= {t['stability_score_thresh']:.3f} ({p.stability_score_thresh}), "
@@ -74,7 +74,7 @@ def uncertainty(ctx: Ctx) -> str:
     cfg = UncertaintyConfig(pseudo_labels=str(ctx.store), refiner=str(ctx.refiner / "last.ckpt"),
                             show=ctx.settings.uncertainty_examples, progress=False)
     net = build_model(None, ctx.refiner / "last.ckpt")
-    s = run_uncertainty(net, cfg, EmbeddingCache(ctx.cache, net.sam))
+    s = run_uncertainty(net, cfg, EmbeddingCache(ctx.cache, net.cache_encoder()))
     return f"{s.masks} masks, mean U {s.mean_u:.4f} ({s.computed_now} of {s.images} images computed now)"
 
 

@@ -3,7 +3,10 @@
 :class:`~sumseg.models.sum_sam.SumSam` implements it for SAM 1 and HQ-SAM. A second backbone
 (SAM 2.1 through ``transformers``) is :class:`~sumseg.models.sum_sam2.SumSam2`. The image → input-frame
 geometry is a member (:attr:`PromptableModel.frame`), so that consumers map image pixels as the model
-does. Frames and shapes are those of
+does; so are what the embedding cache stores of it (:meth:`PromptableModel.cache_encoder`), the automatic
+mask generator's grid decoding (:meth:`PromptableModel.grid_scores`) and a fresh model of its architecture
+(:meth:`PromptableModel.new_like`): the pipeline, the trainer and evaluation call these instead of asking
+which backbone they have. Frames and shapes are those of
 :mod:`sumseg.models.sum_sam` (S×S input frame, low-res L×L logits, L = 4·S/16); prompts are the one
 prompt type, :class:`sumseg.prompts.batch.PromptBatch` (its frames stated there).
 """
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sumseg.models.sum_sam import ImageFeatures, lowres_to_image
+from sumseg.data.embedding_cache import CacheEncoder
+from sumseg.models.sum_sam import GridScores, ImageFeatures, lowres_to_image
 from sumseg.models.task_prompts import TaskArg
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.frames import InputFrame, SquashFrame
@@ -46,12 +51,42 @@ class PromptableModel(Protocol):
         """Logits above it are mask pixels."""
         ...
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: its inputs go there."""
+        ...
+
+    def new_like(self) -> PromptableModel:
+        """A new model of this one's architecture and task ids, as its registry builds it (``seed=None``, on the
+        CPU): what a LoRA run's saver loads the merged weights into."""
+        ...
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) RGB 0..255, ``frame.apply_image``'d → the normalised (B, 3, S, S) model input."""
         ...
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
         """Preprocessed images (B, 3, S, S) → their features (embeddings (B, C, h, w), backbone extras)."""
+        ...
+
+    def cache_encoder(self) -> CacheEncoder:
+        """What :class:`~sumseg.data.embedding_cache.EmbeddingCache` stores of this model: one (C', h, w) row
+        per image and a fingerprint of everything the row depends on besides the image."""
+        ...
+
+    def encode_rgb(self, rgb: np.ndarray) -> torch.Tensor:
+        """(C', h, w) float32 row of an (H, W, 3) uint8 RGB image, computed now (eval mode, no gradients), as
+        the embedding cache stores it."""
+        ...
+
+    def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
+        """(B, C', h, w) rows (the embedding cache's, or :meth:`encode_rgb`'s) → the features of B images."""
+        ...
+
+    def grid_scores(self, features: ImageFeatures, coords: torch.Tensor) -> GridScores:
+        """The three multimask outputs of n single positive points (n, 2) xy in the input frame on ONE image
+        (``features`` of batch 1), task prompt off: predicted IoUs now, logits for the rows asked for
+        (:class:`~sumseg.models.sum_sam.GridScores`; the automatic mask generator's grid)."""
         ...
 
     def __call__(self, features: ImageFeatures, prompts: PromptBatch, mask_inputs: torch.Tensor | None = None,

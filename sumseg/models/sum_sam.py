@@ -12,13 +12,18 @@ Conventions, defined once here for the whole package:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from sumseg.data.embedding_cache import SamCacheEncoder, encode_image
+from sumseg.errors import ConfigError
+from sumseg.models.registry import build_sam
+from sumseg.models.sam_grid import mask_logits_stage, transformer_stage
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.frames import LongestSideFrame
@@ -56,6 +61,20 @@ class ImageFeatures:
         return ImageFeatures(self.embeddings[index], interm, high_res)
 
 
+@dataclass
+class GridScores:
+    """The three multimask outputs of n single positive points on one image, scored before their logits.
+
+    iou: (n, 3) float32 predicted IoUs (−inf where ``present`` is False); present: (n, 3) bool, False
+    where the model finds no object at the point (SAM 2's object score ≤ 0), or None (SAM 1: no such
+    score); logits: (r,) long indices of points → their (r, 3, L, L) low-res logits (computed on demand).
+    """
+
+    iou: torch.Tensor
+    present: torch.Tensor | None
+    logits: Callable[[torch.Tensor], torch.Tensor]
+
+
 class SumSam(nn.Module):
     """SAM with one zero-initialised task prompt per task id.
 
@@ -83,6 +102,15 @@ class SumSam(nn.Module):
         """Logits above it are mask pixels (SAM's 0.0)."""
         return float(self.sam.mask_threshold)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (``sam.pixel_mean``'s device): its inputs go there."""
+        return self.sam.pixel_mean.device
+
+    def new_like(self) -> SumSam:
+        """A new model of this architecture and these task ids, as ``build_sam(name, seed=None)`` builds it (CPU)."""
+        return SumSam(build_sam(self.name, seed=None), self.task_prompts.task_ids, self.name)
+
     def encoder_blocks(self) -> tuple[str, nn.Module]:
         """(parameter-name prefix, module) of the image encoder whose ``blocks`` layer decay and LoRA use."""
         return "sam.image_encoder.", self.sam.image_encoder
@@ -95,13 +123,29 @@ class SumSam(nn.Module):
         """Whether no SUM loss term reaches the parameter ``name`` (frozen in every mode): none of SAM's."""
         return False
 
-    def cache_encoder(self) -> Sam:
-        """What the embedding cache stores of this model: the image embeddings of ``sam`` (the cache wraps it)."""
-        return self.sam
+    def cache_encoder(self) -> SamCacheEncoder:
+        """What the embedding cache stores of this model: the image embeddings of ``sam``
+        (:class:`~sumseg.data.embedding_cache.SamCacheEncoder`; HQ-SAM is refused with ConfigError)."""
+        return SamCacheEncoder(self.sam)
+
+    def encode_rgb(self, rgb: np.ndarray) -> torch.Tensor:
+        """(C, h, w) float32 embeddings of an (H, W, 3) uint8 RGB image, as ``SamPredictor`` computes them
+        (:func:`~sumseg.data.embedding_cache.encode_image`): one row as the embedding cache stores it."""
+        return encode_image(self.sam, rgb)
 
     def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
         """The embedding cache's (B, C, h, w) rows → features (they are the embeddings)."""
         return ImageFeatures(cached)
+
+    def grid_scores(self, features: ImageFeatures, coords: torch.Tensor) -> GridScores:
+        """:class:`GridScores` of n points (n, 2) xy in the input frame on ONE image (``features`` of batch 1),
+        task prompt off: the decoder split at its IoU head (:mod:`sumseg.models.sam_grid`), the logits'
+        stage run only for the rows asked for. HQ-SAM (one output per prompt) is refused with ConfigError."""
+        if self.is_hq:
+            raise ConfigError(f"pseudo-labels need a SAM model; {self.name} is HQ-SAM (one output per prompt)")
+        hs, src, iou = transformer_stage(self, features.embeddings, coords)
+        shape = (int(features.embeddings.shape[-2]), int(features.embeddings.shape[-1]))
+        return GridScores(iou, None, lambda rows: mask_logits_stage(self, hs[rows], src[rows], shape))
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255, longest side resized to ``image_size`` → normalised, padded."""
@@ -195,7 +239,6 @@ class SumSam(nn.Module):
     ) -> torch.Tensor:
         """Low-res logits (N, M, 4h, 4w) → logits at the original image size (N, M, H, W)."""
         return self.sam.postprocess_masks(low_res, input_size, original_size)
-
 
     def stock_state_dict(self, task: int) -> dict[str, torch.Tensor]:
         """Stock SAM state_dict (CPU tensors) with task ``task``'s prompt folded in: its embedding e is

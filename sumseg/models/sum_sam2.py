@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sumseg.models.sam2_arch import PIXEL_MEAN, PIXEL_STD
+from sumseg.models.sam2_arch import PIXEL_MEAN, PIXEL_STD, build_sam2
 from sumseg.models.sam2_cache import IMAGE_SIDE, Sam2CacheEncoder, unpack
-from sumseg.models.sum_sam import ImageFeatures
+from sumseg.models.sum_sam import GridScores, ImageFeatures
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.frames import SquashFrame
@@ -80,6 +81,15 @@ class SumSam2(nn.Module):
         """Logits above it are mask pixels (0.0, as SAM 2's predictor)."""
         return 0.0
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (``pixel_mean``'s device): its inputs go there."""
+        return self.pixel_mean.device
+
+    def new_like(self) -> SumSam2:
+        """A new model of this architecture and these task ids, as ``build_sam2(name, seed=None)`` builds it (CPU)."""
+        return SumSam2(build_sam2(self.name, seed=None), self.task_prompts.task_ids, self.name)
+
     def encoder_blocks(self) -> tuple[str, nn.Module]:
         """(parameter-name prefix, module) of the Hiera trunk whose ``blocks`` layer decay and LoRA use."""
         return "sam2.vision_encoder.backbone.", self.sam2.vision_encoder.backbone
@@ -98,9 +108,29 @@ class SumSam2(nn.Module):
         """What the embedding cache stores of this model: :class:`~sumseg.models.sam2_cache.Sam2CacheEncoder`."""
         return Sam2CacheEncoder(self)
 
+    def encode_rgb(self, rgb: np.ndarray) -> torch.Tensor:
+        """(4C, h, w) float32 packed features of an (H, W, 3) uint8 RGB image: one row as the embedding cache
+        stores it (:meth:`Sam2CacheEncoder.encode <sumseg.models.sam2_cache.Sam2CacheEncoder.encode>`)."""
+        return self.cache_encoder().encode(rgb)
+
     def cached_features(self, cached: torch.Tensor) -> ImageFeatures:
         """The embedding cache's (B, 4C, h, w) rows → features (:func:`~sumseg.models.sam2_cache.unpack`)."""
         return unpack(cached)
+
+    def grid_scores(self, features: ImageFeatures, coords: torch.Tensor) -> GridScores:
+        """:class:`~sumseg.models.sum_sam.GridScores` of n points (n, 2) xy in the input frame on ONE image
+        (``features`` of batch 1, with the high-res levels): :meth:`predict`, three outputs each, task prompt
+        off; a point whose object-score logit is ≤ 0 is not ``present`` and its IoUs are −inf."""
+        if features.high_res is None:
+            raise TypeError("a SAM 2 model decodes ImageFeatures (with their high-res levels)")
+        pts = coords.float()[:, None, :]
+        n = pts.shape[0]
+        labels = torch.ones(n, 1, dtype=torch.long, device=pts.device)
+        index = torch.zeros(n, dtype=torch.long, device=pts.device)
+        low, iou, obj = self.predict(features.take(index), (pts, labels), None, None, None, multimask=True)
+        present = (obj > 0)[:, None].expand_as(iou)
+        iou = torch.where(present, iou.float(), torch.full_like(iou, -torch.inf, dtype=torch.float))
+        return GridScores(iou, present, lambda rows: low[rows].float())
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in 0..255 → resized to S×S (bilinear, antialiased), 0..1, normalised."""

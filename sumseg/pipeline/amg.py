@@ -15,7 +15,8 @@ Where the time goes differently: the predicted IoU is scored before any mask log
 image's resolution. A threshold may be a quantile of the model's own scores (``"q0.7"``),
 resolved by :func:`calibrate` on a fixed sample of the input (docs/pseudo-labels.md).
 
-SAM 2 (a :class:`~sumseg.models.sum_sam2.SumSam2`): the grid goes to the input frame by the model's frame
+SAM 2 (a :class:`~sumseg.models.sum_sam2.SumSam2`; any model of the interface
+:class:`~sumseg.models.interface.PromptableModel` is taken alike): the grid goes to the input frame by the model's frame
 (squashed), the low-res logits to the image by one bilinear resize (the store's ``frame`` is then
 ``"squash"``), and a grid point whose object-score logit is ≤ 0 yields no candidate
 (:mod:`sumseg.pipeline.amg_decoder`).
@@ -36,16 +37,14 @@ from torchvision.ops import batched_nms
 from sumseg.config.pseudo_label import PseudoLabelSettings, Threshold
 from sumseg.data import rle as rle_utils
 from sumseg.errors import ConfigError
-from sumseg.models.interface import FrameKind, frame_kind, lowres_to_image_in
-from sumseg.models.sum_sam import ImageFeatures, SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.interface import FrameKind, PromptableModel, frame_kind, lowres_to_image_in
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.pipeline.amg_decoder import Candidates, decode_grid
 from sumseg.pipeline.store import AREA_BINS, ImageLabels
 from sumseg.prompts.frames import InputFrame
 
 Features = torch.Tensor | ImageFeatures  # SAM 1: (1, C, h, w) embeddings; SAM 2: its ImageFeatures
 FeatureFn = Callable[[int], tuple[Features, tuple[int, int]]]  # position → (features, (H, W))
-Model = SumSam | SumSam2
 
 
 def quantile_of(value: Threshold) -> float | None:
@@ -65,7 +64,7 @@ def _device(features: Features) -> torch.device:
     return (features.embeddings if isinstance(features, ImageFeatures) else features).device
 
 
-def _candidates(model: Model, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
+def _candidates(model: PromptableModel, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
                 iou_thresh: float) -> tuple[np.ndarray, Candidates]:
     points, coords = grid_points(settings.points_per_side, hw, model.frame)
     _, cand = decode_grid(model, embeddings, torch.as_tensor(coords, device=_device(embeddings)), iou_thresh,
@@ -138,7 +137,7 @@ def select_masks(cand: Candidates, points: np.ndarray, hw: tuple[int, int], imag
 
 
 @torch.inference_mode()
-def label_image(model: Model, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
+def label_image(model: PromptableModel, embeddings: Features, hw: tuple[int, int], settings: PseudoLabelSettings,
                 thresholds: dict[str, float]) -> tuple[ImageLabels, list[int]]:
     """Pseudo-labels of one image from its (1, C, h, w) embeddings (SAM 2: its features); also the area
     histogram (AREA_BINS)."""
@@ -148,7 +147,7 @@ def label_image(model: Model, embeddings: Features, hw: tuple[int, int], setting
 
 
 @torch.inference_mode()
-def calibrate(model: Model, features: FeatureFn, positions: list[int],
+def calibrate(model: PromptableModel, features: FeatureFn, positions: list[int],
               settings: PseudoLabelSettings) -> tuple[dict[str, float], int]:
     """Resolve quantile thresholds on the images at ``positions``; also return the candidates counted.
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from sumseg.atomic import write_json
 from sumseg.config import PseudoLabelConfig, PseudoLabelSettings, check_pseudo_label_settings, refuse_bad
 from sumseg.data.dataset import read_dataset
-from sumseg.data.embedding_cache import EmbeddingCache, encode_image
+from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
 from sumseg.models.interface import frame_kind
@@ -92,7 +92,7 @@ def _meta(model: SumSam | SumSam2, images: Path, records: list[ImageRecord], ids
         "lowres_size": model.image_size // 4, "model_fingerprint": state_fingerprint(model),
         "input": str(images), "input_digest": hashlib.blake2b(listing.encode(), digest_size=16).hexdigest(),
         "num_images": len(records), "settings": settings.to_dict(),
-    } | ({} if isinstance(model, SumSam) else {"frame": frame_kind(model)})  # SAM 1 stores: as before SAM 2
+    } | ({} if frame_kind(model) == "longest_side" else {"frame": frame_kind(model)})  # absent: longest side
 
 
 def _unstarted(out: Path) -> bool:
@@ -132,18 +132,15 @@ def _finished(labels_dir: Path, stem: str, position: int, image_id: str) -> Stor
     return entry
 
 
-def image_features(model: SumSam | SumSam2, rec: ImageRecord, cache: EmbeddingCache | None
-                   ) -> torch.Tensor | ImageFeatures:
-    """SAM 1: (1, C, h, w) embeddings on the model's device, from the cache (float16) or one encoder pass;
-    SAM 2: its :class:`ImageFeatures` (embeddings and high-res levels), the same way."""
+def image_features(model: SumSam | SumSam2, rec: ImageRecord, cache: EmbeddingCache | None) -> ImageFeatures:
+    """The image's features (batch 1) on the model's device, from its (1, C', h, w) row in the cache (stored
+    float16) or one pass of :meth:`encode_rgb <sumseg.models.interface.PromptableModel.encode_rgb>`, through
+    the model's ``cached_features`` (SAM 1: the embeddings; SAM 2: embeddings and high-res levels)."""
     device = next(model.parameters()).device
     if cache is None:
-        if isinstance(model, SumSam2):
-            return model.cached_features(model.cache_encoder().encode(rec.load_image())[None].to(device))
-        return encode_image(model.sam, rec.load_image())[None].to(device)
+        return model.cached_features(model.encode_rgb(rec.load_image())[None].to(device))
     key = cache.build([rec], progress=False)[0]
-    row = cache.get(key)[None].to(device)
-    return row if isinstance(model, SumSam) else model.cached_features(row.float())
+    return model.cached_features(cache.get(key)[None].to(device))
 
 
 def run_pseudo_labels(model: SumSam | SumSam2, cfg: PseudoLabelConfig,

@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sumseg.models.interface import map_lowres
-from sumseg.models.sum_sam import SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.interface import PromptableModel, frame_kind, map_lowres
 from sumseg.prompts.frames import InputFrame
 
 
@@ -105,15 +103,15 @@ def _to_input_frame(masks: np.ndarray, frame: InputFrame) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _confidence(conf: Tensor, hw: tuple[int, int], model: SumSam | SumSam2, src: str) -> Tensor:
+def _confidence(conf: Tensor, hw: tuple[int, int], model: PromptableModel, src: str) -> Tensor:
     """(K, L, L) c of the store (in its low-res frame ``src``, the pseudo-labels' model's) in ``model``'s
     low-res frame: itself when the frames agree, else mapped through the image
     (:func:`~sumseg.models.interface.map_lowres`; SAM 1 → SAM 2: ``lowres_to_image``, resized to L×L)."""
-    dst = "longest_side" if isinstance(model, SumSam) else "squash"
+    dst = frame_kind(model)
     return map_lowres(conf.float(), src, dst, model.image_size, hw)
 
 
-def collate(samples: list[MaskSample], model: SumSam | SumSam2, embeddings: Tensor | None = None) -> MaskBatch:
+def collate(samples: list[MaskSample], model: PromptableModel, embeddings: Tensor | None = None) -> MaskBatch:
     """Build a :class:`MaskBatch` from ``samples`` (one per image), preprocessing as SamPredictor does
     (the model's :attr:`~sumseg.models.interface.PromptableModel.frame`).
 
@@ -122,7 +120,7 @@ def collate(samples: list[MaskSample], model: SumSam | SumSam2, embeddings: Tens
     size = model.image_size
     low = size // 4
     resize = model.frame
-    device = (model.sam.pixel_mean if isinstance(model, SumSam) else model.pixel_mean).device
+    device = model.device
     images, gts, ignores, confs, index, pseudo = [], [], [], [], [], []
     for b, s in enumerate(samples):
         h, w = s.image.shape[:2]

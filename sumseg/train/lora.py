@@ -20,13 +20,12 @@ from torch import Tensor
 
 from sumseg.errors import ConfigError
 from sumseg.models.checkpoint import save_checkpoint
-from sumseg.models.registry import build_sam
-from sumseg.models.sam2_arch import build_sam2
-from sumseg.models.sum_sam import SumSam
-from sumseg.models.sum_sam2 import SumSam2
 
 if TYPE_CHECKING:
     from peft.tuners.lora import Linear as LoraLinear
+
+    from sumseg.models.sum_sam import SumSam
+    from sumseg.models.sum_sam2 import SumSam2
 
 ADAPTER = "default"
 # peft (and the transformers it imports) is imported where it is used: ~2 s of start-up that
@@ -87,17 +86,14 @@ def merged_state_dict(model: SumSam | SumSam2) -> dict[str, Tensor]:
 class MergedSaver:
     """The loop's ``save_model`` for a LoRA run: ``last.ckpt`` holds the merged weights.
 
-    One stock :class:`SumSam` of the same architecture is kept on the CPU and receives the merged
-    weights at each save (strict load, so a key the merge missed fails loudly).
+    One stock model of the same architecture (the model's ``new_like()``) is kept on the CPU and receives
+    the merged weights at each save (strict load, so a key the merge missed fails loudly).
     """
 
     def __init__(self, model: SumSam | SumSam2, config: dict) -> None:
         self.model = model
         self.config = config
-        ids = model.task_prompts.task_ids
-        self.stock: SumSam | SumSam2 = (SumSam(build_sam(model.name, seed=None), ids, model.name)
-                                        if isinstance(model, SumSam) else
-                                        SumSam2(build_sam2(model.name, seed=None), ids, model.name))
+        self.stock: SumSam | SumSam2 = model.new_like()
 
     def merged(self) -> SumSam | SumSam2:
         self.stock.load_state_dict({k: v.cpu() for k, v in merged_state_dict(self.model).items()}, strict=True)
