@@ -179,6 +179,9 @@ def test_bootstrap_interval_pairs_instances_and_draws_seeds() -> None:
     assert iv.estimate == pytest.approx(0.02) and iv.low == pytest.approx(0.02) and iv.high == pytest.approx(0.02)
     assert iv.verdict() == "holds" and iv.verdict(0.03) == "fails"
     assert Interval(0.0, -0.1, 0.1).verdict() == "unresolved"
+    assert Interval(0.0, 0.02, 0.05).margin() == pytest.approx(0.02)  # clears 0 by its low end
+    assert Interval(0.0, -0.05, -0.03).margin(0.01) == pytest.approx(0.04)  # below the bound by 4 points
+    assert Interval(0.0, -0.1, 0.1).margin() == 0.0
     # unpaired noise of sd 0.1 per instance: the interval of the mean difference has half-width ≈ 1.96 · 0.1/√200
     noisy = {"a": {"t": base}, "b": {"t": base + 0.02 + rng.normal(0, 0.1, base.shape)}}
     iv = bootstrap(noisy, {"b": 1.0, "a": -1.0}, ["t"], 1)
@@ -220,6 +223,14 @@ def test_claims_are_judged_on_their_intervals() -> None:
     assert st["estimate"] == pytest.approx(100 * (0.01 + 0.015) / 3, abs=0.3)
     assert not any("SUM without task prompts" in c for c in verdict)  # a method that did not run is left out
     assert all(r["low"] <= r["estimate"] <= r["high"] for r in rows)
+    # one seed: a verdict within 1 point of its bound (or unresolved) needs --seeds 3; a wide margin does not
+    part_gain = got[("fine-tuning lifts the part task above the foundation (vanilla − foundation)", 1)]
+    assert part_gain["low"] > 1.0 and part_gain["needs_seeds"] is False  # +20 points: clear of its bound
+    assert st["needs_seeds"] is True
+    three = {m: {s: np.repeat(c, 3, axis=0) for s, c in sets.items()} for m, sets in curves.items()}
+    rows3 = claims_table(three, ["vanilla", "self_training", "sum"], ("salient", "part"),
+                         ("salient", "part", "general"))
+    assert not any(r["needs_seeds"] for r in rows3)  # several seeds: the interval covers the seed spread
 
 
 def test_auroc_from_histograms() -> None:

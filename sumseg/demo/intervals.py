@@ -43,6 +43,10 @@ class Interval:
             return "fails"
         return "unresolved"
 
+    def margin(self, bound: float = 0.0) -> float:
+        """How far the interval clears ``bound`` (low − bound when it holds, bound − high when it fails), else 0."""
+        return max(self.low - bound, bound - self.high, 0.0)
+
 
 def score_draws(curves: Curves, model: str, sets: Sequence[str], k: int, draws: Mapping[str, np.ndarray],
                 rng: np.random.Generator, replicates: int) -> np.ndarray:
