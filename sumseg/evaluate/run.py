@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -18,8 +17,8 @@ from sumseg.data.records import Dataset, SkipReport
 from sumseg.errors import ConfigError, DataError
 from sumseg.evaluate.interactive import PROTOCOLS, FirstRound, Instance, InstanceResult, evaluate_instances
 from sumseg.evaluate.report import REPORT_DIRS, REPORT_FILES, Results, overlay, overlay_name, write_report
+from sumseg.models.backbones import Backbone
 from sumseg.models.predictor import SumPredictor
-from sumseg.models.sum_sam import SumSam
 from sumseg.models.task_prompts import TASK_ROUNDS, TaskRounds
 from sumseg.outputs import output_dir
 from sumseg.tasks import TASK_ID_LIMIT
@@ -41,9 +40,6 @@ def check_eval_options(c: Checker, rounds: int, limit: int | None, task: int | s
     if isinstance(task, int):
         c.number(k("task", "task"), task, 0, TASK_ID_LIMIT - 1)
     c.number(k("overlays", "overlays"), overlays, 0, MAX_OVERLAYS)
-
-if TYPE_CHECKING:
-    from sumseg.models.sum_sam2 import SumSam2
 
 BENCHMARKS_ENV = "SUMSEG_BENCHMARKS"
 
@@ -141,7 +137,7 @@ def count_instances(dataset: Dataset, limit: int | None) -> int:
     return n if limit is None else min(n, limit)
 
 
-def evaluate(model: SumSam | SumSam2, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
+def evaluate(model: Backbone, datasets: dict[str, Path], settings: EvalSettings, out_dir: Path,
              progress: bool = True) -> tuple[dict, dict[str, int]]:
     """Run every protocol on every dataset and write the report into ``out_dir``.
 
@@ -155,7 +151,7 @@ def evaluate(model: SumSam | SumSam2, datasets: dict[str, Path], settings: EvalS
     return data, {ds: len(report) for ds, report in skipped.items()}
 
 
-def _run(model: SumSam | SumSam2, datasets: dict[str, Path], settings: EvalSettings,
+def _run(model: Backbone, datasets: dict[str, Path], settings: EvalSettings,
          progress: bool) -> tuple[Results, dict[str, np.ndarray], dict[str, SkipReport]]:
     """Per-instance results, overlay images and skip reports of every dataset."""
     predictor = SumPredictor(model)

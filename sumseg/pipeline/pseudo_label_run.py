@@ -25,9 +25,9 @@ from sumseg.data.dataset import read_dataset
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.backbones import Backbone
 from sumseg.models.interface import frame_kind
-from sumseg.models.sum_sam import ImageFeatures, SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.amg import calibrate, calibration_positions, label_image
 from sumseg.pipeline.store import (
@@ -84,7 +84,7 @@ def _input(images: Path) -> tuple[list[ImageRecord], list[str], list[dict[str, A
     return ds.records, out, skipped
 
 
-def _meta(model: SumSam | SumSam2, images: Path, records: list[ImageRecord], ids: list[str],
+def _meta(model: Backbone, images: Path, records: list[ImageRecord], ids: list[str],
           settings: PseudoLabelSettings) -> dict[str, Any]:
     listing = "\n".join(f"{i}|{r.height}x{r.width}" for i, r in zip(ids, records, strict=True))
     return {
@@ -132,7 +132,7 @@ def _finished(labels_dir: Path, stem: str, position: int, image_id: str) -> Stor
     return entry
 
 
-def image_features(model: SumSam | SumSam2, rec: ImageRecord, cache: EmbeddingCache | None) -> ImageFeatures:
+def image_features(model: Backbone, rec: ImageRecord, cache: EmbeddingCache | None) -> ImageFeatures:
     """The image's features (batch 1) on the model's device, from its (1, C', h, w) row in the cache (stored
     float16) or one pass of :meth:`encode_rgb <sumseg.models.interface.PromptableModel.encode_rgb>`, through
     the model's ``cached_features`` (SAM 1: the embeddings; SAM 2: embeddings and high-res levels)."""
@@ -143,7 +143,7 @@ def image_features(model: SumSam | SumSam2, rec: ImageRecord, cache: EmbeddingCa
     return model.cached_features(cache.get(key)[None].to(device))
 
 
-def run_pseudo_labels(model: SumSam | SumSam2, cfg: PseudoLabelConfig,
+def run_pseudo_labels(model: Backbone, cfg: PseudoLabelConfig,
                       cache: EmbeddingCache | None = None) -> StoreSummary:
     """Label shard ``cfg.shard`` of the images under ``cfg.images`` into the store ``cfg.out`` with the settings
     ``cfg.amg`` (resumes a killed run; ``cfg.model``, ``checkpoint``, ``cache`` and ``device`` are the

@@ -23,10 +23,10 @@ from sumseg.atomic import atomic_path, write_json
 from sumseg.config import UncertaintyConfig, check_uncertainty_options, refuse_bad
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.backbones import Backbone
 from sumseg.models.interface import frame_kind, lowres_to_image_in
 from sumseg.models.refiner import check_refiner
-from sumseg.models.sum_sam import ImageFeatures, SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.outputs import check_output_dir, folder_lock
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, ImageLabels, PseudoLabelStore, Shard, open_store
@@ -48,7 +48,7 @@ def quantise(u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def refine(refiner: SumSam | SumSam2, embeddings: torch.Tensor | ImageFeatures, labels: ImageLabels,
+def refine(refiner: Backbone, embeddings: torch.Tensor | ImageFeatures, labels: ImageLabels,
            hw: tuple[int, int], batch: int = 64) -> torch.Tensor:
     """(K, L, L) refiner logits r for K pseudo-labels of one image ((1, C, h, w) embeddings, or the
     image's :class:`ImageFeatures`: SAM 2's carry the high-res levels).
@@ -102,7 +102,7 @@ class UncertaintySummary:
     overlays: list[Path]
 
 
-def _check_refiner(store: PseudoLabelStore, refiner: SumSam | SumSam2) -> str:
+def _check_refiner(store: PseudoLabelStore, refiner: Backbone) -> str:
     """The refiner's fingerprint, after checking it may be a refiner, fits the store (input size, low-res
     frame: the stored logits are its mask prompt) and made its existing U maps."""
     check_refiner(refiner, "--refiner")  # type: ignore[arg-type]
@@ -139,7 +139,7 @@ def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
     return meta.get("refiner_fingerprint") == fp
 
 
-def _image(store: PseudoLabelStore, i: int, refiner: SumSam | SumSam2, fp: str, cache: EmbeddingCache | None,
+def _image(store: PseudoLabelStore, i: int, refiner: Backbone, fp: str, cache: EmbeddingCache | None,
            want_overlays: int, write: bool) -> list[np.ndarray]:
     """Compute image i's U maps (and write them); return up to ``want_overlays`` overlay images."""
     rec, labels = store.record(i), store.load(i, confidence=False)
@@ -164,7 +164,7 @@ def _image(store: PseudoLabelStore, i: int, refiner: SumSam | SumSam2, fp: str, 
     return pictures
 
 
-def run_uncertainty(refiner: SumSam | SumSam2, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
+def run_uncertainty(refiner: Backbone, cfg: UncertaintyConfig, cache: EmbeddingCache | None = None
                     ) -> UncertaintySummary:
     """Write U maps for shard ``cfg.shard`` of the finished pseudo-label store ``cfg.pseudo_labels`` with the
     ``refiner`` given built (``cfg.refiner``, ``cache`` and ``device`` are the command's); the first

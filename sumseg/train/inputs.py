@@ -19,8 +19,7 @@ import torch
 from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.images import content_key
 from sumseg.data.records import ImageRecord
-from sumseg.models.sum_sam import SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.backbones import Backbone
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch, MaskSample, collate
 from sumseg.train.distributed import Replica, main_first
@@ -42,7 +41,7 @@ def mixed_samples(sources: Sequence[MaskSource | None], share: Fraction, seed: i
     return lambda draw, rep: draw_mixed(sources, share, seed, draw, rep.rank, rep.world, per_call)
 
 
-def step_inputs(samples: SampleFn, model: SumSam | SumSam2, seed: int, cache: EmbeddingCache | None = None,
+def step_inputs(samples: SampleFn, model: Backbone, seed: int, cache: EmbeddingCache | None = None,
                 p_box: float | None = None) -> InputFn:
     """The loop's ``inputs(draw, replica)`` → ``(batch, sampler)`` when ``p_box`` is given (the SUM step:
     an :class:`UncertaintySampler` with that box probability), else ``(batch, generator)`` (the refiner
@@ -58,7 +57,7 @@ def step_inputs(samples: SampleFn, model: SumSam | SumSam2, seed: int, cache: Em
     return inputs
 
 
-def shared_cache(root: str | Path, model: SumSam | SumSam2, records: Callable[[], Sequence[ImageRecord]],
+def shared_cache(root: str | Path, model: Backbone, records: Callable[[], Sequence[ImageRecord]],
                  replica: Replica, progress: bool) -> EmbeddingCache:
     """The cache at ``root`` of ``model``'s image embeddings of the images ``records()`` lists (called on
     rank 0 only): rank 0 builds what is missing, the other ranks wait, then every rank opens it."""

@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from sumseg.atomic import atomic_path
 from sumseg.config import OptimConfig, RefinerOptim, RunConfig, Schedule
 from sumseg.errors import CheckpointError, ConfigError, TrainingError
+from sumseg.models.backbones import Backbone
 from sumseg.models.checkpoint import read_checkpoint, save_checkpoint
-from sumseg.models.sum_sam import SumSam
 from sumseg.train.distributed import Replica, all_agree, all_mean, barrier, no_sync, replicas_agree, setup, wrap
 from sumseg.train.precision import autocast, check_precision, grad_scaler
 from sumseg.train.progress import RunLog
@@ -169,7 +169,7 @@ def _load_module(module: nn.Module, state: dict, ckpt: Path) -> None:
                             "mode changed? Use a new run folder")
 
 
-def resume_run(run_dir: Path, module: nn.Module, model: SumSam, opt: torch.optim.Optimizer,
+def resume_run(run_dir: Path, module: nn.Module, model: Backbone, opt: torch.optim.Optimizer,
                sched: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler) -> int:
     """Load the state of ``last.ckpt``'s step into module/optimiser/schedule/scaler; return the next step (0 if new)."""
     ckpt = run_dir / "last.ckpt"
@@ -258,7 +258,7 @@ def _check_weights(trainable: list[nn.Parameter], step: int, replica: Replica) -
                             "bypassed DDP (the step module must compute every loss inside its forward)")
 
 
-def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: list[dict], cfg: LoopConfig,
+def run_loop(step_module: nn.Module, inputs: InputFn, model: Backbone, params: list[dict], cfg: LoopConfig,
              run_dir: Path, config: Mapping, images_per_call: int, progress: bool = True,
              save_model: SaveFn | None = None) -> dict[str, float]:
     """Train for ``cfg.steps`` optimiser steps into ``run_dir``, resuming from ``last.ckpt`` if there.
@@ -267,7 +267,7 @@ def run_loop(step_module: nn.Module, inputs: InputFn, model: SumSam, params: lis
     step_module: an ``nn.Module`` whose ``forward(*inputs(draw, replica))`` returns named scalar
     losses with ``loss`` the one minimised (e.g. :class:`~sumseg.train.step.InteractiveStep`);
     it is moved to the device, put in train mode and wrapped in DDP here.
-    inputs: see :data:`InputFn`. model: the :class:`SumSam` inside ``step_module`` that
+    inputs: see :data:`InputFn`. model: the backbone inside ``step_module`` that
     ``last.ckpt`` holds (written by ``save_model`` when given, see :data:`SaveFn`).
     params: optimiser parameter groups of the trainable parameters (each may carry an ``lr``).
     config: the resolved run config (``config.json`` and the checkpoint metadata).

@@ -24,15 +24,14 @@ from sumseg.models.checkpoint import save_checkpoint
 if TYPE_CHECKING:
     from peft.tuners.lora import Linear as LoraLinear
 
-    from sumseg.models.sum_sam import SumSam
-    from sumseg.models.sum_sam2 import SumSam2
+    from sumseg.models.backbones import Backbone
 
 ADAPTER = "default"
 # peft (and the transformers it imports) is imported where it is used: ~2 s of start-up that
 # every process not training LoRA would pay.
 
 
-def add_lora(model: SumSam | SumSam2, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
+def add_lora(model: Backbone, rank: int, alpha: int, targets: Sequence[str], dropout: float = 0.0) -> list[str]:
     """Inject LoRA adapters into the encoder's attention Linears named ``targets``; return their names.
 
     The adapters' A matrices are drawn from torch's global generator (seed it first).
@@ -64,7 +63,7 @@ def is_adapter(name: str) -> bool:
 
 
 @torch.no_grad()
-def merged_state_dict(model: SumSam | SumSam2) -> dict[str, Tensor]:
+def merged_state_dict(model: Backbone) -> dict[str, Tensor]:
     """``model``'s state with every adapter folded into its base weight, under the stock key names.
 
     The model itself is not changed (W0 + ΔW is computed into new tensors).
@@ -90,12 +89,12 @@ class MergedSaver:
     the merged weights at each save (strict load, so a key the merge missed fails loudly).
     """
 
-    def __init__(self, model: SumSam | SumSam2, config: dict) -> None:
+    def __init__(self, model: Backbone, config: dict) -> None:
         self.model = model
         self.config = config
-        self.stock: SumSam | SumSam2 = model.new_like()
+        self.stock: Backbone = model.new_like()
 
-    def merged(self) -> SumSam | SumSam2:
+    def merged(self) -> Backbone:
         self.stock.load_state_dict({k: v.cpu() for k, v in merged_state_dict(self.model).items()}, strict=True)
         return self.stock
 

@@ -81,6 +81,6 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
 def train_refiner(cfg: RefinerConfig) -> dict[str, float]:
     """Train a refiner into ``cfg.run.out`` (resuming from its ``last.ckpt``); return the last logged row."""
     run = refiner_run(cfg)
-    return run_loop(run.step, run.inputs, run.step.refiner, run.params,  # type: ignore[arg-type]  # SumSam2 too
+    return run_loop(run.step, run.inputs, run.step.refiner, run.params,
                     loop_config(cfg.optim, cfg.run), Path(cfg.run.out),
                     config_dict(cfg), cfg.data.images_per_step, cfg.run.progress)

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from sumseg.config.defaults import JITTER_RATIO, MAX_JITTER, REFINER_MIN_IOU
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, weighted_mean
-from sumseg.models.sum_sam import ImageFeatures, SumSam
-from sumseg.models.sum_sam2 import SumSam2
+from sumseg.models.backbones import Backbone
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.prompts.batch import PromptBatch
 from sumseg.prompts.geometry import flat_to_xy, tight_boxes
 from sumseg.prompts.sampler import draw_pixels, jitter_boxes
@@ -80,7 +80,7 @@ class RefinerInputs:
 
 
 @torch.no_grad()
-def refiner_inputs(frozen: SumSam | SumSam2, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
+def refiner_inputs(frozen: Backbone, features: ImageFeatures, batch: MaskBatch, generator: torch.Generator,
                    min_iou: float = REFINER_MIN_IOU, jitter_ratio: float = JITTER_RATIO,
                    max_jitter: float = MAX_JITTER) -> RefinerInputs:
     """Points, frozen best-of-3 candidates, the gate and jittered boxes for ``batch`` (module docstring).
@@ -109,7 +109,7 @@ class RefinerStep(nn.Module):
     term averaged over the kept masks (``sumseg.train.refiner_run.REFINER_LOSS`` in ``sumseg refiner train``).
     """
 
-    def __init__(self, refiner: SumSam | SumSam2, frozen: SumSam | SumSam2, loss: RoundLoss,
+    def __init__(self, refiner: Backbone, frozen: Backbone, loss: RoundLoss,
                  min_iou: float = REFINER_MIN_IOU, jitter_ratio: float = JITTER_RATIO,
                  max_jitter: float = MAX_JITTER) -> None:
         super().__init__()

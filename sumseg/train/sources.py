@@ -27,9 +27,8 @@ from sumseg.config import LabelledSet
 from sumseg.data.dataset import read_dataset
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError, DataError
+from sumseg.models.backbones import Backbone
 from sumseg.models.interface import frame_kind, lowres_to_image_in
-from sumseg.models.sum_sam import SumSam
-from sumseg.models.sum_sam2 import SumSam2
 from sumseg.pipeline.pseudo_label_run import image_features
 from sumseg.pipeline.store import ImageLabels, PseudoLabelStore
 from sumseg.pipeline.uncertainty import refine
@@ -79,7 +78,7 @@ class PseudoLabelSource:
     """
 
     def __init__(self, store: PseudoLabelStore, max_masks: int, image_size: int, uncertainty: bool,
-                 refiner: SumSam | SumSam2 | None = None, max_mask_u: float | None = None) -> None:
+                 refiner: Backbone | None = None, max_mask_u: float | None = None) -> None:
         if store.image_size != image_size:
             raise ConfigError(f"{store.root / 'meta.json'}: pseudo-labels made for {store.image_size}-px model input "
                               f"({store.model}); the trained model takes {image_size} px")

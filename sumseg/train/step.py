@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sumseg.losses import LOSS_NAMES, RoundLoss, mask_iou, total
-from sumseg.models.sum_sam import ImageFeatures, SumSam
+from sumseg.models.backbones import Backbone
+from sumseg.models.sum_sam import ImageFeatures
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.prompts.sampler import UncertaintySampler
 from sumseg.train.batch import MaskBatch
@@ -56,7 +57,7 @@ class InteractiveStep(nn.Module):
         resolution: where the loss is taken, "input" (S×S) or "lowres" (S/4 × S/4).
     """
 
-    def __init__(self, model: SumSam, corrections: int = 5, final_round: bool = True,
+    def __init__(self, model: Backbone, corrections: int = 5, final_round: bool = True,
                  loss: RoundLoss | None = None, use_task: bool = True, task_rounds: TaskRounds = "every",
                  resolution: LossResolution = "input") -> None:
         super().__init__()

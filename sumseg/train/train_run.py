@@ -34,10 +34,9 @@ from sumseg.data.embedding_cache import EmbeddingCache
 from sumseg.data.records import ImageRecord
 from sumseg.errors import ConfigError
 from sumseg.losses import RoundLoss
+from sumseg.models.backbones import Backbone
 from sumseg.models.checkpoint import build_model
 from sumseg.models.refiner import check_refiner
-from sumseg.models.sum_sam import SumSam
-from sumseg.models.sum_sam2 import SumSam2
 from sumseg.models.task_prompts import TaskRounds
 from sumseg.outputs import check_output_dir
 from sumseg.pipeline.store import open_store
@@ -60,7 +59,7 @@ RUN_DIRS = ("state", "tensorboard", "embeddings")
 class TrainingSetup:
     """Everything the loop is handed (built by :func:`build_training`)."""
 
-    model: SumSam  # the trained model (LoRA adapters inside in mode=lora)
+    model: Backbone  # the trained model (LoRA adapters inside in mode=lora)
     module: InteractiveStep  # the step module the loop runs (and wraps in DDP)
     inputs: InputFn
     params: list[dict]  # AdamW groups (see sumseg.train.optim)
@@ -75,7 +74,7 @@ def round_loss(cfg: TrainConfig) -> RoundLoss:
     return RoundLoss(cfg.loss.focal_weight, cfg.loss.theta, cfg.loss.iou_head_on_pseudo)
 
 
-def set_mode(model: SumSam | SumSam2, cfg: TrainConfig) -> None:
+def set_mode(model: Backbone, cfg: TrainConfig) -> None:
     """Mark the trainable parameters of ``cfg.mode`` (adds the LoRA adapters in mode=lora): every one in
     mode=full, else all but the image side (``model.is_image_side``; LoRA's adapters train); never those no
     loss term reaches (``model.is_idle``: SAM 2's object-score head)."""
@@ -98,7 +97,7 @@ def _share(cfg: TrainConfig) -> Fraction:
     return labelled / (labelled + pseudo)
 
 
-def build_sources(cfg: TrainConfig, model: SumSam, device: torch.device) -> list[MaskSource | None]:
+def build_sources(cfg: TrainConfig, model: Backbone, device: torch.device) -> list[MaskSource | None]:
     """[labelled source or None, pseudo-label source or None] as the method and ratio need them."""
     share = _share(cfg)
     known = model.task_prompts.task_ids
@@ -132,7 +131,7 @@ def _all_records(sources: list[MaskSource | None]) -> list[ImageRecord]:
     return out
 
 
-def embedding_cache(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | None],
+def embedding_cache(cfg: TrainConfig, model: Backbone, sources: list[MaskSource | None],
                     replica: Replica) -> EmbeddingCache:
     """The decoder mode's cache of every training image's embedding (rank 0 builds, the others wait)."""
     root = Path(cfg.data.embedding_cache or Path(cfg.run.out) / "embeddings")
@@ -140,7 +139,7 @@ def embedding_cache(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | 
     return shared_cache(root, model, lambda: _all_records(sources), replica, cfg.run.progress)
 
 
-def make_inputs(cfg: TrainConfig, model: SumSam, sources: list[MaskSource | None],
+def make_inputs(cfg: TrainConfig, model: Backbone, sources: list[MaskSource | None],
                 cache: EmbeddingCache | None) -> InputFn:
     """The loop's ``inputs(draw, replica)`` (:func:`sumseg.train.inputs.step_inputs`): this rank's images of
     the call (labelled and pseudo-labelled mixed at the method's share), collated on its device, and a
