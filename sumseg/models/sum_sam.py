@@ -25,7 +25,7 @@ from sumseg.errors import ConfigError
 from sumseg.models.registry import build_sam
 from sumseg.models.sam_grid import mask_logits_stage, transformer_stage
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
-from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.batch import PromptBatch, in_prompt_order
 from sumseg.prompts.frames import LongestSideFrame
 
 NO_MASK_KEY = "prompt_encoder.no_mask_embed.weight"
@@ -216,23 +216,13 @@ class SumSam(nn.Module):
         point). Outputs come back in prompt order: low-res logits (N, M, 4h, 4w), IoUs (N, M).
         ``mask_inputs``: (N, 1, 4h, 4w) or None; ``task``: one id, (N,) ids or None.
         """
-        pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        pieces: list[tuple[torch.Tensor, ...]] = []
         for b in prompts.image_index.unique().tolist():
-            on_image = prompts.image_index == b
-            for with_box in (True, False):
-                sel = (on_image & (prompts.has_box == with_box)).nonzero().squeeze(1)
-                if sel.numel():
-                    low, iou = self.decode(
-                        features.select(b),
-                        prompts.points_of(sel, drop_unused=with_box),
-                        prompts.boxes[sel] if with_box else None,
-                        None if mask_inputs is None else mask_inputs[sel],
-                        task[sel] if isinstance(task, torch.Tensor) and task.dim() else task,
-                        multimask,
-                    )
-                    pieces.append((sel, low, iou))
-        order = torch.cat([p[0] for p in pieces]).argsort()
-        return torch.cat([p[1] for p in pieces])[order], torch.cat([p[2] for p in pieces])[order]
+            for g in prompts.box_groups(prompts.image_index == b, mask_inputs, task):
+                pieces.append((g.sel, *self.decode(features.select(b), g.points, g.boxes, g.mask_inputs, g.task,
+                                                   multimask)))
+        low, iou = in_prompt_order(pieces)
+        return low, iou
 
     def upscale(
         self, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]

@@ -34,7 +34,7 @@ from sumseg.models.sam2_arch import PIXEL_MEAN, PIXEL_STD, build_sam2
 from sumseg.models.sam2_cache import IMAGE_SIDE, Sam2CacheEncoder, unpack
 from sumseg.models.sum_sam import GridScores, ImageFeatures
 from sumseg.models.task_prompts import TaskArg, TaskPrompts
-from sumseg.prompts.batch import PromptBatch
+from sumseg.prompts.batch import PromptBatch, in_prompt_order
 from sumseg.prompts.frames import SquashFrame
 
 NO_MASK_KEY2 = "prompt_encoder.no_mask_embed.weight"
@@ -224,20 +224,11 @@ class SumSam2(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`forward` plus the object-score logits (N,)."""
         pieces: list[tuple[torch.Tensor, ...]] = []
-        for with_box in (True, False):  # the prompt encoder embeds a box for all prompts of a call or none
-            sel = (prompts.has_box == with_box).nonzero().squeeze(1)
-            if sel.numel():
-                out = self.predict(
-                    features.take(prompts.image_index[sel]),
-                    prompts.points_of(sel, drop_unused=with_box),
-                    prompts.boxes[sel] if with_box else None,
-                    None if mask_inputs is None else mask_inputs[sel],
-                    task[sel] if isinstance(task, torch.Tensor) and task.dim() else task,
-                    multimask,
-                )
-                pieces.append((sel, *out))
-        order = torch.cat([p[0] for p in pieces]).argsort()
-        low, iou, obj = (torch.cat([p[k] for p in pieces])[order] for k in (1, 2, 3))
+        every = torch.ones(len(prompts), dtype=torch.bool, device=prompts.has_box.device)
+        for g in prompts.box_groups(every, mask_inputs, task):  # a call embeds a box for all its prompts or none
+            pieces.append((g.sel, *self.predict(features.take(prompts.image_index[g.sel]), g.points, g.boxes,
+                                                g.mask_inputs, g.task, multimask)))
+        low, iou, obj = in_prompt_order(pieces)
         return low, iou, obj
 
     def forward(

@@ -25,7 +25,7 @@ model's inputs, not geometry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -89,6 +89,40 @@ class PromptBatch:
             return points, labels
         used = (labels != -1).any(0)
         return (points[:, used], labels[:, used]) if bool(used.any()) else None
+
+    def box_groups(self, among: Tensor, mask_inputs: Tensor | None, task: int | Tensor | None
+                   ) -> Iterator[PromptGroup]:
+        """The prompts ``among`` ((N,) bool) split as a SAM prompt encoder embeds them — every prompt of a
+        call with a box or none — first those with a box, then those without (an empty group is left
+        out). Each group carries its prompts' points (:meth:`points_of`; a with-box group drops the
+        columns none of its prompts uses), boxes, mask inputs ((N, 1, L, L) or None) and task (one id,
+        (N,) ids, or None)."""
+        for with_box in (True, False):
+            sel = (among & (self.has_box == with_box)).nonzero().squeeze(1)
+            if sel.numel():
+                yield PromptGroup(sel, self.points_of(sel, drop_unused=with_box),
+                                  self.boxes[sel] if with_box else None,
+                                  None if mask_inputs is None else mask_inputs[sel],
+                                  task[sel] if isinstance(task, torch.Tensor) and task.dim() else task)
+
+
+@dataclass
+class PromptGroup:
+    """Prompts ``sel`` ((K,) long indices into a :class:`PromptBatch`) that one prompt-encoder call embeds:
+    points ((K, P, 2), (K, P)) or None, boxes (K, 4) or None, mask_inputs (K, 1, L, L) or None, task."""
+
+    sel: Tensor
+    points: tuple[Tensor, Tensor] | None
+    boxes: Tensor | None
+    mask_inputs: Tensor | None
+    task: int | Tensor | None
+
+
+def in_prompt_order(pieces: Sequence[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Outputs decoded group by group — ``(sel, out_1, ..., out_k)`` per group — concatenated and put back
+    in the prompts' order: ``(out_1, ..., out_k)``, each (N, ...)."""
+    order = torch.cat([p[0] for p in pieces]).argsort()
+    return tuple(torch.cat([p[k] for p in pieces])[order] for k in range(1, len(pieces[0])))
 
 
 def click_prompts(clicks: Sequence[Sequence[Click]], boxes: Sequence[Box] | None,
