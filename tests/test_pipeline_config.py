@@ -46,10 +46,11 @@ class _Stop(ConfigError):
 
 
 class _Net:
-    sam = None
-
     def to(self, device: Any) -> _Net:
         return self
+
+    def cache_encoder(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(sumseg.models.checkpoint, "build_model", lambda model, checkpoint: _Net())
     monkeypatch.setattr(sumseg.pipeline.pseudo_label_run, "run_pseudo_labels", run)
     monkeypatch.setattr(sumseg.pipeline.uncertainty, "run_uncertainty", run)
-    monkeypatch.setattr("sumseg.data.embedding_cache.EmbeddingCache", lambda folder, sam: folder)
+    monkeypatch.setattr("sumseg.data.embedding_cache.EmbeddingCache", lambda folder, encoder: folder)
     return got
 
 
