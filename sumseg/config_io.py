@@ -231,16 +231,3 @@ def to_plain(cfg: Any) -> dict[str, Any]:
 
     return plain(dataclasses.asdict(cfg))
 
-
-def load_checked(schema: type[T], check: Callable[[T, Any, Callable[[str], str]], None], path: str | Path | None,
-                 flags: Mapping[str, tuple[str, Any]]) -> T:
-    """:func:`load_with_flags`, then ``check(section, checker, name)`` with one
-    :class:`~sumseg.config.checker.Checker`: one ConfigError lists every problem, each led by its flag, or by
-    its key and the file that set it."""
-    from sumseg.config.checker import Checker  # the config room imports this module
-
-    cfg, name, origin = load_with_flags(schema, path, flags)
-    c = Checker()
-    check(cfg, c, name)
-    c.raise_if_any(origin)
-    return cfg

@@ -9,9 +9,14 @@ Each problem is collected with its key (a config key's path such as ``optim.lr``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
+from sumseg.config_io import load_with_flags
 from sumseg.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Checker:
@@ -68,3 +73,15 @@ def refuse_bad(check: Callable[[Checker], None]) -> None:
     c = Checker()
     check(c)
     c.raise_if_any()
+
+
+def load_checked(schema: type[T], check: Callable[[T, Any, Callable[[str], str]], None], path: str | Path | None,
+                 flags: Mapping[str, tuple[str, Any]]) -> T:
+    """:func:`~sumseg.config_io.load_with_flags`, then ``check(section, checker, name)`` with one
+    :class:`Checker`: one ConfigError lists every problem, each led by its flag, or by
+    its key and the file that set it."""
+    cfg, name, origin = load_with_flags(schema, path, flags)
+    c = Checker()
+    check(cfg, c, name)
+    c.raise_if_any(origin)
+    return cfg

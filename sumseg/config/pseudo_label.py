@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sumseg.config.checker import Checker
-from sumseg.config_io import load_checked
+from sumseg.config.checker import Checker, load_checked
 from sumseg.errors import ConfigError
 
 Threshold = float | str  # a number, or "q<quantile>" (e.g. "q0.7")

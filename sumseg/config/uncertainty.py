@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sumseg.config.checker import Checker
-from sumseg.config_io import load_checked
+from sumseg.config.checker import Checker, load_checked
 
 MAX_SHOWN = 10_000
 
