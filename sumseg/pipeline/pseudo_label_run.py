@@ -136,7 +136,7 @@ def image_features(model: Backbone, rec: ImageRecord, cache: EmbeddingCache | No
     """The image's features (batch 1) on the model's device, from its (1, C', h, w) row in the cache (stored
     float16) or one pass of :meth:`encode_rgb <sumseg.models.interface.PromptableModel.encode_rgb>`, through
     the model's ``cached_features`` (SAM 1: the embeddings; SAM 2: embeddings and high-res levels)."""
-    device = next(model.parameters()).device
+    device = model.device
     if cache is None:
         return model.cached_features(model.encode_rgb(rec.load_image())[None].to(device))
     key = cache.build([rec], progress=False)[0]
