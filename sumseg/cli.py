@@ -230,7 +230,8 @@ def demo(
     foundation: Annotated[Path | None, typer.Option(help="sumseg checkpoint of the tiny foundation model "
                                                     "(default: the shipped tiny_foundation)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated fine-tuning methods (default: all of "
-                                                "vanilla, self_training, sum, sum_no_task, refined_labels)")] = None,
+                                                "vanilla, self_training, sum, sum_no_task, refined_labels; "
+                                                "sum_true_u, SUM on the true U maps, is a diagnostic)")] = None,
     world_seed: Annotated[int, typer.Option(help="synthetic world: 0 = the test world, "
                                             "1 = the validation world the settings were chosen on")] = 0,
     workers: Annotated[int, typer.Option(help="processes for the stages, one thread each (0: this one; <= 256)")] = 2,

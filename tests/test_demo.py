@@ -19,7 +19,7 @@ from sumseg.demo.intervals import Interval, bootstrap
 from sumseg.demo.jobs import Job, run_jobs
 from sumseg.demo.report import mean_over_runs, protocol_key
 from sumseg.demo.settings import FOUNDATION, QUICK
-from sumseg.demo.stats import _match, auroc
+from sumseg.demo.stats import auroc, best_match
 from sumseg.errors import ConfigError
 
 
@@ -246,5 +246,5 @@ def test_pseudo_labels_match_their_best_true_mask() -> None:
     masks = np.zeros((2, 4, 4), bool)
     masks[0, :2, :3] = True  # 6 pixels inside truth 0 → IoU 6/8
     masks[1, 3, :] = True  # 2 of 4 in truth 1 → IoU 2/6
-    best, iou = _match(masks, truth)
+    best, iou = best_match(masks, truth)
     assert best.tolist() == [0, 1] and np.allclose(iou, [6 / 8, 2 / 6])

@@ -9,7 +9,8 @@ estimate:
 3. vanilla forgets (foundation − vanilla > 0 on the general set), and SUM loses at most half of
    what vanilla loses there ((SUM − foundation) − ½ (vanilla − foundation) > 0);
 4. SUM beats the foundation, vanilla, self-training and both ablations (SUM without task prompts,
-   refined labels as targets) on the mean over all test sets.
+   refined labels as targets) on the mean over all test sets;
+5. with the ``sum_true_u`` diagnostic: SUM trained on the true U maps beats SUM and self-training there.
 
 A claim whose models did not run is left out. With one fine-tuning seed the interval covers the
 instances only; a claim on a fine-tuned model whose verdict clears its bound by less than
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sumseg.demo.intervals import Curves, bootstrap
-from sumseg.demo.settings import FOUNDATION, GENERAL_SET
+from sumseg.demo.settings import FOUNDATION, GENERAL_SET, TRUE_U
 
 CLAIM_CLICKS = (1, 3)
 WITHIN = 0.01  # "within 1 point": SUM − vanilla > −0.01 on the labelled tasks
@@ -58,6 +59,10 @@ def _specs(methods: Sequence[str], task_sets: Sequence[str], test_sets: Sequence
                  "sum_no_task": "SUM without task prompts", "refined_labels": "refined labels as targets"}
         out += [(f"SUM beats {names[m]} on the mean over all test sets", {"sum": 1.0, m: -1.0}, tuple(test_sets), 0.0)
                 for m in names if m == FOUNDATION or m in methods]
+    if TRUE_U in methods:  # the diagnostic: would a perfect U map make the difference?
+        out += [(f"SUM with the true U map beats {name} on the mean over all test sets (diagnostic)",
+                 {TRUE_U: 1.0, m: -1.0}, tuple(test_sets), 0.0)
+                for m, name in (("sum", "SUM"), ("self_training", "self-training")) if m in methods]
     return out
 
 

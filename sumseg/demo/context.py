@@ -41,6 +41,11 @@ class Ctx:
         return self.out / "pseudo_labels"
 
     @property
+    def true_u_store(self) -> Path:
+        """A copy of the store with the true U maps (``sum_true_u``); beside ``store``, as its images are."""
+        return self.out / "pseudo_labels_true_u"
+
+    @property
     def cache(self) -> Path:
         return self.out / "cache"
 

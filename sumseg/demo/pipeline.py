@@ -20,14 +20,15 @@ from sumseg.demo import stages
 from sumseg.demo.context import Ctx, check_settings
 from sumseg.demo.jobs import Done, Job, Timings, run_jobs
 from sumseg.demo.report import REPORT_FILES, write_report
-from sumseg.demo.settings import FOUNDATION, DemoSettings, check_demo_options
+from sumseg.demo.settings import FOUNDATION, TRUE_U, DemoSettings, check_demo_options
 from sumseg.outputs import output_dir
 
 NEEDS = {"vanilla": (), "self_training": ("pseudo-labels",), "sum": ("uncertainty",),
-         "sum_no_task": ("uncertainty",), "refined_labels": ("pseudo-labels", "refiner")}
+         "sum_no_task": ("uncertainty",), "refined_labels": ("pseudo-labels", "refiner"),
+         TRUE_U: ("true uncertainty",)}
 """Stages each method's fine-tuning waits for."""
 REAL_SETS = ("GrabCut", "Berkeley")
-OUT_DIRS = ("world", "cache", "pseudo_labels", "refiner", "runs", "eval", "export", "figures")
+OUT_DIRS = ("world", "cache", "pseudo_labels", "pseudo_labels_true_u", "refiner", "runs", "eval", "export", "figures")
 
 
 @dataclass
@@ -60,6 +61,8 @@ def build_jobs(ctx: Ctx) -> list[Job]:
     trains = [Job(f"train {m}-s{seed}", stages.finetune, (ctx, m, seed), NEEDS[m]) for m, seed in s.runs()]
     jobs += [j for j in trains if not j.after]  # vanilla: needs nothing, runs while pseudo-labels are made
     jobs.append(Job("uncertainty", stages.uncertainty, (ctx,), ("pseudo-labels", "refiner")))
+    if TRUE_U in s.methods:
+        jobs.append(Job("true uncertainty", stages.true_uncertainty, (ctx,), ("pseudo-labels",)))
     jobs += [j for j in trains if j.after]
     jobs.append(Job("pseudo-label stats", stages.pseudo_label_stats, (ctx,), ("uncertainty",)))
     jobs.append(Job(f"eval {FOUNDATION}", stages.evaluate_model, (ctx, FOUNDATION)))

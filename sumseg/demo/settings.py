@@ -17,9 +17,12 @@ from sumseg.config.defaults import THETA
 from sumseg.errors import ConfigError
 from sumseg.tasks import PART, SALIENT, TASK_NAMES
 
-METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum", "sum_no_task", "refined_labels")
-"""Fine-tuning methods the demo knows (sumseg.config.Method values); ``foundation`` is the untuned model."""
-DEFAULT_METHODS: tuple[str, ...] = METHODS  # the paper's comparisons: baselines and both ablations
+DEFAULT_METHODS: tuple[str, ...] = ("vanilla", "self_training", "sum", "sum_no_task", "refined_labels")
+"""The paper's comparisons: baselines and both ablations (sumseg.config.Method values)."""
+TRUE_U = "sum_true_u"
+"""A diagnostic, asked for by name: SUM trained on the pseudo-labels' true U maps (``sumseg.demo.true_uncertainty``)."""
+METHODS: tuple[str, ...] = (*DEFAULT_METHODS, TRUE_U)
+"""Fine-tuning methods the demo knows; ``foundation`` is the untuned model."""
 FOUNDATION = "foundation"
 FIRST_ROUNDS: tuple[str, ...] = ("oracle", "score")
 PROTOCOLS: tuple[str, ...] = ("clicks", "box")

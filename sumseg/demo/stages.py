@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from sumseg.demo.context import Ctx, eval_is_current, mark_evaluated
+from sumseg.demo.settings import TRUE_U
 
 if TYPE_CHECKING:
     from sumseg.config import RefinerConfig, TrainConfig
@@ -78,6 +79,14 @@ def uncertainty(ctx: Ctx) -> str:
     return f"{s.masks} masks, mean U {s.mean_u:.4f} ({s.computed_now} of {s.images} images computed now)"
 
 
+def true_uncertainty(ctx: Ctx) -> str:
+    """A copy of the pseudo-label store with the true U maps (the ``sum_true_u`` diagnostic)."""
+    from sumseg.demo.true_uncertainty import write_true_store
+
+    s = write_true_store(ctx.store, ctx.true_u_store, ctx.settings.world_seed)
+    return f"{s['masks']} masks, mean true U {s['mean_u']:.4f} (pixels unlike the best-matching true mask)"
+
+
 def train_config(ctx: Ctx, method: str, seed: int) -> TrainConfig:
     """``sumseg train``'s config of one demo run (no YAML: the demo's settings are its own), checked as
     ``load_config`` checks a loaded one."""
@@ -99,14 +108,16 @@ def train_config(ctx: Ctx, method: str, seed: int) -> TrainConfig:
     from sumseg.config_io import through_schema
 
     t = ctx.settings.train
+    store = ctx.true_u_store if method == TRUE_U else ctx.store
+    trained = "sum" if method == TRUE_U else method  # the diagnostic is SUM itself, on the store with the true U
     data = DataConfig(
         labelled=[LabelledSet(str(p), k) for k, p in ctx.labelled_sets().items()], ratio=list(t.ratio),
         masks_per_image=t.masks_per_image, images_per_step=t.images_per_step,
-        pseudo_labels=None if method == "vanilla" else str(ctx.store),
-        refiner=str(ctx.refiner / "last.ckpt") if method == "refined_labels" else None,
-        max_mask_uncertainty=t.max_mask_uncertainty if method in ("sum", "sum_no_task") else None)  # those it changes
+        pseudo_labels=None if trained == "vanilla" else str(store),
+        refiner=str(ctx.refiner / "last.ckpt") if trained == "refined_labels" else None,
+        max_mask_uncertainty=t.max_mask_uncertainty if trained in ("sum", "sum_no_task") else None)  # those it changes
     cfg = through_schema(TrainConfig(
-        model=ModelConfig(name=None, checkpoint=str(ctx.foundation)), data=data, method=Method(method),
+        model=ModelConfig(name=None, checkpoint=str(ctx.foundation)), data=data, method=Method(trained),
         mode=Mode.decoder, rounds=RoundsConfig(corrections=t.corrections, task_prompt=TaskPromptRounds(t.task_prompt)),
         loss=LossConfig(resolution=LossResolution(t.loss_resolution), theta=t.theta,
                         iou_head_on_pseudo=t.iou_head_on_pseudo),

@@ -21,7 +21,7 @@ from sumseg.pipeline.store import PseudoLabelStore, open_store
 WRONG_IOU = 0.5
 
 
-def _truth(store: PseudoLabelStore, i: int, seed: int) -> tuple[np.ndarray, list[str]]:
+def true_masks(store: PseudoLabelStore, i: int, seed: int) -> tuple[np.ndarray, list[str]]:
     """(G, H, W) bool true masks of store image ``i`` and their kinds (salient / entity / part)."""
     e = store.images[i]
     index = int(Path(e.file_name).stem)
@@ -32,7 +32,7 @@ def _truth(store: PseudoLabelStore, i: int, seed: int) -> tuple[np.ndarray, list
     return np.stack(scene.objects + scene.parts), kinds + ["part"] * len(scene.parts)
 
 
-def _match(masks: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_match(masks: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index and IoU of the best true mask of each (K, H, W) pseudo-label."""
     m = masks.reshape(len(masks), -1).astype(np.float32)
     t = truth.reshape(len(truth), -1).astype(np.float32)
@@ -97,8 +97,8 @@ def store_stats(root: Path, seed: int, theta: float) -> dict:
         if not e.num_masks:
             continue
         masks = store.masks(i)
-        truth, names = _truth(store, i, seed)
-        best, iou = _match(masks, truth)
+        truth, names = true_masks(store, i, seed)
+        best, iou = best_match(masks, truth)
         u8 = store.uncertainty_u8(i)
         if u8 is None:
             raise DataError(f"{store.uncertainty_path(i)}: no U map; run the uncertainty stage first")

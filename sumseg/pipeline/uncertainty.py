@@ -126,6 +126,15 @@ def _check_refiner(store: PseudoLabelStore, refiner: Backbone) -> str:
     return fp
 
 
+def write_u_map(store: PseudoLabelStore, i: int, u8: torch.Tensor, fingerprint: str) -> None:
+    """Store image ``i``'s (K, L, L) uint8 U maps, tied to its labels file (a changed label makes them stale) and
+    to ``fingerprint``, what made them (the refiner's :func:`~sumseg.tensor_files.state_fingerprint`)."""
+    labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
+    save_tensors(store.uncertainty_path(i), {"uncertainty": u8}, {
+        "format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner_fingerprint": fingerprint,
+        "labels_digest": file_digest(labels_file)})
+
+
 def _done(store: PseudoLabelStore, i: int, fp: str) -> bool:
     """True when image i's U map is there, whole (shape, dtype), for this refiner and these pseudo-labels."""
     path = store.uncertainty_path(i)
@@ -149,11 +158,8 @@ def _image(store: PseudoLabelStore, i: int, refiner: Backbone, fp: str, cache: E
         raise DataError(f"{rec.source}: refiner {refiner.name} gave {int((~torch.isfinite(r)).sum())} non-finite "
                         "logits for this image; no U map written (NaN would read as U = 0, full confidence)")
     u8 = quantise(uncertainty_map(labels.logits, r))
-    labels_file = store.labels_dir / f"{store.images[i].stem}.safetensors"
     if write:
-        save_tensors(store.uncertainty_path(i), {"uncertainty": u8}, {
-            "format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner_fingerprint": fp,
-            "labels_digest": file_digest(labels_file)})
+        write_u_map(store, i, u8, fp)
     pictures: list[np.ndarray] = []
     if want_overlays and len(labels):
         rgb, n = rec.load_image(), min(want_overlays, len(labels))
