@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from sumseg.demo.claims import SEED_MARGIN
-from sumseg.demo.settings import FOUNDATION, DemoSettings
+from sumseg.demo.settings import FOUNDATION, TRUE_U, DemoSettings
 from sumseg.tasks import TASK_NAMES
 
 if TYPE_CHECKING:
@@ -202,7 +202,11 @@ def settings_lines(ctx: Ctx) -> list[str]:
         f"- Evaluation: {s.rounds} rounds, protocols {', '.join(s.protocols)}; round 1 = three outputs, kept by "
         + " / ".join({"oracle": "the oracle (best IoU with the ground truth)",
                       "score": "the score (highest predicted IoU: `_score` keys)"}[f] for f in s.first_rounds)
-        + "; each mask's own task prompt."]
+        + "; each mask's own task prompt.",
+        *([f"- `{TRUE_U}` is a diagnostic, not a method: SUM itself, trained on a copy of the pseudo-labels whose U "
+           "maps are the synthetic truth (U = 1 where a pseudo-label differs from its best-matching true mask, as a "
+           "perfect refiner would give). It tells a refiner that misses the errors from errors that do not hurt."]
+          if TRUE_U in s.methods else [])]
 
 
 def markdown(ctx: Ctx, report: dict, runs: dict, timings: Timings, figures: dict[str, str],
