@@ -5,7 +5,7 @@ known, so the U of a perfect refiner can be written instead: 1 where a pseudo-la
 the true mask it overlaps most (:func:`sumseg.demo.stats.best_match`, entities and parts of its
 image), 0 elsewhere, brought to the store's low-res frame as the U maps are (an area mean over
 each low-res cell, :func:`sumseg.models.interface.image_to_lowres_in`). A pseudo-label that is a
-whole wrong mask (best IoU < 0.5) gets U near 1 on most of its pixels.
+whole wrong mask (best IoU < 0.5) gets U = 1 on more than half of its union with that mask.
 
 The demo's ``sum_true_u`` trains SUM on a copy of the store that holds these maps: it tells a
 refiner that does not see the pseudo-labels' errors apart from errors that do not hurt
