@@ -12,12 +12,16 @@ import pytest
 from sumseg.config import load_config, load_refiner_config, refiner_config_dict, to_yaml
 from sumseg.demo import stages
 from sumseg.demo.context import Ctx
-from sumseg.demo.settings import FULL, METHODS, QUICK, DemoSettings
+from sumseg.demo.settings import FULL, METHODS, QUICK, TRUE_U, DemoSettings
 
 
 def _old_train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
-    """The override strings the demo gave ``load_config`` before (kept here as the reference)."""
+    """The override strings the demo gave ``load_config`` before (kept here as the reference); the
+    ``sum_true_u`` diagnostic is ``method=sum`` on the store with the true U maps, in its own run folder."""
     t = ctx.settings.train
+    run_dir, store = ctx.run_dir(method, seed), ctx.store
+    if method == TRUE_U:
+        method, store = "sum", ctx.true_u_store
     labelled = ", ".join(f"{{path: {json.dumps(str(p))}, task: {k}}}" for k, p in ctx.labelled_sets().items())
     out = ["model.name=null", f"model.checkpoint={json.dumps(str(ctx.foundation))}",
            f"data.labelled=[{labelled}]", f"data.ratio=[{t.ratio[0]}, {t.ratio[1]}]",
@@ -27,10 +31,10 @@ def _old_train_overrides(ctx: Ctx, method: str, seed: int) -> list[str]:
            f"loss.iou_head_on_pseudo={str(t.iou_head_on_pseudo).lower()}",
            f"optim.train_task0={str(t.train_task0).lower()}",
            f"optim.lr={t.lr}", f"optim.warmup={t.warmup}", f"optim.steps={t.steps}",
-           f"optim.task_lr_mult={t.task_lr_mult}", f"run.out={json.dumps(str(ctx.run_dir(method, seed)))}",
+           f"optim.task_lr_mult={t.task_lr_mult}", f"run.out={json.dumps(str(run_dir))}",
            f"run.seed={seed}", f"run.save_every={max(1, t.steps // 2)}", "run.device=cpu", "run.progress=false"]
     if method != "vanilla":
-        out.append(f"data.pseudo_labels={json.dumps(str(ctx.store))}")
+        out.append(f"data.pseudo_labels={json.dumps(str(store))}")
     if method in ("sum", "sum_no_task") and t.max_mask_uncertainty is not None:
         out.append(f"data.max_mask_uncertainty={t.max_mask_uncertainty}")
     if method == "refined_labels":
