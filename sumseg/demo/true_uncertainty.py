@@ -24,8 +24,8 @@ import torch
 from sumseg.atomic import write_json
 from sumseg.demo.stats import best_match, true_masks
 from sumseg.models.interface import image_to_lowres_in
-from sumseg.pipeline.store import UNCERTAINTY_FORMAT, VERSION, open_store
-from sumseg.pipeline.uncertainty import QUANTISATION, quantise, write_u_map
+from sumseg.pipeline.store import open_store
+from sumseg.pipeline.uncertainty import quantise, write_u_map, write_uncertainty_meta
 from sumseg.tensor_files import file_digest
 
 TRUTH = "synthetic truth"  # what made the maps, in place of a refiner's fingerprint
@@ -56,14 +56,15 @@ def write_true_store(src: Path, dst: Path, world_seed: int) -> dict:
     src, dst = Path(src), Path(dst)
     made_from = {"source": src.name, "source_meta_digest": file_digest(src / "meta.json"), "world_seed": world_seed}
     done = dst / DONE
-    if done.is_file():
+    try:
         old = json.loads(done.read_text())
-        if {k: old.get(k) for k in made_from} == made_from:
-            return old
+    except (OSError, ValueError):  # no copy yet, or a damaged marker: the copy is made again
+        old = None
+    if isinstance(old, dict) and {k: old.get(k) for k in made_from} == made_from:
+        return old
     _copy_labels(src, dst)
     store = open_store(dst)
-    write_json(dst / "uncertainty.json", {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": TRUTH,
-                                          "refiner_fingerprint": TRUTH, "quantisation": QUANTISATION}, indent=1)
+    write_uncertainty_meta(dst, TRUTH, TRUTH)
     masks_done, u_sum = 0, 0.0
     for i, e in enumerate(store.images):
         u = torch.zeros((0, store.lowres_size, store.lowres_size))

@@ -121,9 +121,14 @@ def _check_refiner(store: PseudoLabelStore, refiner: Backbone) -> str:
             raise ConfigError(f"{path}: the U maps here come from another refiner; delete {path} and "
                               f"{store.labels_dir}/*.uncertainty.safetensors to recompute them")
     else:
-        write_json(path, {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": refiner.name,
-                          "refiner_fingerprint": fp, "quantisation": QUANTISATION}, indent=1)
+        write_uncertainty_meta(store.root, refiner.name, fp)
     return fp
+
+
+def write_uncertainty_meta(root: Path, maker: str, fingerprint: str) -> None:
+    """A store's ``uncertainty.json``: what made its U maps (a refiner's name and fingerprint)."""
+    write_json(root / "uncertainty.json", {"format": UNCERTAINTY_FORMAT, "version": VERSION, "refiner": maker,
+                                           "refiner_fingerprint": fingerprint, "quantisation": QUANTISATION}, indent=1)
 
 
 def write_u_map(store: PseudoLabelStore, i: int, u8: torch.Tensor, fingerprint: str) -> None:
