@@ -14,9 +14,8 @@ estimate:
 
 A claim whose models did not run is left out. With one fine-tuning seed the interval covers the
 instances only; a claim on a fine-tuned model whose verdict clears its bound by less than
-:data:`SEED_MARGIN` (or is unresolved) is marked as one that needs ``--seeds 3`` (docs/demo.md:
-one seed → three seeds moved interval ends by up to 1.05 points on world 0, and every verdict that
-changed had been marked).
+:data:`SEED_MARGIN` (or is unresolved) is marked as one that needs ``--seeds 3`` (docs/demo.md,
+*Seeds*: every verdict that one seed → three seeds changed on worlds 0 and 2 had been marked).
 """
 
 from __future__ import annotations

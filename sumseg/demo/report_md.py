@@ -48,7 +48,7 @@ def claims_lines(claims: list[dict], seeds: int, key: str) -> list[str]:
              "A claim holds when its whole interval clears the bound, fails when it lies wholly on the other side, "
              "and is unresolved otherwise."
              + (f" *needs `--seeds 3`*: unresolved, or clearing its bound by less than {100 * SEED_MARGIN:.0f} point "
-                "(one seed → three moved interval ends by up to 1.05 points on world 0)." if one else ""), "",
+                "(on worlds 0 and 2, every verdict three seeds changed was marked)." if one else ""), "",
              "| claim | clicks | estimate | 95 % interval | bound | verdict |" + (" one seed enough? |" if one else ""),
              "|---|---|---|---|---|---|" + ("---|" if one else "")]
     for c in claims:
