@@ -5,6 +5,7 @@ saved ``config.yaml`` text, for every method and both presets."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,15 @@ def test_the_demo_configs_equal_the_override_strings(tmp_path: Path, settings: D
             assert new == old and to_yaml(new) == to_yaml(old), method
     new_ref, old_ref = stages.refiner_config(ctx), load_refiner_config(None, _old_refiner_overrides(ctx))
     assert new_ref == old_ref and refiner_config_dict(new_ref) == refiner_config_dict(old_ref)
+
+
+def test_tiny_sum_yaml_states_the_demos_fine_tuning_settings(tmp_path: Path) -> None:
+    """configs/tiny_sum.yaml is documented as the demo's fine-tuning settings (docs/training.md): every
+    training choice of the full demo's SUM run is the file's (the data paths, model and run keys differ)."""
+    shipped = asdict(load_config(Path(__file__).parents[1] / "configs" / "tiny_sum.yaml"))
+    demo = asdict(stages.train_config(Ctx(tmp_path, tmp_path / "f.ckpt", FULL), "sum", 0))
+    for section in ("rounds", "loss", "optim"):
+        assert shipped[section] == demo[section], section
+    for key in ("ratio", "masks_per_image", "images_per_step", "max_mask_uncertainty"):
+        assert shipped["data"][key] == demo["data"][key], key
+    assert (shipped["method"], shipped["mode"]) == (demo["method"], demo["mode"])
