@@ -318,18 +318,26 @@ def data_synth(
     test: Annotated[int, typer.Option(help="images in each 'task<k>_test' and 'general_test'")] = 64,
     image_size: Annotated[int, typer.Option(help="image side in pixels")] = 256,
     workers: Annotated[int, typer.Option(help="processes (0 = all cores; <= 256)")] = 0,
+    shift_contrast: Annotated[float | None, typer.Option(
+        help="draw the task and unlabelled splits in a target domain: contrast towards mid-grey, in (0, 1]")] = None,
+    shift_noise: Annotated[float | None, typer.Option(
+        help="... and Gaussian noise of this many grey levels (the demo's domain: 0.5 and 6)")] = None,
 ) -> None:
     """Write the synthetic world (resumable: identical images already on disk are not rewritten)."""
+    from sumseg.data.synthetic import AppearanceShift
     from sumseg.data.synthetic_world import SYNTH_FLAGS, check_world_options, write_world
     from sumseg.outputs import output_dir
 
     sizes = {"pretrain": pretrain, "unlabeled": unlabeled, "general_test": test}
     sizes |= {f"task{k}_train": task_train for k in (1, 2, 3)} | {f"task{k}_test": test for k in (1, 2, 3)}
     flagged = {"pretrain": pretrain, "unlabeled": unlabeled, "task_train": task_train, "test": test}
+    shift = None if shift_contrast is None and shift_noise is None else AppearanceShift(
+        1.0 if shift_contrast is None else shift_contrast, 0.0 if shift_noise is None else shift_noise)
     with _errors():
-        refuse_bad(lambda c: check_world_options(c, seed, flagged, image_size, workers, SYNTH_FLAGS))
+        refuse_bad(lambda c: check_world_options(c, seed, flagged, image_size, workers, SYNTH_FLAGS, shift))
         with output_dir(out, label="--out"):
-            summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None)
+            summary = write_world(out, seed=seed, sizes=sizes, image_size=image_size, workers=workers or None,
+                                  shift=shift)
     for split, s in summary.items():
         typer.echo(f"{split}: {s['images']} images, {s['annotations']} masks "
                    f"({s['written']} written, {s['unchanged']} unchanged)")

@@ -93,3 +93,21 @@ def test_write_world_refuses_negative_workers_and_locks_its_folder(tmp_path: Pat
         with pytest.raises(OutputError, match="another sumseg run is writing to this folder"):
             write_world(tmp_path / "w", sizes=sizes, workers=1, progress=False)
     assert write_world(tmp_path / "w", sizes=sizes, workers=1, progress=False)["pretrain"]["images"] == 1
+
+
+def test_synth_shift_flags(tmp_path: Path) -> None:
+    """--shift-contrast / --shift-noise draw the unlabelled split in the shifted domain (the pretrain split
+    stays as it was); a contrast of 0 is refused by its flag's name before anything is written."""
+    args = ["data", "synth", "--pretrain", "1", "--unlabeled", "1", "--task-train", "0", "--test", "0",
+            "--workers", "1"]
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    shifted = runner.invoke(app, [*args, "--out", str(tmp_path / "shifted"), "--shift-contrast", "0.5",
+                                  "--shift-noise", "6"])
+    assert plain.exit_code == 0 and shifted.exit_code == 0, shifted.output
+    image = "unlabeled/images/000000.png"
+    assert (tmp_path / "plain" / image).read_bytes() != (tmp_path / "shifted" / image).read_bytes()
+    assert (tmp_path / "plain" / "pretrain/images/000000.png").read_bytes() == (
+        tmp_path / "shifted" / "pretrain/images/000000.png").read_bytes()
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--shift-contrast", "0"])
+    assert bad.exit_code == 1 and "--shift-contrast must lie in (0, 1], got 0.0" in bad.output
+    assert not (tmp_path / "bad").exists()

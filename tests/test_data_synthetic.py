@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,8 @@ import pytest
 from sumseg.data import synthetic_world
 from sumseg.data.dataset import read_dataset
 from sumseg.data.images import load_rgb
-from sumseg.data.synthetic import MIN_OBJECT_AREA, MIN_PART_AREA, render_scene, scene_rng
-from sumseg.data.synthetic_world import SPLITS, png_bytes, write_world
+from sumseg.data.synthetic import MIN_OBJECT_AREA, MIN_PART_AREA, AppearanceShift, render_scene, scene_rng
+from sumseg.data.synthetic_world import SHIFTED_SPLITS, SPLITS, png_bytes, world_scene, write_world
 from sumseg.errors import ConfigError
 
 SMALL = {split: 2 for split in SPLITS} | {"pretrain": 5}
@@ -135,3 +137,44 @@ def test_pool_terminated_on_error_joined_on_success(
     else:
         write_world(tmp_path, sizes=sizes, workers=2, progress=False)
     assert pool.calls == calls
+
+
+def test_appearance_shift_by_hand() -> None:
+    """128 + c (x − 128), then noise: worked out for c = 0.5 without noise; the noise is the rng's."""
+    image = np.array([[[0, 128, 255], [200, 100, 1]]], np.uint8)
+    flat = AppearanceShift(contrast=0.5, noise=0.0).apply(image, np.random.default_rng(0))
+    np.testing.assert_array_equal(flat, [[[64, 128, 192], [164, 114, 64]]])  # 191.5 rounds to even
+    noisy = AppearanceShift(contrast=0.5, noise=6.0)
+    a, b = noisy.apply(image, np.random.default_rng(1)), noisy.apply(image, np.random.default_rng(1))
+    assert a.dtype == np.uint8 and np.array_equal(a, b) and not np.array_equal(a, flat)
+    assert np.abs(a.astype(int) - flat).max() <= 6 * 6  # six standard deviations
+
+
+def test_shifted_world_changes_only_the_task_and_unlabelled_images(world: Path, tmp_path: Path) -> None:
+    shift = AppearanceShift(0.5, 6.0)
+    write_world(tmp_path, seed=3, sizes=SMALL, workers=1, progress=False, shift=shift)
+    for split in SPLITS:
+        doc, plain = (json.loads((root / split / "annotations.json").read_text()) for root in (tmp_path, world))
+        assert doc["annotations"] == plain["annotations"]  # the masks do not move
+        assert (doc["info"].get("shift") == {"contrast": 0.5, "noise": 6.0}) == (split in SHIFTED_SPLITS)
+        for index in range(SMALL[split]):
+            name = f"images/{index:06d}.png"
+            same = (tmp_path / split / name).read_bytes() == (world / split / name).read_bytes()
+            assert same == (split not in SHIFTED_SPLITS), (split, index)
+            drawn = world_scene(3, split, index, 256, shift).image
+            np.testing.assert_array_equal(load_rgb(tmp_path / split / name), drawn)
+    assert SHIFTED_SPLITS == set(SPLITS) - {"pretrain", "general_test"}
+    # another shift is another world: the shifted splits are written again, the others kept
+    again = write_world(tmp_path, seed=3, sizes=SMALL, workers=1, progress=False, shift=AppearanceShift(0.7, 6.0))
+    assert again["unlabeled"]["written"] == SMALL["unlabeled"] and again["pretrain"]["written"] == 0
+
+
+@pytest.mark.parametrize(("shift", "message"), [
+    (AppearanceShift(0.0, 6.0), "shift.contrast must lie in (0, 1]"),
+    (AppearanceShift(float("nan"), 6.0), "shift.contrast must be a finite number"),
+    (AppearanceShift(0.5, 1e12), "shift.noise must lie in [0, 255]"),
+])
+def test_absurd_shift_is_refused_before_any_image(tmp_path: Path, shift: AppearanceShift, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        write_world(tmp_path / "w", sizes=SMALL, workers=1, progress=False, shift=shift)
+    assert not (tmp_path / "w").exists()

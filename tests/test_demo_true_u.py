@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from sumseg.cli import app
+from sumseg.data.synthetic import AppearanceShift
 from sumseg.demo.stats import store_stats, true_masks
 from sumseg.demo.true_uncertainty import DONE, true_uncertainty
 from sumseg.pipeline.store import open_store
@@ -54,20 +55,21 @@ def test_true_u_store_holds_the_truth_and_leaves_the_refiners_maps(true_u_run: P
     store, copy = open_store(out / "pseudo_labels"), open_store(out / "pseudo_labels_true_u")
     assert [e.num_masks for e in copy.images] == [e.num_masks for e in store.images] and sum(
         e.num_masks for e in store.images) > 0
-    seed = json.loads((out / "settings.json").read_text())["settings"]["world_seed"]
+    settings = json.loads((out / "settings.json").read_text())["settings"]
+    seed, shift = settings["world_seed"], AppearanceShift(**settings["shift"])
     differs = False
     for i, e in enumerate(store.images):
         if not e.num_masks:
             continue
         assert np.array_equal(copy.masks(i), store.masks(i))
-        u = true_uncertainty(store.masks(i), true_masks(store, i, seed)[0], store.frame, store.image_size)
+        u = true_uncertainty(store.masks(i), true_masks(store, i, seed, shift)[0], store.frame, store.image_size)
         stored = copy.uncertainty_u8(i)
         assert stored is not None and torch.equal(stored, torch.round(u * 255).to(torch.uint8))
         refiner_u = store.uncertainty_u8(i)
         assert refiner_u is not None
         differs |= not torch.equal(refiner_u, stored)
     assert differs  # the refiner's maps stay in the original store
-    stats = store_stats(out / "pseudo_labels_true_u", seed, 0.6)
+    stats = store_stats(out / "pseudo_labels_true_u", seed, 0.6, shift)
     if stats["wrong_pixels"]:  # every wrong pixel carries U > 0 in its cell, and right pixels far less
         assert stats["mean_u_wrong"] > 0.5 > stats["mean_u_right"]
     assert json.loads((out / "pseudo_labels_true_u" / DONE).read_text())["masks"] == stats["masks"]

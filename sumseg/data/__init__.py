@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from sumseg.data.records import Dataset, ImageRecord, MaskRecord, SkipReport
     from sumseg.data.ritm import read_benchmark
     from sumseg.data.sa1b import read_sa1b
-    from sumseg.data.synthetic import Scene, render_scene, scene_rng
-    from sumseg.data.synthetic_world import write_world
+    from sumseg.data.synthetic import AppearanceShift, Scene, render_scene, scene_rng
+    from sumseg.data.synthetic_world import world_scene, write_world
     from sumseg.data.unlabelled import read_images
     from sumseg.tasks import TASK_NAMES
 
 _EXPORTS = {
     "TASK_NAMES": "sumseg.tasks",
+    "AppearanceShift": "sumseg.data.synthetic",
     "Dataset": "sumseg.data.records",
     "EmbeddingCache": "sumseg.data.embedding_cache",
     "ImageRecord": "sumseg.data.records",
@@ -45,12 +46,14 @@ _EXPORTS = {
     "read_sa1b": "sumseg.data.sa1b",
     "render_scene": "sumseg.data.synthetic",
     "scene_rng": "sumseg.data.synthetic",
+    "world_scene": "sumseg.data.synthetic_world",
     "write_world": "sumseg.data.synthetic_world",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "TASK_NAMES",
+    "AppearanceShift",
     "Dataset",
     "EmbeddingCache",
     "ImageRecord",
@@ -71,5 +74,6 @@ __all__ = [
     "read_sa1b",
     "render_scene",
     "scene_rng",
+    "world_scene",
     "write_world",
 ]

@@ -11,6 +11,9 @@ Masks are the visible regions after occlusion (parts also after later parts of t
 object). Masks smaller than the minimum areas (at 256²: objects 300 px, parts 120 px; scaled
 by (size/256)²) are dropped, and an object that is dropped takes its parts with it.
 Shapes are rasterised by OpenCV without anti-aliasing, so image edges and masks agree exactly.
+
+An :class:`AppearanceShift` (low contrast and sensor noise) turns a rendered image into one of a
+target domain the foundation never saw; the masks stay the same.
 """
 
 from __future__ import annotations
@@ -41,6 +44,21 @@ class Scene:
     parts: list[np.ndarray] = field(default_factory=list)
     part_object: list[int] = field(default_factory=list)
     part_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AppearanceShift:
+    """A target domain's look: every channel pulled towards mid-grey, ``128 + contrast · (x − 128)``,
+    then Gaussian noise with a standard deviation of ``noise`` grey levels (docs/synthetic-world.md)."""
+
+    contrast: float = 0.5
+    noise: float = 6.0
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 → the shifted (H, W, 3) uint8 image; the noise is drawn from ``rng``."""
+        x = 128.0 + np.float32(self.contrast) * (image.astype(np.float32) - 128.0)
+        x += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(self.noise)
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:

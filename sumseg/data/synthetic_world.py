@@ -11,6 +11,10 @@ Every annotation carries ``task`` (read by :func:`sumseg.data.coco.read_coco`), 
   included), task 2; ``task3_*``: every part, task 3;
 - ``unlabeled``: images only (an empty ``annotations`` list).
 
+With an :class:`~sumseg.data.synthetic.AppearanceShift`, the labelled tasks' splits and the
+unlabelled pool (:data:`SHIFTED_SPLITS`) are drawn in that target domain, while ``pretrain`` and
+``general_test`` stay in the foundation's own: the demo's fine-tuning target, and its forgetting check.
+
 Resumable: a split whose ``annotations.json`` records the same generator version, seed, count
 and image size is skipped whole; otherwise every image is regenerated and its PNG is written
 only when the file on disk differs, and ``annotations.json`` is written last, atomically.
@@ -33,7 +37,7 @@ from sumseg.atomic import atomic_path, write_json
 from sumseg.checks import load_json
 from sumseg.config.checker import Checker, refuse_bad
 from sumseg.data import rle as rle_utils
-from sumseg.data.synthetic import Scene, render_scene, scene_rng
+from sumseg.data.synthetic import AppearanceShift, Scene, render_scene, scene_rng
 from sumseg.errors import ConfigError, DataError
 from sumseg.outputs import output_dir
 from sumseg.tasks import TASK_NAMES
@@ -64,6 +68,8 @@ DEFAULT_SIZES: dict[str, int] = {
     "task3_test": 64,
     "general_test": 64,
 }
+SHIFTED_SPLITS: frozenset[str] = frozenset(s for s in SPLITS if s not in ("pretrain", "general_test"))
+"""The splits an appearance shift applies to: the tasks' labelled and test images and the unlabelled pool."""
 _IMAGE_NAME = re.compile(r"^(\d{6})\.png$")
 
 
@@ -95,6 +101,16 @@ def scene_annotations(scene: Scene, split: str) -> list[dict[str, Any]]:
     return anns
 
 
+def world_scene(seed: int, split: str, index: int, size: int, shift: AppearanceShift | None = None) -> Scene:
+    """Image ``index`` of ``split`` in the world of ``seed``, its image shifted when ``split`` is one of
+    :data:`SHIFTED_SPLITS` and ``shift`` is given (the noise continues the scene's own generator)."""
+    rng = scene_rng(seed, split, index)
+    scene = render_scene(rng, size)
+    if shift is not None and split in SHIFTED_SPLITS:
+        scene.image = shift.apply(scene.image, rng)
+    return scene
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """Deterministic PNG encoding of an (H, W, 3) uint8 RGB image."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -103,10 +119,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _make_image(job: tuple[int, str, int, int, str]) -> tuple[int, list[dict[str, Any]], bool]:
+Job = tuple[int, str, int, int, str, AppearanceShift | None]  # seed, split, index, size, out folder, shift
+
+
+def _make_image(job: Job) -> tuple[int, list[dict[str, Any]], bool]:
     """Render image ``index`` of ``split``, write its PNG unless identical on disk; (index, anns, written)."""
-    seed, split, index, size, out = job
-    scene = render_scene(scene_rng(seed, split, index), size)
+    seed, split, index, size, out, shift = job
+    scene = world_scene(seed, split, index, size, shift)
     data = png_bytes(scene.image)
     path = Path(out) / split / "images" / f"{index:06d}.png"
     written = not (path.is_file() and path.read_bytes() == data)
@@ -120,14 +139,12 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _pool_map(
-    jobs: list[tuple[int, str, int, int, str]], pool: Any
-) -> Iterator[tuple[int, list[dict], bool]]:
+def _pool_map(jobs: list[Job], pool: Any) -> Iterator[tuple[int, list[dict], bool]]:
     return pool.imap(_make_image, jobs, chunksize=8) if pool is not None else map(_make_image, jobs)
 
 
-def _split_info(seed: int, split: str, count: int, size: int) -> dict[str, Any]:
-    return {
+def _split_info(seed: int, split: str, count: int, size: int, shift: AppearanceShift | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
         "generator": "sumseg.data.synthetic",
         "version": GENERATOR_VERSION,
         "seed": seed,
@@ -135,12 +152,15 @@ def _split_info(seed: int, split: str, count: int, size: int) -> dict[str, Any]:
         "count": count,
         "image_size": size,
     }
+    if shift is not None and split in SHIFTED_SPLITS:
+        info["shift"] = {"contrast": shift.contrast, "noise": shift.noise}
+    return info
 
 
 def _write_split(
-    out: Path, split: str, count: int, seed: int, size: int, pool: Any, bar: tqdm
+    out: Path, split: str, count: int, seed: int, size: int, shift: AppearanceShift | None, pool: Any, bar: tqdm
 ) -> dict[str, int]:
-    info = _split_info(seed, split, count, size)
+    info = _split_info(seed, split, count, size, shift)
     ann_path = out / split / "annotations.json"
     if ann_path.is_file():
         try:
@@ -160,7 +180,7 @@ def _write_split(
     anns: list[dict[str, Any]] = []
     written = 0
     for index, image_anns, was_written in _pool_map(
-        [(seed, split, i, size, str(out)) for i in range(count)], pool
+        [(seed, split, i, size, str(out), shift) for i in range(count)], pool
     ):
         images.append({"id": index, "file_name": f"images/{index:06d}.png", "height": size, "width": size})
         for a in image_anns:
@@ -200,15 +220,19 @@ MAX_SPLIT_IMAGES = 10_000_000
 MAX_IMAGE_SIDE = 4096
 MAX_WORKERS = 256
 SYNTH_FLAGS = {"seed": "--seed", "pretrain": "--pretrain", "unlabeled": "--unlabeled", "task_train": "--task-train",
-               "test": "--test", "image_size": "--image-size", "workers": "--workers"}
+               "test": "--test", "image_size": "--image-size", "workers": "--workers",
+               "shift_contrast": "--shift-contrast", "shift_noise": "--shift-noise"}
 """``sumseg data synth``'s flag of each number :func:`check_world_options` checks."""
 
 
 def check_world_options(c: Checker, seed: int, sizes: dict[str, int], image_size: int, workers: int | None,
-                        keys: dict[str, str] | None = None) -> None:
+                        keys: dict[str, str] | None = None, shift: AppearanceShift | None = None) -> None:
     """The ranges of the world's numbers (``sizes``: images per split, or per ``data synth`` flag), each
     problem named by ``keys[name]`` (:data:`SYNTH_FLAGS`) or by its argument (``sizes['pretrain']``)."""
     k = (keys or {}).get
+    if shift is not None:  # contrast 0 would erase the image
+        c.number(k("shift_contrast", "shift.contrast"), shift.contrast, 0.0, 1.0, lo_open=True)
+        c.number(k("shift_noise", "shift.noise"), shift.noise, 0.0, 255.0)
     c.number(k("seed", "seed"), seed, 0, 2**32 - 1)  # the demo's --world-seed bound: it is this seed
     for name, n in sizes.items():
         c.number(k(name, f"sizes[{name!r}]"), n, 0, MAX_SPLIT_IMAGES)
@@ -224,10 +248,12 @@ def write_world(
     image_size: int = 256,
     workers: int | None = None,
     progress: bool = True,
+    shift: AppearanceShift | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write every split of the world to ``out_dir`` (layout and resume rules in the module docstring).
 
-    ``sizes`` overrides image counts of :data:`DEFAULT_SIZES` (0 leaves a split out);
+    ``sizes`` overrides image counts of :data:`DEFAULT_SIZES` (0 leaves a split out); ``shift`` draws
+    :data:`SHIFTED_SPLITS` in that target domain (None: every split in the foundation's own);
     ``workers`` processes render in parallel (default: all cores; 1 = in this process).
     ``out_dir`` is checked and locked first (:func:`sumseg.outputs.output_dir`).
     Returns per split: images, annotations, PNGs written, PNGs already identical on disk.
@@ -236,13 +262,13 @@ def write_world(
     if unknown:
         raise ConfigError(f"unknown synthetic split(s) {sorted(unknown)}; known: {list(SPLITS)}")
     counts = {**DEFAULT_SIZES, **(sizes or {})}
-    refuse_bad(lambda c: check_world_options(c, seed, counts, image_size, workers))
+    refuse_bad(lambda c: check_world_options(c, seed, counts, image_size, workers, shift=shift))
     with output_dir(out_dir, dirs=[s for s, n in counts.items() if n]):  # one writer per folder
-        return _write_world(Path(out_dir), seed, counts, image_size, workers or os.cpu_count() or 1, progress)
+        return _write_world(Path(out_dir), seed, counts, image_size, shift, workers or os.cpu_count() or 1, progress)
 
 
-def _write_world(out: Path, seed: int, counts: dict[str, int], image_size: int, workers: int,
-                 progress: bool) -> dict[str, dict[str, int]]:
+def _write_world(out: Path, seed: int, counts: dict[str, int], image_size: int, shift: AppearanceShift | None,
+                 workers: int, progress: bool) -> dict[str, dict[str, int]]:
     """:func:`write_world` once its folder is locked."""
     pool = _pool(workers) if workers > 1 else None
     summary: dict[str, dict[str, int]] = {}
@@ -252,7 +278,7 @@ def _write_world(out: Path, seed: int, counts: dict[str, int], image_size: int, 
         ) as bar:
             for split, count in counts.items():
                 if count:
-                    summary[split] = _write_split(out, split, count, seed, image_size, pool, bar)
+                    summary[split] = _write_split(out, split, count, seed, image_size, shift, pool, bar)
     except BaseException:  # an error or Ctrl-C: stop the workers now, do not render the queued jobs
         if pool is not None:
             pool.terminate()

@@ -101,7 +101,8 @@ def run_demo(out: Path, settings: DemoSettings, foundation: Path | None = None, 
         check_settings(ctx)
         wall = time.perf_counter()
         sizes = {split: settings.world_sizes.get(split, 0) for split in SPLITS}
-        write_world(ctx.world, seed=settings.world_seed, sizes=sizes, workers=max(1, workers), progress=False)
+        write_world(ctx.world, seed=settings.world_seed, sizes=sizes, workers=max(1, workers), progress=False,
+                    shift=settings.shift)
         world = Done("world", f"{sum(sizes.values())} images (seed {settings.world_seed})",
                      time.perf_counter() - wall, math.nan)  # written by its own processes
         jobs = build_jobs(ctx)

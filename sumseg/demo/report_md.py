@@ -187,7 +187,10 @@ def settings_lines(ctx: Ctx) -> list[str]:
         f"- Foundation: `{ctx.foundation}`.",
         f"- World seed {s.world_seed}{' (the test world)' if s.world_seed == 0 else ''}: {s.unlabelled} unlabelled "
         f"images; labelled tasks {tasks}: {s.task_train} training and {s.task_test} test images each; general test "
-        f"set {s.general_test} images (every entity and part, task 0 prompt).",
+        f"set {s.general_test} images (every entity and part, task 0 prompt)"
+        + (f"; the tasks' and the unlabelled images in a target domain the foundation never saw (contrast "
+           f"×{s.shift.contrast:g} towards mid-grey, Gaussian noise of {s.shift.noise:g} grey levels), the general "
+           "set in its own." if s.shift is not None else "; every image in the foundation's own domain."),
         f"- Pseudo-labels: {p.points_per_side}² point grid, predicted IoU > {p.pred_iou_thresh}, stability >= "
         f"{p.stability_score_thresh} (quantiles of the foundation's own scores on {p.calibration_images} images), "
         f"at most {p.max_per_image} per image, area >= {p.min_area_ratio} of the image.",

@@ -83,7 +83,7 @@ def true_uncertainty(ctx: Ctx) -> str:
     """A copy of the pseudo-label store with the true U maps (the ``sum_true_u`` diagnostic)."""
     from sumseg.demo.true_uncertainty import write_true_store
 
-    s = write_true_store(ctx.store, ctx.true_u_store, ctx.settings.world_seed)
+    s = write_true_store(ctx.store, ctx.true_u_store, ctx.settings.world_seed, ctx.settings.shift)
     return f"{s['masks']} masks, mean true U {s['mean_u']:.4f} (pixels unlike the best-matching true mask)"
 
 
@@ -204,7 +204,7 @@ def pseudo_label_stats(ctx: Ctx) -> str:
     from sumseg.atomic import write_json
     from sumseg.demo.stats import store_stats
 
-    stats = store_stats(ctx.store, ctx.settings.world_seed, ctx.settings.train.theta)
+    stats = store_stats(ctx.store, ctx.settings.world_seed, ctx.settings.train.theta, ctx.settings.shift)
     write_json(ctx.out / "stats.json", stats, indent=1)
     return (f"{stats['masks']} pseudo-labels, {stats['wrong_fraction']:.0%} wrong (best IoU with any true mask "
             f"< 0.5); mean U on wrong / right pixels {stats['mean_u_wrong']:.3f} / {stats['mean_u_right']:.3f}")

@@ -1,10 +1,10 @@
 """Pseudo-labels and their uncertainty maps measured against the synthetic world's true masks.
 
 The unlabelled split has no annotations on disk, but every scene can be drawn again
-(``render_scene(scene_rng(seed, "unlabeled", i))``), so each pseudo-label can be matched to the
-true mask it overlaps most (entities and parts of its image). A pseudo-label is *wrong* when that
-best IoU is below 0.5; its wrong *pixels* are where it differs from the matched true mask. U maps
-are brought to the image as SAM brings low-res logits (``lowres_to_image``).
+(:func:`sumseg.data.synthetic_world.world_scene`, with the world's appearance shift), so each
+pseudo-label can be matched to the true mask it overlaps most (entities and parts of its image).
+A pseudo-label is *wrong* when that best IoU is below 0.5; its wrong *pixels* are where it differs
+from the matched true mask. U maps are brought to the image as SAM brings low-res logits (``lowres_to_image``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sumseg.data.synthetic import render_scene, scene_rng
+from sumseg.data.synthetic import AppearanceShift
+from sumseg.data.synthetic_world import world_scene
 from sumseg.errors import DataError
 from sumseg.models.sum_sam import lowres_to_image
 from sumseg.pipeline.store import PseudoLabelStore, open_store
@@ -21,13 +22,16 @@ from sumseg.pipeline.store import PseudoLabelStore, open_store
 WRONG_IOU = 0.5
 
 
-def true_masks(store: PseudoLabelStore, i: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """(G, H, W) bool true masks of store image ``i`` and their kinds (salient / entity / part)."""
+def true_masks(store: PseudoLabelStore, i: int, seed: int, shift: AppearanceShift | None = None
+               ) -> tuple[np.ndarray, list[str]]:
+    """(G, H, W) bool true masks of store image ``i`` and their kinds (salient / entity / part); the image
+    must be the unlabelled split's of the world of ``seed`` drawn with ``shift``."""
     e = store.images[i]
     index = int(Path(e.file_name).stem)
-    scene = render_scene(scene_rng(seed, "unlabeled", index), e.height)
+    scene = world_scene(seed, "unlabeled", index, e.height, shift)
     if scene.image.shape[:2] != (e.height, e.width) or not np.array_equal(scene.image, store.record(i).load_image()):
-        raise DataError(f"{store.image_path(i)}: not image {index} of the synthetic world with seed {seed}")
+        raise DataError(f"{store.image_path(i)}: not image {index} of the synthetic world with seed {seed}"
+                        + (f" and {shift}" if shift is not None else " (no appearance shift)"))
     kinds = ["salient" if k == scene.salient else "entity" for k in range(len(scene.objects))]
     return np.stack(scene.objects + scene.parts), kinds + ["part"] * len(scene.parts)
 
@@ -81,12 +85,12 @@ class _Tally:
                 "auroc": auroc(self.hist[True], self.hist[False])}
 
 
-def store_stats(root: Path, seed: int, theta: float) -> dict:
+def store_stats(root: Path, seed: int, theta: float, shift: AppearanceShift | None = None) -> dict:
     """Counts, kinds, wrong fraction, U on wrong / right pixels, U's AUROC against pixel error (overall and
     per kind of pseudo-label: its best-matching true mask's kind, or wrong) of a finished store with U maps.
 
     ``theta`` is the dice gate of the SUM loss: the share of wrong pixels with c = 1 − U > θ is
-    the share the gate lets through.
+    the share the gate lets through. ``seed`` and ``shift`` name the world the store's images come from.
     """
     store = open_store(root)
     kinds = {"salient": 0, "entity": 0, "part": 0, "wrong": 0}
@@ -97,7 +101,7 @@ def store_stats(root: Path, seed: int, theta: float) -> dict:
         if not e.num_masks:
             continue
         masks = store.masks(i)
-        truth, names = true_masks(store, i, seed)
+        truth, names = true_masks(store, i, seed, shift)
         best, iou = best_match(masks, truth)
         u8 = store.uncertainty_u8(i)
         if u8 is None:

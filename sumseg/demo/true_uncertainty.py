@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sumseg.atomic import write_json
+from sumseg.data.synthetic import AppearanceShift
 from sumseg.demo.stats import best_match, true_masks
 from sumseg.models.interface import image_to_lowres_in
 from sumseg.pipeline.store import open_store
@@ -49,12 +51,13 @@ def _copy_labels(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=ignore)
 
 
-def write_true_store(src: Path, dst: Path, world_seed: int) -> dict:
+def write_true_store(src: Path, dst: Path, world_seed: int, shift: AppearanceShift | None = None) -> dict:
     """Copy the pseudo-label store ``src`` to ``dst`` (a sibling of ``src``: the labels find their images
     by a relative path) with the true U maps of every pseudo-label; returns the copy's summary. A whole
     copy of the same store is kept as it is (resume)."""
     src, dst = Path(src), Path(dst)
-    made_from = {"source": src.name, "source_meta_digest": file_digest(src / "meta.json"), "world_seed": world_seed}
+    made_from = {"source": src.name, "source_meta_digest": file_digest(src / "meta.json"), "world_seed": world_seed,
+                 "shift": asdict(shift) if shift is not None else None}
     done = dst / DONE
     try:
         old = json.loads(done.read_text())
@@ -69,7 +72,8 @@ def write_true_store(src: Path, dst: Path, world_seed: int) -> dict:
     for i, e in enumerate(store.images):
         u = torch.zeros((0, store.lowres_size, store.lowres_size))
         if e.num_masks:
-            u = true_uncertainty(store.masks(i), true_masks(store, i, world_seed)[0], store.frame, store.image_size)
+            truth = true_masks(store, i, world_seed, shift)[0]
+            u = true_uncertainty(store.masks(i), truth, store.frame, store.image_size)
         write_u_map(store, i, quantise(u), TRUTH)
         masks_done += e.num_masks
         u_sum += float(u.mean(dim=(1, 2)).sum())
