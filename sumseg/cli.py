@@ -105,17 +105,18 @@ def refiner_train(
 ) -> None:
     """Train the mask-refinement module on human-labelled masks (resumable: rerun to continue)."""
     from sumseg.config import load_refiner_config
-    from sumseg.train.refiner_run import train_refiner
+    from sumseg.train.refiner_run import gate_summary, train_refiner
 
     done = _run_training(lambda: load_refiner_config(config, overrides or []), train_refiner)
     if done is None:
         return
     cfg, row = done
+    g = gate_summary(Path(cfg.run.out))
     typer.echo(f"refiner written to {Path(cfg.run.out) / 'last.ckpt'}: {_steps_done(row, cfg.optim.steps)}, "
-               f"loss {row.get('loss', float('nan')):.3f}, IoU {row.get('input_iou', float('nan')):.3f} -> "
-               f"{row.get('train_iou', float('nan')):.3f}, kept {row.get('kept', float('nan')):.0%} of masks")
-    if row.get("kept") == 0:
-        typer.secho("no mask passed the gate in the last logged step: lower inputs.min_iou or use a stronger "
+               f"last loss {row.get('loss', float('nan')):.3f}; over the logged steps kept {g['kept']:.0%} of masks, "
+               f"their IoU {g['input_iou']:.3f} -> {g['train_iou']:.3f}")
+    if not g["kept"] > 0:
+        typer.secho("no mask passed the gate in any logged step: lower inputs.min_iou or use a stronger "
                     "foundation model (docs/refiner.md)", fg=typer.colors.YELLOW, err=True)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from sumseg.prompts.geometry import mask_box
 from sumseg.train.batch import MaskBatch, collate
 from sumseg.train.distributed import Replica
 from sumseg.train.loop import loop_config, run_loop
-from sumseg.train.refiner_run import REFINER_LOSS, refiner_run, train_refiner
+from sumseg.train.refiner_run import REFINER_LOSS, gate_summary, refiner_run, train_refiner
 from sumseg.train.refiner_step import RefinerStep, draw_points, gate, refiner_inputs
 from sumseg.train.schedule import LabelledSource, draw_samples
 
@@ -328,7 +330,7 @@ def test_cli(world: Path, foundation: Path, tmp_path: Path) -> None:
                               "run.progress=false"])
     assert res.exit_code == 0, res.output
     assert str(tmp_path / "run" / "last.ckpt") in res.output and "kept" in res.output
-    assert ": 2 of 2 steps done, loss" in res.output  # not "step 1" (the 0-based index of the last step)
+    assert ": 2 of 2 steps done, last loss" in res.output  # not "step 1" (the 0-based index of the last step)
     args = ["refiner", "train", "--config", str(yaml), f"run.out={tmp_path / 'run'}", "run.progress=false"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "last.ckpt is already trained: 2 of 2 steps; nothing to do" in res.output
@@ -340,3 +342,19 @@ def test_cli(world: Path, foundation: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["refiner", "train", "--config", str(yaml), "inputs.min_iou=2"])
     assert res.exit_code == 1 and "inputs.min_iou" in res.output and res.output.startswith("error: ")
 
+
+
+def test_gate_summary_weights_each_logged_step_by_its_share_kept(tmp_path: Path) -> None:
+    """Hand-worked: kept 1/2, 0, 1/4 → 1/4 of masks; IoUs weighted 2 : 0 : 1 (a step that kept none counts
+    for the share only); a run that never kept a mask has no IoU (NaN), not 0."""
+    rows = [{"step": 0, "kept": 0.5, "input_iou": 0.8, "train_iou": 0.9},
+            {"step": 10, "kept": 0.0, "input_iou": 0.0, "train_iou": 0.0},
+            {"step": 20, "kept": 0.25, "input_iou": 0.9, "train_iou": 0.95}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    g = gate_summary(tmp_path)
+    assert g["kept"] == pytest.approx(0.25) and g["steps_logged"] == 3
+    assert g["input_iou"] == pytest.approx((0.5 * 0.8 + 0.25 * 0.9) / 0.75)
+    assert g["train_iou"] == pytest.approx((0.5 * 0.9 + 0.25 * 0.95) / 0.75)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    none = gate_summary(tmp_path)
+    assert none["kept"] == 0 and math.isnan(none["input_iou"]) and math.isnan(none["train_iou"])

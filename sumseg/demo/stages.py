@@ -54,15 +54,14 @@ def refiner_config(ctx: Ctx) -> RefinerConfig:
 
 def refiner(ctx: Ctx) -> str:
     """The refiner, trained on the tasks' labelled splits (its own embedding cache: other jobs run alongside)."""
-    from sumseg.train.refiner_run import train_refiner
+    from sumseg.train.refiner_run import gate_summary, train_refiner
 
     s = ctx.settings
     cfg = refiner_config(ctx)
-    row = train_refiner(cfg)
-    if not row:
-        return f"already trained ({s.refiner_steps} steps)"
-    return (f"{s.refiner_steps} steps; IoU of its input {row.get('input_iou', float('nan')):.3f} -> refined "
-            f"{row.get('train_iou', float('nan')):.3f}, {row.get('kept', float('nan')):.0%} of masks past the gate")
+    done = "trained" if train_refiner(cfg) else "already trained"
+    g = gate_summary(cfg.run.out)
+    return (f"{done} ({s.refiner_steps} steps); over its {g['steps_logged']:.0f} logged steps {g['kept']:.0%} of "
+            f"masks past the gate, their IoU {g['input_iou']:.3f} -> refined {g['train_iou']:.3f}")
 
 
 def uncertainty(ctx: Ctx) -> str:

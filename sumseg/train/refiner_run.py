@@ -25,6 +25,8 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from sumseg.train.inputs import labelled_samples, shared_cache, step_inputs
 from sumseg.train.loop import InputFn, loop_config, run_loop
 from sumseg.train.optim import param_groups
 from sumseg.train.refiner_step import RefinerStep
-from sumseg.train.run_state import check_resumed_config
+from sumseg.train.run_state import check_resumed_config, kept_rows
 from sumseg.train.schedule import LabelledSource
 
 REFINER_LOSS = RoundLoss(theta=0.5)
@@ -76,6 +78,22 @@ def refiner_run(cfg: RefinerConfig) -> RefinerRun:
         cache = shared_cache(cfg.data.embedding_cache, refiner, lambda: source.records, replica, cfg.run.progress)
     samples = labelled_samples(source, cfg.run.seed, cfg.data.images_per_step)
     return RefinerRun(step, step_inputs(samples, refiner, cfg.run.seed, cache), params)
+
+
+def gate_summary(run_dir: str | Path) -> dict[str, float]:
+    """The gate over a refiner run's logged steps (its ``metrics.jsonl``): ``kept``, the mean share of masks
+    past it, and ``input_iou`` / ``train_iou``, the IoU of the kept masks' candidates and of the refiner's
+    outputs for them (each step's mean weighted by its share kept; NaN when no logged step kept a mask).
+    A step's own row says little: with 8 masks a step, one step may keep none while the run keeps 20 %."""
+    rows = [json.loads(line) for line in kept_rows(Path(run_dir) / "metrics.jsonl", 2**62)]
+    kept = [float(r.get("kept") or 0.0) for r in rows]
+    total = sum(kept)
+
+    def weighted(key: str) -> float:
+        return sum(k * float(r.get(key) or 0.0) for k, r in zip(kept, rows, strict=True)) / total if total else math.nan
+
+    return {"kept": total / len(rows) if rows else math.nan, "input_iou": weighted("input_iou"),
+            "train_iou": weighted("train_iou"), "steps_logged": float(len(rows))}
 
 
 def train_refiner(cfg: RefinerConfig) -> dict[str, float]:
