@@ -15,7 +15,8 @@ estimate:
 A claim whose models did not run is left out. With one fine-tuning seed the interval covers the
 instances only; a claim on a fine-tuned model whose verdict clears its bound by less than
 :data:`SEED_MARGIN` (or is unresolved) is marked as one that needs ``--seeds 3`` (docs/demo.md,
-*Seeds*: every verdict that one seed → three seeds changed on worlds 0 and 2 had been marked).
+*Seeds*: one seed → three seeds changed verdicts that had cleared their bound by up to 1.1 points on
+test world 0 in the target domain, so the margin is 2 points).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sumseg.demo.settings import FOUNDATION, GENERAL_SET, TRUE_U
 CLAIM_CLICKS = (1, 3)
 WITHIN = 0.01  # "within 1 point": SUM − vanilla > −0.01 on the labelled tasks
 HALF = 0.5  # SUM's general-set loss at most half of vanilla's
-SEED_MARGIN = 0.01  # a one-seed verdict closer than 1 point to its bound may change with more seeds
+SEED_MARGIN = 0.02  # a one-seed verdict closer than 2 points to its bound may change with more seeds
 
 
 Spec = tuple[str, dict[str, float], tuple[str, ...], float]

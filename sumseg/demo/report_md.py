@@ -47,8 +47,8 @@ def claims_lines(claims: list[dict], seeds: int, key: str) -> list[str]:
                 " (one fine-tuning seed: seed-to-seed variation is not in these intervals; `--seeds 3` adds it)."),
              "A claim holds when its whole interval clears the bound, fails when it lies wholly on the other side, "
              "and is unresolved otherwise."
-             + (f" *needs `--seeds 3`*: unresolved, or clearing its bound by less than {100 * SEED_MARGIN:.0f} point "
-                "(on worlds 0 and 2, every verdict three seeds changed was marked)." if one else ""), "",
+             + (f" *needs `--seeds 3`*: unresolved, or clearing its bound by less than {100 * SEED_MARGIN:.0f} points "
+                "(three seeds changed verdicts that one seed cleared by up to 1.1 points)." if one else ""), "",
              "| claim | clicks | estimate | 95 % interval | bound | verdict |" + (" one seed enough? |" if one else ""),
              "|---|---|---|---|---|---|" + ("---|" if one else "")]
     for c in claims:
