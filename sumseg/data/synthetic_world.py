@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ def _split_info(seed: int, split: str, count: int, size: int, shift: AppearanceS
         "image_size": size,
     }
     if shift is not None and split in SHIFTED_SPLITS:
-        info["shift"] = {"contrast": shift.contrast, "noise": shift.noise}
+        info["shift"] = asdict(shift)
     return info
 
 
