@@ -19,7 +19,7 @@ from sumseg.demo.intervals import Interval, bootstrap
 from sumseg.demo.jobs import Job, run_jobs
 from sumseg.demo.report import mean_over_runs, protocol_key
 from sumseg.demo.settings import FOUNDATION, QUICK
-from sumseg.demo.stats import auroc, best_match
+from sumseg.demo.stats import _Tally, auroc, best_match
 from sumseg.errors import ConfigError
 
 
@@ -87,6 +87,9 @@ def test_quick_demo_stats_match_the_store(quick_run: tuple[Path, str]) -> None:
     assert sum(k["masks"] for k in stats["by_kind"].values()) == stats["masks"]
     assert sum(k["wrong_pixels"] for k in stats["by_kind"].values()) == stats["wrong_pixels"]
     assert stats["auroc"] is None or 0 <= stats["auroc"] <= 1
+    px = stats["wrong_pixels"] + stats["right_pixels"]  # the weight U takes = its mean over all pixels
+    taken = stats["mean_u_wrong"] * stats["wrong_pixels"] + stats["mean_u_right"] * stats["right_pixels"]
+    assert stats["u_weight"] == pytest.approx(taken / px) and stats["wrong_share"] == stats["wrong_pixels"] / px
 
 
 def test_quick_demo_resumes_without_recomputing(quick_run: tuple[Path, str]) -> None:
@@ -238,6 +241,18 @@ def test_auroc_from_histograms() -> None:
     assert auroc(np.array([2, 0, 0]), np.array([0, 0, 3])) == 0.0
     assert auroc(np.array([1, 1]), np.array([1, 1])) == 0.5  # same distribution: ties count half
     assert auroc(np.array([0, 1]), np.array([0, 0])) is None
+
+
+def test_weight_u_takes_and_from_which_pixels() -> None:
+    t = _Tally()
+    u = np.array([[0.5, 0.0], [1.0, 0.25]])
+    wrong = np.array([[True, False], [True, False]])
+    t.add(u, wrong, theta=0.6)  # c = [[0.5, 1], [0, 0.75]]: no wrong pixel has c > 0.6
+    s = t.summary()
+    assert s["wrong_share"] == 0.5 and s["u_weight"] == pytest.approx(1.75 / 4)
+    assert s["u_weight_on_wrong"] == pytest.approx(1.5 / 1.75) and s["wrong_pixels_passing_theta"] == 0.0
+    t.add(np.zeros((2, 2)), np.zeros((2, 2), bool), theta=0.6)  # a right mask U trusts fully: takes nothing
+    assert t.summary()["u_weight"] == pytest.approx(1.75 / 8) and t.summary()["wrong_share"] == 0.25
 
 
 def test_pseudo_labels_match_their_best_true_mask() -> None:

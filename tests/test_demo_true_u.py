@@ -72,6 +72,7 @@ def test_true_u_store_holds_the_truth_and_leaves_the_refiners_maps(true_u_run: P
     stats = store_stats(out / "pseudo_labels_true_u", seed, 0.6, shift)
     if stats["wrong_pixels"]:  # every wrong pixel carries U > 0 in its cell, and right pixels far less
         assert stats["mean_u_wrong"] > 0.5 > stats["mean_u_right"]
+        assert stats["u_weight_on_wrong"] > 0.5  # the true U takes its weight from wrong pixels
     assert json.loads((out / "pseudo_labels_true_u" / DONE).read_text())["masks"] == stats["masks"]
 
 

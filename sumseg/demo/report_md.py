@@ -126,6 +126,7 @@ def stats_section(ctx: Ctx) -> list[str]:
         f"pixels {st['mean_u_right']:.3f} ({st['wrong_pixels']} wrong, {st['right_pixels']} right pixels).",
         f"- Wrong pixels the dice gate lets through (c = 1 − U > θ = {st['theta']}): "
         f"{100 * st['wrong_pixels_passing_theta']:.0f} % (aim: at most 50 %).",
+        *_weight_line(st),
         "- AUROC of pixel U against pixel error (1 = U ranks every wrong pixel above every right one, 0.5 = "
         "chance): " + ("–" if st.get("auroc") is None else f"{st['auroc']:.3f}") + ".",
         "", "| kind of pseudo-label | masks | mean U on wrong pixels | on right pixels | wrong pixels with c > θ | "
@@ -139,6 +140,16 @@ def stats_section(ctx: Ctx) -> list[str]:
         "Each: image | pseudo-label (red) | refined mask σ(r) > 0.5 (blue) | U (jet, 0 → 1).", ""]
     lines += [f"![{unquote(p.stem)}]({quote(p.relative_to(ctx.out).as_posix())})" for p in overlays]
     return lines
+
+
+def _weight_line(st: dict) -> list[str]:
+    """What U changes in the loss: the focal weight it takes from the pseudo-labels, and from which pixels."""
+    if st.get("u_weight") is None:  # stats.json of an earlier version
+        return []
+    on_wrong = "–" if st["u_weight_on_wrong"] is None else f"{100 * st['u_weight_on_wrong']:.0f} %"
+    return [f"- Weight U takes from the pseudo-labels' focal loss (mean U over their pixels): "
+            f"{100 * st['u_weight']:.2f} %, {on_wrong} of it from wrong pixels; a perfect U would take "
+            f"{100 * st['wrong_share']:.2f} % (the wrong pixels), all of it from wrong pixels."]
 
 
 def _f3(v: float | None) -> str:

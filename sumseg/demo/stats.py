@@ -77,8 +77,15 @@ class _Tally:
         self.confident += int(((1 - u) > theta)[wrong].sum())
 
     def summary(self) -> dict:
+        """Per-pixel means; ``u_weight`` is the mean U over all pixels — the share of the pseudo-labels' focal
+        weight (c = 1 − U) that U takes away — and ``u_weight_on_wrong`` the part of it taken from wrong
+        pixels; a perfect U (1 on wrong pixels, 0 on right ones) takes ``wrong_share``, all from wrong pixels."""
         px = {f: int(self.hist[f].sum()) for f in (True, False)}
+        total, u_total = px[True] + px[False], self.u_sum[True] + self.u_sum[False]
         return {"masks": self.masks, "wrong_pixels": px[True], "right_pixels": px[False],
+                "wrong_share": px[True] / total if total else None,
+                "u_weight": u_total / total if total else None,
+                "u_weight_on_wrong": self.u_sum[True] / u_total if u_total else None,
                 "mean_u_wrong": self.u_sum[True] / px[True] if px[True] else None,
                 "mean_u_right": self.u_sum[False] / px[False] if px[False] else None,
                 "wrong_pixels_passing_theta": self.confident / px[True] if px[True] else None,
@@ -127,6 +134,8 @@ def store_stats(root: Path, seed: int, theta: float, shift: AppearanceShift | No
         "wrong_pixels": overall["wrong_pixels"], "right_pixels": overall["right_pixels"],
         "mean_u_wrong": overall["mean_u_wrong"] or 0.0, "mean_u_right": overall["mean_u_right"] or 0.0,
         "wrong_pixels_passing_theta": overall["wrong_pixels_passing_theta"] or 0.0, "theta": theta,
+        "wrong_share": overall["wrong_share"], "u_weight": overall["u_weight"],
+        "u_weight_on_wrong": overall["u_weight_on_wrong"],
         "auroc": overall["auroc"], "by_kind": {k: tally[k].summary() for k in kinds},
         "corr_mask_u_iou": corr, "thresholds": store.thresholds,
     }
