@@ -144,7 +144,7 @@ def stats_section(ctx: Ctx) -> list[str]:
 
 def _weight_line(st: dict) -> list[str]:
     """What U changes in the loss: the focal weight it takes from the pseudo-labels, and from which pixels."""
-    if st.get("u_weight") is None:  # stats.json of an earlier version
+    if st.get("u_weight") is None:  # no pseudo-label pixels to weigh
         return []
     on_wrong = "–" if st["u_weight_on_wrong"] is None else f"{100 * st['u_weight_on_wrong']:.0f} %"
     return [f"- Weight U takes from the pseudo-labels' focal loss (mean U over their pixels): "
