@@ -112,6 +112,17 @@ def test_demo_refuses_a_bad_out_before_any_work(tmp_path: Path) -> None:
         f"error: --out {tmp_path / 'file'}: is a file, not a folder"], res.output
 
 
+def test_demo_refuses_an_absurd_shift_before_writing_anything(tmp_path: Path) -> None:
+    from sumseg.data.synthetic import AppearanceShift
+    from sumseg.demo.pipeline import run_demo
+
+    for shift, named in ((AppearanceShift(0.0, 6.0), "shift.contrast"), (AppearanceShift(0.5, float("nan")),
+                                                                          "shift.noise")):
+        with pytest.raises(ConfigError, match=named):
+            run_demo(tmp_path / "out", replace(QUICK, shift=shift), workers=0)
+        assert not (tmp_path / "out").exists()  # not even settings.json
+
+
 def test_demo_names_a_missing_foundation(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--foundation", str(tmp_path / "none.ckpt")])
     assert res.exit_code == 1 and f"{tmp_path / 'none.ckpt'}: foundation checkpoint not found" in res.output

@@ -226,14 +226,21 @@ SYNTH_FLAGS = {"seed": "--seed", "pretrain": "--pretrain", "unlabeled": "--unlab
 """``sumseg data synth``'s flag of each number :func:`check_world_options` checks."""
 
 
+def check_shift(c: Checker, shift: AppearanceShift, keys: dict[str, str] | None = None) -> None:
+    """The appearance shift's ranges (contrast in (0, 1]: 0 would erase the image; noise in [0, 255] grey
+    levels), each problem named by ``keys[name]`` (:data:`SYNTH_FLAGS`) or by its field (``shift.noise``)."""
+    k = (keys or {}).get
+    c.number(k("shift_contrast", "shift.contrast"), shift.contrast, 0.0, 1.0, lo_open=True)
+    c.number(k("shift_noise", "shift.noise"), shift.noise, 0.0, 255.0)
+
+
 def check_world_options(c: Checker, seed: int, sizes: dict[str, int], image_size: int, workers: int | None,
                         keys: dict[str, str] | None = None, shift: AppearanceShift | None = None) -> None:
     """The ranges of the world's numbers (``sizes``: images per split, or per ``data synth`` flag), each
     problem named by ``keys[name]`` (:data:`SYNTH_FLAGS`) or by its argument (``sizes['pretrain']``)."""
     k = (keys or {}).get
-    if shift is not None:  # contrast 0 would erase the image
-        c.number(k("shift_contrast", "shift.contrast"), shift.contrast, 0.0, 1.0, lo_open=True)
-        c.number(k("shift_noise", "shift.noise"), shift.noise, 0.0, 255.0)
+    if shift is not None:
+        check_shift(c, shift, keys)
     c.number(k("seed", "seed"), seed, 0, 2**32 - 1)  # the demo's --world-seed bound: it is this seed
     for name, n in sizes.items():
         c.number(k(name, f"sizes[{name!r}]"), n, 0, MAX_SPLIT_IMAGES)

@@ -91,7 +91,7 @@ def run_demo(out: Path, settings: DemoSettings, foundation: Path | None = None, 
     from sumseg.data.synthetic_world import SPLITS, write_world
     from sumseg.errors import CheckpointError
 
-    refuse_bad(lambda c: check_demo_options(c, settings.seeds, workers, settings.world_seed))
+    refuse_bad(lambda c: check_demo_options(c, settings.seeds, workers, settings.world_seed, shift=settings.shift))
     foundation = Path(foundation) if foundation is not None else default_foundation()
     if not foundation.is_file():
         raise CheckpointError(f"{foundation}: foundation checkpoint not found (give one with --foundation)")

@@ -148,13 +148,18 @@ DEMO_FLAGS = {"seeds": "--seeds", "workers": "--workers", "world_seed": "--world
 
 
 def check_demo_options(c: Checker, seeds: int, workers: int, world_seed: int,
-                       keys: dict[str, str] | None = None) -> None:
+                       keys: dict[str, str] | None = None, shift: AppearanceShift | None = None) -> None:
     """The ranges of the demo's numbers, each problem named by ``keys[name]`` (the CLI's flags,
-    :data:`DEMO_FLAGS`) or by its name (``run_demo``'s arguments and :class:`DemoSettings` fields)."""
+    :data:`DEMO_FLAGS`) or by its name (``run_demo``'s arguments and :class:`DemoSettings` fields); the
+    world's ``shift`` as ``sumseg data synth`` checks it (before the demo writes anything)."""
+    from sumseg.data.synthetic_world import check_shift
+
     k = (keys or {}).get
     c.number(k("seeds", "seeds"), seeds, 1, MAX_SEEDS)
     c.number(k("workers", "workers"), workers, 0, MAX_WORKERS)
     c.number(k("world_seed", "world_seed"), world_seed, 0, 2**32 - 1)
+    if shift is not None:
+        check_shift(c, shift)
 
 
 def preset(quick: bool, seeds: int = 1, methods: Sequence[str] | None = None, world_seed: int = 0) -> DemoSettings:
